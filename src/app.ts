@@ -1,0 +1,127 @@
+// Wiring: build the parts, start the gRPC and admin servers, stop them in order.
+import type { Server as HttpServer } from 'node:http';
+import * as grpc from '@grpc/grpc-js';
+import { HealthImplementation } from 'grpc-health-check';
+import type { Logger } from 'pino';
+import { splitHostPort } from './config.js';
+import { authorizationService, checkHandler } from './envoy/server.js';
+import { createAdminServer } from './observability/admin.js';
+import { Metrics } from './observability/metrics.js';
+import { authorizeStage } from './pipeline/authorize.js';
+import { Pipeline } from './pipeline/check.js';
+import { identifyStage } from './pipeline/identify.js';
+import { routeStage } from './pipeline/route.js';
+import { type Clock, type Stages, systemClock } from './pipeline/types.js';
+import type { Catalog } from './policy/catalog.js';
+
+export const AUTHORIZATION_SERVICE = 'envoy.service.auth.v3.Authorization';
+
+export const defaultStages: Stages = {
+  route: routeStage,
+  identify: identifyStage,
+  authorize: authorizeStage,
+};
+
+export interface AppOptions {
+  readonly catalog: Catalog;
+  readonly grpcAddress: string;
+  readonly adminAddress: string;
+  readonly maxMessageBytes: number;
+  readonly drainDelayMs: number;
+  readonly shutdownGraceMs: number;
+  readonly logger: Logger;
+  readonly stages?: Stages;
+  readonly clock?: Clock;
+}
+
+export interface App {
+  readonly grpcPort: number;
+  readonly adminPort: number;
+  readonly metrics: Metrics;
+  /** Health NOT_SERVING, drain delay, stop accepting, let in-flight calls finish (bounded). */
+  stop(): Promise<void>;
+}
+
+export async function startApp(options: AppOptions): Promise<App> {
+  const { logger } = options;
+  const metrics = new Metrics();
+  const catalog = options.catalog;
+  let draining = false;
+  metrics.policyLoaded(catalog);
+
+  const pipeline = new Pipeline(options.stages ?? defaultStages, options.clock ?? systemClock);
+  const health = new HealthImplementation({ '': 'NOT_SERVING', [AUTHORIZATION_SERVICE]: 'NOT_SERVING' });
+  const server = new grpc.Server({
+    'grpc.max_receive_message_length': options.maxMessageBytes,
+    'grpc.max_send_message_length': 4 * 1024 * 1024,
+  });
+  server.addService(authorizationService, {
+    Check: checkHandler({ catalogs: { current: () => catalog }, pipeline, logger, metrics }),
+  });
+  health.addToServer(server);
+
+  const grpcPort = await new Promise<number>((resolve, reject) => {
+    server.bindAsync(options.grpcAddress, grpc.ServerCredentials.createInsecure(), (err, port) =>
+      err ? reject(err) : resolve(port),
+    );
+  });
+  const admin = createAdminServer(metrics, {
+    ready: () => !draining,
+    policy: () => ({ version: catalog.version, name: catalog.versionName }),
+  });
+  const adminPort = await listen(admin, options.adminAddress);
+
+  // The catalog is loaded (it was validated before we got here): ready to serve.
+  health.setStatus('', 'SERVING');
+  health.setStatus(AUTHORIZATION_SERVICE, 'SERVING');
+  logger.info(
+    { grpc: options.grpcAddress, grpc_port: grpcPort, admin_port: adminPort, policy_version: catalog.version },
+    'serving',
+  );
+
+  let stopping: Promise<void> | undefined;
+  const stop = () => {
+    stopping ??= (async () => {
+      draining = true;
+      health.setStatus('', 'NOT_SERVING');
+      health.setStatus(AUTHORIZATION_SERVICE, 'NOT_SERVING');
+      logger.info({ drain_delay_ms: options.drainDelayMs, grace_ms: options.shutdownGraceMs }, 'draining');
+      if (options.drainDelayMs > 0) await sleep(options.drainDelayMs);
+      await new Promise<void>((resolve) => {
+        const force = setTimeout(() => {
+          logger.warn('grace period over: closing remaining calls');
+          server.forceShutdown();
+          resolve();
+        }, options.shutdownGraceMs);
+        server.tryShutdown(() => {
+          clearTimeout(force);
+          resolve();
+        });
+      });
+      await new Promise<void>((resolve) => admin.close(() => resolve()));
+      admin.closeAllConnections();
+      logger.info('stopped');
+    })();
+    return stopping;
+  };
+
+  return {
+    grpcPort,
+    adminPort,
+    metrics,
+    stop,
+  };
+}
+
+function listen(server: HttpServer, address: string): Promise<number> {
+  const { host, port } = splitHostPort(address);
+  return new Promise((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(port, host, () => {
+      const bound = server.address();
+      resolve(typeof bound === 'object' && bound ? bound.port : port);
+    });
+  });
+}
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));

@@ -1,0 +1,217 @@
+#!/usr/bin/env node
+// The `portcullis` command: serve, check, policy validate.
+import { parseArgs } from 'node:util';
+import { startApp } from '../app.js';
+import { resolveServeConfig, SERVE_DEFAULTS, SERVE_ENV, type ServeConfig } from '../config.js';
+import { createLogger } from '../observability/audit.js';
+import { CatalogError, formatIssue, loadCatalogFile } from '../policy/load.js';
+import { buildCheckRequest, renderResponse, sendCheck, UsageError } from './check.js';
+
+const HELP = `portcullis — Envoy ext_authz sidecar for partner APIs
+
+Usage:
+  portcullis serve [--config FILE] [--grpc-address HOST:PORT] [--admin-address HOST:PORT]
+                   [--log-level LEVEL] [--max-message-bytes N] [--drain-delay-ms N] [--shutdown-grace-ms N]
+  portcullis check URL|PATH [-X METHOD] [-H 'name: value']... [--data TEXT|@FILE]
+                   [--principal ID] [--cert FILE] [--route NAME] [--source IP] [--server HOST:PORT] [--json]
+  portcullis policy validate FILE
+  portcullis help [COMMAND]
+
+Run 'portcullis help serve', 'portcullis help check' or 'portcullis help policy' for details.
+Docs: docs/configuration.md, docs/errors.md, docs/envoy.md.
+`;
+
+const SERVE_HELP = `portcullis serve: answer Envoy's Check calls for the policy catalog FILE.
+
+Flags (environment variable in brackets, then the default):
+  --config FILE             policy catalog [${SERVE_ENV.catalogFile}] (examples/catalog.yaml)
+  --grpc-address HOST:PORT  Check and grpc.health.v1 [${SERVE_ENV.grpcAddress}] (${SERVE_DEFAULTS.grpcAddress})
+  --admin-address HOST:PORT /metrics /healthz /readyz [${SERVE_ENV.adminAddress}] (${SERVE_DEFAULTS.adminAddress})
+  --log-level LEVEL         fatal|error|warn|info|debug|trace|silent [${SERVE_ENV.logLevel}] (${SERVE_DEFAULTS.logLevel})
+  --max-message-bytes N     largest CheckRequest accepted; keep it above Envoy's
+                            with_request_body.max_request_bytes plus headers [${SERVE_ENV.maxMessageBytes}] (${SERVE_DEFAULTS.maxMessageBytes})
+  --drain-delay-ms N        after SIGTERM, report NOT_SERVING this long before closing [${SERVE_ENV.drainDelayMs}] (${SERVE_DEFAULTS.drainDelayMs})
+  --shutdown-grace-ms N     then let in-flight calls finish for at most this long [${SERVE_ENV.shutdownGraceMs}] (${SERVE_DEFAULTS.shutdownGraceMs})
+
+Exits 0 after a clean shutdown (SIGTERM or SIGINT), 1 when the catalog or a setting is invalid.
+`;
+
+const CHECK_HELP = `portcullis check: send one Check, shaped as Envoy would, and print the decision.
+
+  URL|PATH                  https://api.example.com/v1/orders?x=1, or /v1/orders with -H 'host: ...'
+  -X, --request METHOD      HTTP method (GET, or POST when --data is given)
+  -H, --header 'N: V'       request header, repeatable
+  -d, --data TEXT|@FILE     request body (raw bytes of FILE with @)
+  --principal ID            mTLS principal (SPIFFE id) Envoy would report
+  --cert FILE               client certificate (PEM); the principal is taken from it unless given
+  --route NAME              the 'route' context extension Envoy would send
+  --source IP               client address (127.0.0.1)
+  --server HOST:PORT        portcullis to ask (127.0.0.1:9001)
+  --timeout-ms N            Check deadline, like Envoy's ext_authz timeout (1000)
+  --json                    print the decoded CheckResponse as JSON
+
+Exit codes: 0 allowed, 1 denied, 2 error (bad flags, server unreachable, timeout).
+`;
+
+const POLICY_HELP = `portcullis policy validate FILE: check a policy catalog.
+
+Prints every problem as FILE:LINE:COLUMN: PATH: MESSAGE and exits 1, or prints a summary and exits 0.
+`;
+
+export async function main(argv: readonly string[]): Promise<number> {
+  const [command, ...rest] = argv;
+  switch (command) {
+    case 'serve':
+      return serve(rest);
+    case 'check':
+      return check(rest);
+    case 'policy':
+      return policy(rest);
+    case 'help':
+    case '--help':
+    case '-h':
+    case undefined:
+      process.stdout.write(helpFor(rest[0]));
+      return command === undefined ? 2 : 0;
+    default:
+      process.stderr.write(`unknown command "${command}"\n\n${HELP}`);
+      return 2;
+  }
+}
+
+function helpFor(topic: string | undefined): string {
+  if (topic === 'serve') return SERVE_HELP;
+  if (topic === 'check') return CHECK_HELP;
+  if (topic === 'policy') return POLICY_HELP;
+  return HELP;
+}
+
+async function serve(args: readonly string[]): Promise<number> {
+  const { values } = parseArgs({
+    args: [...args],
+    options: {
+      config: { type: 'string' },
+      'grpc-address': { type: 'string' },
+      'admin-address': { type: 'string' },
+      'log-level': { type: 'string' },
+      'max-message-bytes': { type: 'string' },
+      'drain-delay-ms': { type: 'string' },
+      'shutdown-grace-ms': { type: 'string' },
+      help: { type: 'boolean', short: 'h' },
+    },
+  });
+  if (values.help) {
+    process.stdout.write(SERVE_HELP);
+    return 0;
+  }
+  const flags: Partial<Record<keyof ServeConfig, string>> = {};
+  const set = (key: keyof ServeConfig, value: string | undefined) => {
+    if (value !== undefined) flags[key] = value;
+  };
+  set('catalogFile', values.config);
+  set('grpcAddress', values['grpc-address']);
+  set('adminAddress', values['admin-address']);
+  set('logLevel', values['log-level']);
+  set('maxMessageBytes', values['max-message-bytes']);
+  set('drainDelayMs', values['drain-delay-ms']);
+  set('shutdownGraceMs', values['shutdown-grace-ms']);
+  const config = resolveServeConfig(flags, process.env);
+  const logger = createLogger(config.logLevel);
+  let catalog: Awaited<ReturnType<typeof loadCatalogFile>>;
+  try {
+    catalog = await loadCatalogFile(config.catalogFile);
+  } catch (err: unknown) {
+    if (!(err instanceof CatalogError)) throw err;
+    logger.fatal({ issues: err.issues.map(formatIssue) }, 'invalid policy catalog');
+    logger.flush();
+    for (const issue of err.issues) process.stderr.write(`${formatIssue(issue)}\n`);
+    return 1;
+  }
+  const app = await startApp({ ...config, catalog, logger });
+  process.on('unhandledRejection', (reason) => logger.error({ err: reason }, 'unhandled rejection'));
+  return new Promise<number>((resolve) => {
+    const shutdown = (signal: string) => {
+      logger.info({ signal }, 'shutting down');
+      app.stop().then(() => {
+        logger.flush();
+        resolve(0);
+        // Nothing should keep the loop alive now; if something does, do not hang the pod's termination.
+        setTimeout(() => process.exit(0), 2000).unref();
+      });
+    };
+    process.once('SIGTERM', () => shutdown('SIGTERM'));
+    process.once('SIGINT', () => shutdown('SIGINT'));
+  });
+}
+
+async function check(args: readonly string[]): Promise<number> {
+  const { values, positionals } = parseArgs({
+    args: [...args],
+    allowPositionals: true,
+    options: {
+      request: { type: 'string', short: 'X' },
+      header: { type: 'string', short: 'H', multiple: true },
+      data: { type: 'string', short: 'd' },
+      principal: { type: 'string' },
+      cert: { type: 'string' },
+      route: { type: 'string' },
+      source: { type: 'string', default: '127.0.0.1' },
+      server: { type: 'string', default: '127.0.0.1:9001' },
+      'timeout-ms': { type: 'string', default: '1000' },
+      json: { type: 'boolean', default: false },
+      help: { type: 'boolean', short: 'h' },
+    },
+  });
+  if (values.help) {
+    process.stdout.write(CHECK_HELP);
+    return 0;
+  }
+  const target = positionals[0];
+  if (!target) throw new UsageError('check needs a URL or a path');
+  const request = buildCheckRequest({
+    target,
+    method: values.request,
+    headers: values.header ?? [],
+    data: values.data,
+    principal: values.principal,
+    cert: values.cert,
+    route: values.route,
+    source: values.source,
+    server: values.server,
+    timeoutMs: Number(values['timeout-ms']),
+  });
+  const response = await sendCheck(values.server, request, Number(values['timeout-ms']));
+  process.stdout.write(`${values.json ? JSON.stringify(response, null, 2) : renderResponse(response)}\n`);
+  return response.status?.code === 0 ? 0 : 1;
+}
+
+async function policy(args: readonly string[]): Promise<number> {
+  const [sub, file, ...extra] = args;
+  if (sub !== 'validate' || !file || extra.length > 0) {
+    process.stderr.write(POLICY_HELP);
+    return 2;
+  }
+  try {
+    const catalog = await loadCatalogFile(file);
+    process.stdout.write(
+      `ok: ${file}: version ${catalog.version}${catalog.versionName ? ` (${catalog.versionName})` : ''}, ` +
+        `${catalog.routes.length} routes, ${catalog.partners.size} partners\n`,
+    );
+    return 0;
+  } catch (err: unknown) {
+    if (!(err instanceof CatalogError)) throw err;
+    for (const issue of err.issues) process.stdout.write(`${formatIssue(issue)}\n`);
+    process.stdout.write(`${err.issues.length} problem${err.issues.length === 1 ? '' : 's'} in ${file}\n`);
+    return 1;
+  }
+}
+
+main(process.argv.slice(2)).then(
+  (code) => {
+    process.exitCode = code;
+  },
+  (err: unknown) => {
+    process.stderr.write(`portcullis: ${err instanceof Error ? err.message : String(err)}\n`);
+    process.exitCode = 2;
+  },
+);

@@ -1,0 +1,85 @@
+// Process settings (not policy): where to listen, what to load, how to log and stop.
+// Flags win over environment variables, which win over these defaults.
+import { fileURLToPath } from 'node:url';
+import type { LogLevel } from './observability/audit.js';
+
+export const DEFAULT_CATALOG = fileURLToPath(new URL('../examples/catalog.yaml', import.meta.url));
+
+export interface ServeConfig {
+  readonly catalogFile: string;
+  readonly grpcAddress: string;
+  readonly adminAddress: string;
+  readonly logLevel: LogLevel;
+  /**
+   * Largest CheckRequest accepted. Envoy sends the buffered body (up to `max_request_bytes`)
+   * plus headers in one message; grpc-js' default of 4 MiB would turn bigger ones into RPC errors.
+   */
+  readonly maxMessageBytes: number;
+  /** After SIGTERM: how long health reports NOT_SERVING before we stop accepting calls. */
+  readonly drainDelayMs: number;
+  /** After that: how long in-flight calls may take before the server is closed anyway. */
+  readonly shutdownGraceMs: number;
+}
+
+export const SERVE_DEFAULTS: ServeConfig = {
+  catalogFile: DEFAULT_CATALOG,
+  grpcAddress: '0.0.0.0:9001',
+  adminAddress: '127.0.0.1:9090',
+  logLevel: 'info',
+  maxMessageBytes: 8 * 1024 * 1024,
+  drainDelayMs: 0,
+  shutdownGraceMs: 10_000,
+};
+
+export const SERVE_ENV = {
+  catalogFile: 'PORTCULLIS_CONFIG',
+  grpcAddress: 'PORTCULLIS_GRPC_ADDRESS',
+  adminAddress: 'PORTCULLIS_ADMIN_ADDRESS',
+  logLevel: 'PORTCULLIS_LOG_LEVEL',
+  maxMessageBytes: 'PORTCULLIS_MAX_MESSAGE_BYTES',
+  drainDelayMs: 'PORTCULLIS_DRAIN_DELAY_MS',
+  shutdownGraceMs: 'PORTCULLIS_SHUTDOWN_GRACE_MS',
+} as const satisfies Record<keyof ServeConfig, string>;
+
+const LEVELS: readonly LogLevel[] = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
+
+/** Merges flags, env and defaults; throws an Error naming the bad setting. */
+export function resolveServeConfig(
+  flags: Partial<Record<keyof ServeConfig, string>>,
+  env: NodeJS.ProcessEnv,
+): ServeConfig {
+  const pick = (key: keyof ServeConfig): string | undefined => flags[key] ?? env[SERVE_ENV[key]];
+  const int = (key: keyof ServeConfig, min: number, max: number): number => {
+    const text = pick(key);
+    if (text === undefined) return SERVE_DEFAULTS[key] as number;
+    const n = Number(text);
+    if (!Number.isInteger(n) || n < min || n > max) {
+      throw new Error(`${key} (${SERVE_ENV[key]}) must be an integer from ${min} to ${max}, got "${text}"`);
+    }
+    return n;
+  };
+  const logLevel = (pick('logLevel') ?? SERVE_DEFAULTS.logLevel) as LogLevel;
+  if (!LEVELS.includes(logLevel)) throw new Error(`logLevel must be one of ${LEVELS.join(', ')}, got "${logLevel}"`);
+  return {
+    catalogFile: pick('catalogFile') ?? SERVE_DEFAULTS.catalogFile,
+    grpcAddress: address('grpcAddress', pick('grpcAddress') ?? SERVE_DEFAULTS.grpcAddress),
+    adminAddress: address('adminAddress', pick('adminAddress') ?? SERVE_DEFAULTS.adminAddress),
+    logLevel,
+    maxMessageBytes: int('maxMessageBytes', 64 * 1024, 256 * 1024 * 1024),
+    drainDelayMs: int('drainDelayMs', 0, 600_000),
+    shutdownGraceMs: int('shutdownGraceMs', 0, 600_000),
+  };
+}
+
+function address(key: string, value: string): string {
+  if (!/^(\[[0-9a-fA-F:.]+\]|[^:\s]+):\d{1,5}$/.test(value)) {
+    throw new Error(`${key} must be host:port or [ipv6]:port, got "${value}"`);
+  }
+  return value;
+}
+
+export function splitHostPort(value: string): { host: string; port: number } {
+  const colon = value.lastIndexOf(':');
+  const host = value.slice(0, colon).replace(/^\[(.*)\]$/, '$1');
+  return { host, port: Number(value.slice(colon + 1)) };
+}

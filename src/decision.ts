@@ -1,0 +1,45 @@
+// What the pipeline decides, before the edge turns it into a CheckResponse.
+import type { AllowCode, DenyCode } from './errors.js';
+
+export interface Header {
+  readonly name: string;
+  readonly value: string;
+}
+
+/** A stage's refusal. `detail` is for the partner; `reason` only for the audit log. */
+export interface Denial {
+  readonly code: DenyCode;
+  readonly detail?: string;
+  readonly reason?: string;
+  readonly headers?: readonly Header[];
+}
+
+interface DecisionBase {
+  readonly decisionId: string;
+  /** x-request-id, or the decision id when Envoy sent none. */
+  readonly requestId: string;
+  readonly route: string;
+  readonly partner: string;
+  readonly policyVersion: string;
+  /** Internal explanation for the audit log; never sent to the partner. */
+  readonly reason: string;
+  /** Set when this decision is the route's `on_error` answer to an internal failure or a missed deadline. */
+  readonly failure?: 'internal_error' | 'deadline_exceeded';
+}
+
+export interface Allow extends DecisionBase {
+  readonly kind: 'allow';
+  readonly code: AllowCode;
+  readonly upstreamHeaders: readonly Header[];
+  readonly removeHeaders: readonly string[];
+  readonly responseHeaders: readonly Header[];
+}
+
+export interface Deny extends DecisionBase {
+  readonly kind: 'deny';
+  readonly code: DenyCode;
+  readonly detail: string;
+  readonly headers: readonly Header[];
+}
+
+export type Decision = Allow | Deny;

@@ -1,0 +1,158 @@
+// Edge in: Envoy's CheckRequest → our immutable Request, or a precise denial when it cannot be read.
+import type { Denial } from '../decision.js';
+import type { Peer, Request } from '../request.js';
+import type { WireCheckRequest, WireHttpRequest, WirePeer } from './codec.js';
+
+export type Normalized =
+  | { readonly ok: true; readonly request: Request }
+  | { readonly ok: false; readonly requestId: string; readonly denial: Denial };
+
+export interface NormalizeLimits {
+  readonly maxHeaderValueBytes: number;
+}
+
+const EMPTY_QUERY: ReadonlyMap<string, readonly string[]> = new Map();
+const EMPTY_BODY = new Uint8Array(0);
+const NO_PEER: Peer = Object.freeze({ address: '', port: 0, principal: '', certificatePem: '' });
+// Envoy sanitises header values, but with encode_raw_headers they arrive as raw bytes: refuse
+// what would let a value smuggle a second header line or a NUL upstream.
+const FORBIDDEN_IN_VALUE = /[\r\n\0]/;
+const UTF8 = new TextDecoder('utf-8', { fatal: true });
+
+class Malformed extends Error {
+  constructor(readonly denial: Denial) {
+    super(denial.reason);
+  }
+}
+
+export function normalize(wire: WireCheckRequest, limits: NormalizeLimits): Normalized {
+  const attributes = wire.attributes;
+  const http = attributes?.request?.http;
+  let headers: Map<string, string> | undefined;
+  try {
+    if (!attributes || !http) {
+      throw new Malformed({ code: 'request_malformed', reason: 'CheckRequest has no attributes.request.http' });
+    }
+    headers = readHeaders(http, limits);
+    const method = http.method || headers.get(':method') || '';
+    const target = http.path || headers.get(':path') || '';
+    if (method === '' || !target.startsWith('/')) {
+      throw new Malformed({
+        code: 'request_malformed',
+        reason: `missing or invalid method/path: method=${JSON.stringify(method)} path=${JSON.stringify(target.slice(0, 64))}`,
+      });
+    }
+    const queryAt = target.indexOf('?');
+    const hashAt = target.indexOf('#');
+    const pathEnd = queryAt !== -1 ? queryAt : hashAt !== -1 ? hashAt : target.length;
+    const body = http.raw_body.length > 0 ? http.raw_body : http.body ? Buffer.from(http.body) : EMPTY_BODY;
+    const request: Request = {
+      requestId: headers.get('x-request-id') ?? '',
+      method,
+      path: target.slice(0, pathEnd),
+      query: queryAt === -1 ? EMPTY_QUERY : parseQuery(target.slice(queryAt + 1, hashAt > queryAt ? hashAt : undefined)),
+      host: stripPort((http.host || headers.get(':authority') || '').toLowerCase()),
+      scheme: http.scheme || headers.get(':scheme') || '',
+      headers,
+      body,
+      bodyTruncated: isTruncated(headers, body.length),
+      source: readPeer(attributes.source),
+      sni: attributes.tls_session?.sni ?? '',
+      contextExtensions: new Map(Object.entries(attributes.context_extensions)),
+      protocol: http.protocol,
+    };
+    return { ok: true, request: Object.freeze(request) };
+  } catch (err: unknown) {
+    if (!(err instanceof Malformed)) throw err;
+    return { ok: false, requestId: headers?.get('x-request-id') ?? '', denial: err.denial };
+  }
+}
+
+function readHeaders(http: WireHttpRequest, limits: NormalizeLimits): Map<string, string> {
+  const headers = new Map<string, string>();
+  const raw = http.header_map?.headers;
+  if (raw && raw.length > 0) {
+    // encode_raw_headers: exact bytes, duplicates as separate entries; join them as Envoy does.
+    for (const h of raw) {
+      const key = h.key.toLowerCase();
+      let value: string;
+      try {
+        value = h.raw_value.length > 0 ? UTF8.decode(h.raw_value) : h.value;
+      } catch {
+        throw new Malformed({ code: 'request_header_invalid', reason: `header ${key} is not valid UTF-8` });
+      }
+      checkValue(key, value, limits);
+      const prior = headers.get(key);
+      headers.set(key, prior === undefined ? value : `${prior},${value}`);
+    }
+    return headers;
+  }
+  for (const key in http.headers) {
+    const value = http.headers[key] ?? '';
+    checkValue(key, value, limits);
+    headers.set(key.toLowerCase(), value);
+  }
+  return headers;
+}
+
+function checkValue(key: string, value: string, limits: NormalizeLimits): void {
+  // A UTF-16 length times 3 bounds the UTF-8 length: skip the byte count for ordinary headers.
+  if (value.length * 3 > limits.maxHeaderValueBytes && Buffer.byteLength(value) > limits.maxHeaderValueBytes) {
+    throw new Malformed({
+      code: 'request_header_invalid',
+      detail: `Header ${key} is larger than ${limits.maxHeaderValueBytes} bytes.`,
+      reason: `header ${key} has ${Buffer.byteLength(value)} bytes`,
+    });
+  }
+  if (FORBIDDEN_IN_VALUE.test(value)) {
+    throw new Malformed({
+      code: 'request_header_invalid',
+      detail: `Header ${key} contains a control character.`,
+      reason: `header ${key} contains CR, LF or NUL`,
+    });
+  }
+}
+
+function parseQuery(text: string): ReadonlyMap<string, readonly string[]> {
+  const query = new Map<string, string[]>();
+  for (const [key, value] of new URLSearchParams(text)) {
+    const values = query.get(key);
+    if (values) values.push(value);
+    else query.set(key, [value]);
+  }
+  return query;
+}
+
+function isTruncated(headers: ReadonlyMap<string, string>, received: number): boolean {
+  if (headers.get('x-envoy-auth-partial-body') === 'true') return true;
+  const declared = headers.get('content-length');
+  return declared !== undefined && Number(declared) > received;
+}
+
+function stripPort(authority: string): string {
+  if (authority.startsWith('[')) {
+    const end = authority.indexOf(']');
+    return end === -1 ? authority : authority.slice(0, end + 1);
+  }
+  const colon = authority.indexOf(':');
+  return colon === -1 ? authority : authority.slice(0, colon);
+}
+
+function readPeer(peer: WirePeer | null): Peer {
+  if (!peer) return NO_PEER;
+  const socket = peer.address?.socket_address;
+  let certificatePem = '';
+  if (peer.certificate) {
+    try {
+      certificatePem = decodeURIComponent(peer.certificate);
+    } catch {
+      throw new Malformed({ code: 'request_malformed', reason: 'source.certificate is not URL-encoded PEM' });
+    }
+  }
+  return {
+    address: socket?.address ?? '',
+    port: socket?.port_value ?? 0,
+    principal: peer.principal,
+    certificatePem,
+  };
+}

@@ -1,0 +1,80 @@
+// Edge out: Decision → CheckResponse. Allow = status OK + ok_response; deny = the code's gRPC
+// status + denied_response with an RFC 9457 problem body. Every header is validated first.
+import type { Decision, Deny, Header } from '../decision.js';
+import { DENY_CODES, GrpcCode } from '../errors.js';
+import { HEADER_NAME, HEADER_VALUE } from '../policy/schema.js';
+import type { WireCheckResponse, WireHeaderOption } from './codec.js';
+
+/** Envoy's HeaderValue limit (key and value each). */
+const MAX_HEADER_BYTES = 16384;
+
+export class InvalidHeaderError extends Error {
+  constructor(header: Header, why: string) {
+    super(`refusing to send header ${JSON.stringify(header.name.slice(0, 64))}: ${why}`);
+    this.name = 'InvalidHeaderError';
+  }
+}
+
+export function toCheckResponse(decision: Decision, problemBaseUrl: string): WireCheckResponse {
+  const dynamic_metadata = metadata(decision);
+  if (decision.kind === 'allow') {
+    return {
+      status: { code: GrpcCode.OK },
+      ok_response: {
+        headers: decision.upstreamHeaders.map(option),
+        headers_to_remove: decision.removeHeaders.slice(),
+        response_headers_to_add: decision.responseHeaders.map(option),
+      },
+      dynamic_metadata,
+    };
+  }
+  const spec = DENY_CODES[decision.code];
+  return {
+    status: { code: spec.grpc, message: decision.code },
+    denied_response: {
+      status: { code: spec.http },
+      headers: [{ name: 'content-type', value: 'application/problem+json' }, ...decision.headers].map(option),
+      body: problemBody(decision, problemBaseUrl),
+    },
+    dynamic_metadata,
+  };
+}
+
+/** RFC 9457 problem details: what the partner can act on, never our internals (`reason`). */
+export function problemBody(decision: Deny, problemBaseUrl: string): string {
+  const spec = DENY_CODES[decision.code];
+  return JSON.stringify({
+    type: `${problemBaseUrl}#${decision.code}`,
+    title: spec.title,
+    status: spec.http,
+    code: decision.code,
+    detail: decision.detail,
+    request_id: decision.requestId,
+  });
+}
+
+/** Always `append: {value: false}`: overwrite, the one meaning every Envoy version agrees on. */
+function option(header: Header): WireHeaderOption {
+  if (!HEADER_NAME.test(header.name) || header.name.length > MAX_HEADER_BYTES) {
+    throw new InvalidHeaderError(header, 'name is not an RFC 7230 token');
+  }
+  if (!HEADER_VALUE.test(header.value)) throw new InvalidHeaderError(header, 'value contains control characters');
+  if (header.value.length * 3 > MAX_HEADER_BYTES && Buffer.byteLength(header.value) > MAX_HEADER_BYTES) {
+    throw new InvalidHeaderError(header, `value is over ${MAX_HEADER_BYTES} bytes`);
+  }
+  return { header: { key: header.name, value: header.value }, append: { value: false } };
+}
+
+/** For Envoy's access log, under the namespace envoy.filters.http.ext_authz. */
+function metadata(decision: Decision): WireCheckResponse['dynamic_metadata'] {
+  return {
+    fields: {
+      decision_id: { stringValue: decision.decisionId },
+      decision: { stringValue: decision.kind },
+      code: { stringValue: decision.code },
+      partner: { stringValue: decision.partner },
+      route: { stringValue: decision.route },
+      policy_version: { stringValue: decision.policyVersion },
+    },
+  };
+}

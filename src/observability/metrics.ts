@@ -1,0 +1,79 @@
+// Prometheus metrics. One registry per server instance (tests run several in one process).
+// Label values come from the catalog (routes, partners) and the code registry: bounded cardinality.
+import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
+import type { Decision } from '../decision.js';
+import type { StageName } from '../pipeline/check.js';
+import type { Catalog } from '../policy/catalog.js';
+
+const LATENCY_BUCKETS = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1];
+
+export class Metrics {
+  readonly registry = new Registry();
+  private readonly decisions = new Counter({
+    name: 'portcullis_decisions_total',
+    help: 'Check decisions by route, partner, decision (allow/deny) and code (docs/errors.md).',
+    labelNames: ['route', 'partner', 'decision', 'code'] as const,
+    registers: [this.registry],
+  });
+  private readonly failures = new Counter({
+    name: 'portcullis_failures_total',
+    help: "Internal failures and missed deadlines, answered with the route's on_error behaviour.",
+    labelNames: ['route', 'cause'] as const,
+    registers: [this.registry],
+  });
+  private readonly latency = new Histogram({
+    name: 'portcullis_check_duration_seconds',
+    help: 'Time from receiving a Check to handing back its answer.',
+    labelNames: ['decision'] as const,
+    buckets: LATENCY_BUCKETS,
+    registers: [this.registry],
+  });
+  private readonly stages = new Histogram({
+    name: 'portcullis_stage_duration_seconds',
+    help: 'Time spent in each pipeline stage.',
+    labelNames: ['stage'] as const,
+    buckets: LATENCY_BUCKETS,
+    registers: [this.registry],
+  });
+  private readonly policy = new Gauge({
+    name: 'portcullis_policy_info',
+    help: 'The policy catalog being served (value 1), by version hash and name.',
+    labelNames: ['version', 'name'] as const,
+    registers: [this.registry],
+  });
+  // Children cached by label values: prom-client otherwise re-hashes the label set per call.
+  private readonly decisionChildren = new Map<string, Counter.Internal>();
+  private readonly stageChildren = new Map<string, Histogram.Internal<'stage'>>();
+
+  constructor(options: { defaultMetrics?: boolean } = {}) {
+    if (options.defaultMetrics !== false) collectDefaultMetrics({ register: this.registry, prefix: 'portcullis_' });
+  }
+
+  policyLoaded(catalog: Catalog): void {
+    this.policy.reset();
+    this.policy.set({ version: catalog.version, name: catalog.versionName }, 1);
+  }
+
+  observe(decision: Decision, seconds: number, timings: ReadonlyArray<readonly [StageName, number]>): void {
+    const key = `${decision.route}\u0000${decision.partner}\u0000${decision.code}`;
+    let child = this.decisionChildren.get(key);
+    if (!child) {
+      child = this.decisions.labels(decision.route, decision.partner, decision.kind, decision.code);
+      this.decisionChildren.set(key, child);
+    }
+    child.inc();
+    this.latency.labels(decision.kind).observe(seconds);
+    for (const [stage, ms] of timings) {
+      let h = this.stageChildren.get(stage);
+      if (!h) {
+        h = this.stages.labels(stage);
+        this.stageChildren.set(stage, h);
+      }
+      h.observe(ms / 1000);
+    }
+  }
+
+  failure(route: string, cause: string): void {
+    this.failures.labels(route, cause).inc();
+  }
+}

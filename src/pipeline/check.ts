@@ -1,0 +1,233 @@
+// The orchestrator: one request through the stages in order, the first denial ends it.
+// It always returns a Decision: exceptions and a missed deadline become the route's `on_error`.
+//
+//   1. edge in      (src/envoy/normalize.ts, before this)
+//   2. route        which catalog route governs the request
+//   3. identify     which partner is calling
+//   4. authorize    may it use this route from this address
+//   5. inspect      size, type, schema, checksum            (content issue)
+//   6. quota        charge every applicable limit at once     (quota issue)
+//   7. scan         malware                                   (content issue)
+//   8. edge out     (src/envoy/respond.ts, after this)
+import type { Allow, Decision, Denial, Deny, Header } from '../decision.js';
+import { DENY_CODES } from '../errors.js';
+import type { Catalog, RoutePolicy } from '../policy/catalog.js';
+import type { Request } from '../request.js';
+import type { Clock, Identity, Stages } from './types.js';
+
+export const STAGE_NAMES = ['route', 'identify', 'authorize'] as const;
+export type StageName = (typeof STAGE_NAMES)[number];
+
+/** Answer this long before Envoy's deadline, so our answer (not Envoy's timeout) decides. */
+export const DEADLINE_MARGIN_MS = 2;
+
+export const HEADER_PREFIX = 'x-portcullis-';
+export const PARTNER_HEADER = 'x-portcullis-partner';
+export const DECISION_ID_HEADER = 'x-portcullis-decision-id';
+export const ON_ERROR_HEADER = 'x-portcullis-on-error';
+
+export interface CheckContext {
+  readonly catalog: Catalog;
+  readonly decisionId: string;
+  /** Epoch ms by which Envoy needs the answer (from grpc-timeout); Infinity when none. */
+  readonly deadline: number;
+}
+
+export interface Outcome {
+  readonly decision: Decision;
+  /** Milliseconds spent in each stage that ran. */
+  readonly timings: ReadonlyArray<readonly [StageName, number]>;
+  /** The failure behind an `on_error` decision, for the log. */
+  readonly error?: unknown;
+}
+
+/** Mutable progress of one Check, so a timeout can still answer with the route's `on_error`. */
+interface Progress {
+  route: RoutePolicy | undefined;
+  identity: Identity | undefined;
+  readonly timings: Array<readonly [StageName, number]>;
+}
+
+export class Pipeline {
+  constructor(
+    private readonly stages: Stages,
+    private readonly clock: Clock,
+  ) {}
+
+  async check(request: Request, ctx: CheckContext): Promise<Outcome> {
+    const progress: Progress = { route: undefined, identity: undefined, timings: [] };
+    const budget = ctx.deadline - this.clock.now() - DEADLINE_MARGIN_MS;
+    if (budget <= 0) return this.failure(request, ctx, progress, 'deadline_exceeded', 'deadline already passed');
+    let timer: NodeJS.Timeout | undefined;
+    try {
+      const work = this.run(request, ctx, progress);
+      const decision = Number.isFinite(budget)
+        ? await Promise.race([
+            work,
+            new Promise<undefined>((resolve) => {
+              timer = setTimeout(() => resolve(undefined), budget);
+            }),
+          ])
+        : await work;
+      // Re-check after the pipeline: a late answer is a failure, whatever it says.
+      if (decision === undefined || this.clock.now() > ctx.deadline) {
+        return this.failure(request, ctx, progress, 'deadline_exceeded', `no decision within ${budget} ms`);
+      }
+      return { decision, timings: progress.timings };
+    } catch (error: unknown) {
+      return this.failure(request, ctx, progress, 'internal_error', errorText(error), error);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  private async run(request: Request, ctx: CheckContext, p: Progress): Promise<Decision> {
+    const { catalog } = ctx;
+    let started = performance.now();
+    const lap = (stage: StageName) => {
+      const now = performance.now();
+      p.timings.push([stage, now - started]);
+      started = now;
+    };
+
+    const route = await this.stages.route(request, catalog);
+    lap('route');
+    if (!route.ok) return deny(request, ctx, undefined, null, route.denial);
+    p.route = route.value;
+
+    const identity = await this.stages.identify(request, catalog, route.value);
+    lap('identify');
+    if (!identity.ok) return deny(request, ctx, route.value, null, identity.denial);
+    p.identity = identity.value;
+
+    const access = await this.stages.authorize(request, catalog, route.value, identity.value);
+    lap('authorize');
+    if (!access.ok) return deny(request, ctx, route.value, identity.value, access.denial);
+
+    return allow(request, ctx, route.value, identity.value);
+  }
+
+  private failure(
+    request: Request,
+    ctx: CheckContext,
+    p: Progress,
+    code: FailureCode,
+    reason: string,
+    error?: unknown,
+  ): Outcome {
+    const decision = failureDecision(request, ctx, p.route, p.identity?.partner?.id ?? '', code, reason);
+    return error === undefined ? { decision, timings: p.timings } : { decision, timings: p.timings, error };
+  }
+}
+
+export type FailureCode = 'internal_error' | 'deadline_exceeded';
+
+/** An internal failure or a missed deadline: the route's `on_error`, or deny before a route is known. */
+export function failureDecision(
+  request: Request | null,
+  ctx: CheckContext,
+  route: RoutePolicy | undefined,
+  partner: string,
+  code: FailureCode,
+  reason: string,
+): Decision {
+  const base = {
+    decisionId: ctx.decisionId,
+    requestId: request?.requestId || ctx.decisionId,
+    route: route?.name ?? '',
+    partner,
+    policyVersion: ctx.catalog.version,
+    reason: `${code}: ${reason}`,
+    failure: code,
+  };
+  if (route?.onError !== 'allow') {
+    return { ...base, kind: 'deny', code, detail: DENY_CODES[code].detail, headers: [] };
+  }
+  return {
+    ...base,
+    kind: 'allow',
+    code: 'allowed_on_error',
+    // Only the markers: a route's own headers may depend on checks that never finished.
+    upstreamHeaders: [
+      { name: DECISION_ID_HEADER, value: ctx.decisionId },
+      { name: ON_ERROR_HEADER, value: code },
+    ],
+    removeHeaders: request ? spoofedHeaders(request, [DECISION_ID_HEADER, ON_ERROR_HEADER]) : [],
+    responseHeaders: [],
+  };
+}
+
+function deny(
+  request: Request,
+  ctx: CheckContext,
+  route: RoutePolicy | undefined,
+  identity: Identity | null,
+  denial: Denial,
+): Deny {
+  return {
+    kind: 'deny',
+    code: denial.code,
+    detail: denial.detail ?? DENY_CODES[denial.code].detail,
+    headers: denial.headers ?? [],
+    decisionId: ctx.decisionId,
+    requestId: request.requestId || ctx.decisionId,
+    route: route?.name ?? '',
+    partner: identity?.partner?.id ?? '',
+    policyVersion: ctx.catalog.version,
+    reason: denial.reason ?? '',
+  };
+}
+
+function allow(request: Request, ctx: CheckContext, route: RoutePolicy, identity: Identity): Allow {
+  const partner = identity.partner?.id ?? '';
+  const upstreamHeaders: Header[] = [{ name: DECISION_ID_HEADER, value: ctx.decisionId }];
+  if (partner !== '') upstreamHeaders.push({ name: PARTNER_HEADER, value: partner });
+  for (const h of route.upstreamSet) upstreamHeaders.push(h);
+  const ours = upstreamHeaders.map((h) => h.name);
+  const removeHeaders = [...route.upstreamRemove, ...spoofedHeaders(request, ours)];
+  return {
+    kind: 'allow',
+    code: 'allowed',
+    upstreamHeaders,
+    removeHeaders,
+    responseHeaders: route.responseSet,
+    decisionId: ctx.decisionId,
+    requestId: request.requestId || ctx.decisionId,
+    route: route.name,
+    partner,
+    policyVersion: ctx.catalog.version,
+    reason: identity.method === 'none' ? 'anonymous' : `${identity.method} ${identity.subject}`,
+  };
+}
+
+/**
+ * Incoming `x-portcullis-*` headers we do not set ourselves: the upstream trusts that prefix,
+ * so a partner must never be able to send it (e.g. x-portcullis-partner on an anonymous route).
+ */
+function spoofedHeaders(request: Request, ours: readonly string[]): string[] {
+  const spoofed: string[] = [];
+  for (const name of request.headers.keys()) {
+    if (name.startsWith(HEADER_PREFIX) && !ours.includes(name)) spoofed.push(name);
+  }
+  return spoofed;
+}
+
+function errorText(error: unknown): string {
+  return error instanceof Error ? `${error.name}: ${error.message}` : String(error);
+}
+
+/** The decision for a CheckRequest that could not be read at all (no pipeline ran). */
+export function rejectUnreadable(ctx: CheckContext, requestId: string, denial: Denial): Deny {
+  return {
+    kind: 'deny',
+    code: denial.code,
+    detail: denial.detail ?? DENY_CODES[denial.code].detail,
+    headers: denial.headers ?? [],
+    decisionId: ctx.decisionId,
+    requestId: requestId || ctx.decisionId,
+    route: '',
+    partner: '',
+    policyVersion: ctx.catalog.version,
+    reason: denial.reason ?? '',
+  };
+}
