@@ -75,7 +75,12 @@ export async function startApp(options: AppOptions): Promise<App> {
   health.setStatus('', 'SERVING');
   health.setStatus(AUTHORIZATION_SERVICE, 'SERVING');
   logger.info(
-    { grpc: options.grpcAddress, grpc_port: grpcPort, admin_port: adminPort, policy_version: catalog.version },
+    {
+      grpc: options.grpcAddress,
+      grpc_port: grpcPort,
+      admin_port: adminPort,
+      policy_version: catalog.version,
+    },
     'serving',
   );
 

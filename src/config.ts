@@ -59,7 +59,8 @@ export function resolveServeConfig(
     return n;
   };
   const logLevel = (pick('logLevel') ?? SERVE_DEFAULTS.logLevel) as LogLevel;
-  if (!LEVELS.includes(logLevel)) throw new Error(`logLevel must be one of ${LEVELS.join(', ')}, got "${logLevel}"`);
+  if (!LEVELS.includes(logLevel))
+    throw new Error(`logLevel must be one of ${LEVELS.join(', ')}, got "${logLevel}"`);
   return {
     catalogFile: pick('catalogFile') ?? SERVE_DEFAULTS.catalogFile,
     grpcAddress: address('grpcAddress', pick('grpcAddress') ?? SERVE_DEFAULTS.grpcAddress),

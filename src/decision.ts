@@ -12,6 +12,8 @@ export interface Denial {
   readonly detail?: string;
   readonly reason?: string;
   readonly headers?: readonly Header[];
+  /** The partner, when known before the denial (e.g. suspended), for the audit log and metrics. */
+  readonly partner?: string;
 }
 
 interface DecisionBase {

@@ -96,8 +96,13 @@ export function principalOf(cert: X509Certificate): string {
 
 function toUrl(target: string, headers: readonly string[]): URL {
   if (/^https?:\/\//.test(target)) return new URL(target);
-  if (!target.startsWith('/')) throw new UsageError(`expected a URL or a path starting with "/", got "${target}"`);
-  const host = headers.find((h) => h.toLowerCase().startsWith('host:'))?.slice(5).trim() ?? 'localhost';
+  if (!target.startsWith('/'))
+    throw new UsageError(`expected a URL or a path starting with "/", got "${target}"`);
+  const host =
+    headers
+      .find((h) => h.toLowerCase().startsWith('host:'))
+      ?.slice(5)
+      .trim() ?? 'localhost';
   return new URL(`https://${host}${target}`);
 }
 
@@ -106,7 +111,11 @@ function readData(data: string | undefined): Buffer | undefined {
   return data.startsWith('@') ? readFileSync(data.slice(1)) : Buffer.from(data);
 }
 
-export async function sendCheck(server: string, request: object, timeoutMs: number): Promise<WireCheckResponse> {
+export async function sendCheck(
+  server: string,
+  request: object,
+  timeoutMs: number,
+): Promise<WireCheckResponse> {
   const client = new grpc.Client(server, grpc.credentials.createInsecure());
   try {
     const bytes = await new Promise<Buffer>((resolve, reject) => {
@@ -135,10 +144,15 @@ export function renderResponse(response: WireCheckResponse): string {
   if (response.ok_response) {
     const ok = response.ok_response;
     lines.push(`ALLOW  ${meta.code}  ${who}`);
-    if (ok.headers.length) lines.push('upstream headers set:', ...ok.headers.map((h) => `  ${h.header.key}: ${h.header.value}`));
-    if (ok.headers_to_remove.length) lines.push(`upstream headers removed: ${ok.headers_to_remove.join(', ')}`);
+    if (ok.headers.length)
+      lines.push('upstream headers set:', ...ok.headers.map((h) => `  ${h.header.key}: ${h.header.value}`));
+    if (ok.headers_to_remove.length)
+      lines.push(`upstream headers removed: ${ok.headers_to_remove.join(', ')}`);
     if (ok.response_headers_to_add.length) {
-      lines.push('response headers set:', ...ok.response_headers_to_add.map((h) => `  ${h.header.key}: ${h.header.value}`));
+      lines.push(
+        'response headers set:',
+        ...ok.response_headers_to_add.map((h) => `  ${h.header.key}: ${h.header.value}`),
+      );
     }
   } else {
     const denied = response.denied_response;

@@ -31,7 +31,10 @@ export function normalize(wire: WireCheckRequest, limits: NormalizeLimits): Norm
   let headers: Map<string, string> | undefined;
   try {
     if (!attributes || !http) {
-      throw new Malformed({ code: 'request_malformed', reason: 'CheckRequest has no attributes.request.http' });
+      throw new Malformed({
+        code: 'request_malformed',
+        reason: 'CheckRequest has no attributes.request.http',
+      });
     }
     headers = readHeaders(http, limits);
     const method = http.method || headers.get(':method') || '';
@@ -50,7 +53,10 @@ export function normalize(wire: WireCheckRequest, limits: NormalizeLimits): Norm
       requestId: headers.get('x-request-id') ?? '',
       method,
       path: target.slice(0, pathEnd),
-      query: queryAt === -1 ? EMPTY_QUERY : parseQuery(target.slice(queryAt + 1, hashAt > queryAt ? hashAt : undefined)),
+      query:
+        queryAt === -1
+          ? EMPTY_QUERY
+          : parseQuery(target.slice(queryAt + 1, hashAt > queryAt ? hashAt : undefined)),
       host: stripPort((http.host || headers.get(':authority') || '').toLowerCase()),
       scheme: http.scheme || headers.get(':scheme') || '',
       headers,
@@ -97,7 +103,10 @@ function readHeaders(http: WireHttpRequest, limits: NormalizeLimits): Map<string
 
 function checkValue(key: string, value: string, limits: NormalizeLimits): void {
   // A UTF-16 length times 3 bounds the UTF-8 length: skip the byte count for ordinary headers.
-  if (value.length * 3 > limits.maxHeaderValueBytes && Buffer.byteLength(value) > limits.maxHeaderValueBytes) {
+  if (
+    value.length * 3 > limits.maxHeaderValueBytes &&
+    Buffer.byteLength(value) > limits.maxHeaderValueBytes
+  ) {
     throw new Malformed({
       code: 'request_header_invalid',
       detail: `Header ${key} is larger than ${limits.maxHeaderValueBytes} bytes.`,

@@ -58,7 +58,8 @@ function option(header: Header): WireHeaderOption {
   if (!HEADER_NAME.test(header.name) || header.name.length > MAX_HEADER_BYTES) {
     throw new InvalidHeaderError(header, 'name is not an RFC 7230 token');
   }
-  if (!HEADER_VALUE.test(header.value)) throw new InvalidHeaderError(header, 'value contains control characters');
+  if (!HEADER_VALUE.test(header.value))
+    throw new InvalidHeaderError(header, 'value contains control characters');
   if (header.value.length * 3 > MAX_HEADER_BYTES && Buffer.byteLength(header.value) > MAX_HEADER_BYTES) {
     throw new InvalidHeaderError(header, `value is over ${MAX_HEADER_BYTES} bytes`);
   }

@@ -6,7 +6,13 @@ import type { Logger } from 'pino';
 import type { Decision } from '../decision.js';
 import { audit } from '../observability/audit.js';
 import type { Metrics } from '../observability/metrics.js';
-import { type CheckContext, failureDecision, type Outcome, type Pipeline, rejectUnreadable } from '../pipeline/check.js';
+import {
+  type CheckContext,
+  failureDecision,
+  type Outcome,
+  type Pipeline,
+  rejectUnreadable,
+} from '../pipeline/check.js';
 import type { Catalog } from '../policy/catalog.js';
 import type { Request } from '../request.js';
 import { CHECK_PATH, checkCodec, type WireCheckRequest } from './codec.js';
@@ -51,7 +57,9 @@ export const authorizationService: grpc.ServiceDefinition = {
   },
 };
 
-export function checkHandler(deps: CheckHandlerDeps): grpc.handleUnaryCall<WireCheckRequest | Unreadable, Uint8Array> {
+export function checkHandler(
+  deps: CheckHandlerDeps,
+): grpc.handleUnaryCall<WireCheckRequest | Unreadable, Uint8Array> {
   return (call, callback) => {
     const started = performance.now();
     const catalog = deps.catalogs.current();
@@ -78,7 +86,10 @@ async function decide(
   wire: WireCheckRequest | Unreadable,
 ): Promise<{ outcome: Outcome; request: Request | null }> {
   if ('unreadable' in wire) {
-    const denial = { code: 'request_malformed' as const, reason: `undecodable CheckRequest: ${wire.unreadable}` };
+    const denial = {
+      code: 'request_malformed' as const,
+      reason: `undecodable CheckRequest: ${wire.unreadable}`,
+    };
     return { outcome: { decision: rejectUnreadable(ctx, '', denial), timings: [] }, request: null };
   }
   const normalized = normalize(wire, { maxHeaderValueBytes: ctx.catalog.settings.maxHeaderValueBytes });

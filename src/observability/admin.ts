@@ -22,7 +22,9 @@ export function createAdminServer(metrics: Metrics, state: AdminState): Server {
       case '/readyz': {
         const ready = state.ready();
         const body = { status: ready ? 'ready' : 'not ready', policy: state.policy() };
-        res.writeHead(ready ? 200 : 503, { 'content-type': 'application/json' }).end(`${JSON.stringify(body)}\n`);
+        res
+          .writeHead(ready ? 200 : 503, { 'content-type': 'application/json' })
+          .end(`${JSON.stringify(body)}\n`);
         return;
       }
       case '/metrics':

@@ -46,7 +46,8 @@ export class Metrics {
   private readonly stageChildren = new Map<string, Histogram.Internal<'stage'>>();
 
   constructor(options: { defaultMetrics?: boolean } = {}) {
-    if (options.defaultMetrics !== false) collectDefaultMetrics({ register: this.registry, prefix: 'portcullis_' });
+    if (options.defaultMetrics !== false)
+      collectDefaultMetrics({ register: this.registry, prefix: 'portcullis_' });
   }
 
   policyLoaded(catalog: Catalog): void {

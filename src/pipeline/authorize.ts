@@ -18,11 +18,19 @@ export function authorizeStage(
   return denial ? refuse(denial) : pass(null);
 }
 
-function checkAccess(access: AccessPolicy, scope: string, request: Request, identity: Identity): Denial | null {
+function checkAccess(
+  access: AccessPolicy,
+  scope: string,
+  request: Request,
+  identity: Identity,
+): Denial | null {
   if (access.denyCidrs || access.allowCidrs) {
     const source = normalizeAddress(request.source.address);
     if (!source) {
-      return { code: 'source_ip_denied', reason: `${scope}: source address "${request.source.address}" unknown` };
+      return {
+        code: 'source_ip_denied',
+        reason: `${scope}: source address "${request.source.address}" unknown`,
+      };
     }
     if (access.denyCidrs?.check(source.address, source.family)) {
       return { code: 'source_ip_denied', reason: `${scope}: ${source.address} is on the deny list` };

@@ -18,8 +18,14 @@ import type { Clock, Identity, Stages } from './types.js';
 export const STAGE_NAMES = ['route', 'identify', 'authorize'] as const;
 export type StageName = (typeof STAGE_NAMES)[number];
 
-/** Answer this long before Envoy's deadline, so our answer (not Envoy's timeout) decides. */
-export const DEADLINE_MARGIN_MS = 2;
+/**
+ * How long before Envoy's deadline we answer anyway, so our answer (the route's on_error) decides
+ * rather than Envoy's timeout: 10 % of the time left, at least 5 ms (timer lateness, encoding,
+ * the trip back), at most 25 ms.
+ */
+export function deadlineMargin(remainingMs: number): number {
+  return Math.min(25, Math.max(5, remainingMs * 0.1));
+}
 
 export const HEADER_PREFIX = 'x-portcullis-';
 export const PARTNER_HEADER = 'x-portcullis-partner';
@@ -56,8 +62,10 @@ export class Pipeline {
 
   async check(request: Request, ctx: CheckContext): Promise<Outcome> {
     const progress: Progress = { route: undefined, identity: undefined, timings: [] };
-    const budget = ctx.deadline - this.clock.now() - DEADLINE_MARGIN_MS;
-    if (budget <= 0) return this.failure(request, ctx, progress, 'deadline_exceeded', 'deadline already passed');
+    const remaining = ctx.deadline - this.clock.now();
+    const budget = remaining - deadlineMargin(remaining);
+    if (budget <= 0)
+      return this.failure(request, ctx, progress, 'deadline_exceeded', 'deadline already passed');
     let timer: NodeJS.Timeout | undefined;
     try {
       const work = this.run(request, ctx, progress);
@@ -71,7 +79,13 @@ export class Pipeline {
         : await work;
       // Re-check after the pipeline: a late answer is a failure, whatever it says.
       if (decision === undefined || this.clock.now() > ctx.deadline) {
-        return this.failure(request, ctx, progress, 'deadline_exceeded', `no decision within ${budget} ms`);
+        return this.failure(
+          request,
+          ctx,
+          progress,
+          'deadline_exceeded',
+          `no decision within ${Math.round(budget)} ms`,
+        );
       }
       return { decision, timings: progress.timings };
     } catch (error: unknown) {
@@ -172,7 +186,7 @@ function deny(
     decisionId: ctx.decisionId,
     requestId: request.requestId || ctx.decisionId,
     route: route?.name ?? '',
-    partner: identity?.partner?.id ?? '',
+    partner: denial.partner ?? identity?.partner?.id ?? '',
     policyVersion: ctx.catalog.version,
     reason: denial.reason ?? '',
   };

@@ -15,9 +15,14 @@ export function identifyStage(request: Request, catalog: Catalog, route: RoutePo
   }
   // Credentials that were presented must be valid even where the route would admit anonymous callers.
   const partner = catalog.partnersByPrincipal.get(principal);
-  if (!partner) return refuse({ code: 'partner_unknown', reason: `principal ${principal} maps to no partner` });
+  if (!partner)
+    return refuse({ code: 'partner_unknown', reason: `principal ${principal} maps to no partner` });
   if (partner.status !== 'active') {
-    return refuse({ code: 'partner_suspended', reason: `partner ${partner.id} is ${partner.status}` });
+    return refuse({
+      code: 'partner_suspended',
+      partner: partner.id,
+      reason: `partner ${partner.id} is ${partner.status}`,
+    });
   }
   return pass({ partner, method: 'mtls', subject: principal });
 }

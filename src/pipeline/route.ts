@@ -27,7 +27,10 @@ export function routeStage(request: Request, catalog: Catalog): StageResult<Rout
       });
     case 'unknown_name':
       // Envoy names a route the catalog lacks: a deployment mismatch, logged loudly.
-      return refuse({ code: 'route_not_found', reason: `context extension route="${found.name}" is not in the catalog` });
+      return refuse({
+        code: 'route_not_found',
+        reason: `context extension route="${found.name}" is not in the catalog`,
+      });
     case 'none':
       return refuse({ code: 'route_not_found', reason: `no route for ${request.host}${request.path}` });
   }

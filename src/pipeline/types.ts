@@ -5,7 +5,9 @@ import type { Denial } from '../decision.js';
 import type { Catalog, Partner, RoutePolicy } from '../policy/catalog.js';
 import type { Request } from '../request.js';
 
-export type StageResult<T> = { readonly ok: true; readonly value: T } | { readonly ok: false; readonly denial: Denial };
+export type StageResult<T> =
+  | { readonly ok: true; readonly value: T }
+  | { readonly ok: false; readonly denial: Denial };
 
 export const pass = <T>(value: T): StageResult<T> => ({ ok: true, value });
 export const refuse = (denial: Denial): StageResult<never> => ({ ok: false, denial });

@@ -37,7 +37,9 @@ export async function loadCatalogFile(file: string): Promise<Catalog> {
     text = await readFile(file, 'utf8');
   } catch (err: unknown) {
     const message = err instanceof Error ? err.message : String(err);
-    throw new CatalogError([{ file, line: 0, column: 0, path: '(file)', message: `cannot read: ${message}` }]);
+    throw new CatalogError([
+      { file, line: 0, column: 0, path: '(file)', message: `cannot read: ${message}` },
+    ]);
   }
   return parseCatalog(text, file);
 }
@@ -50,7 +52,13 @@ export function parseCatalog(text: string, file: string): Catalog {
     throw new CatalogError(
       doc.errors.map((e) => {
         const pos = at(e.pos[0]);
-        return { file, line: pos.line, column: pos.col, path: '(yaml)', message: e.message.split('\n')[0] ?? '' };
+        return {
+          file,
+          line: pos.line,
+          column: pos.col,
+          path: '(yaml)',
+          message: e.message.split('\n')[0] ?? '',
+        };
       }),
     );
   }

@@ -1,0 +1,45 @@
+# portcullis — the two commands a newcomer needs: `make run` and `make test`.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+NODE_TEST := node --import tsx --test --test-reporter=spec --test-timeout=60000
+TIER_FILES = $(shell find test/$(1) -name '*.test.ts' 2>/dev/null | sort)
+
+.PHONY: help install build run test typecheck lint format test-unit test-contract test-integration bench clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
+
+node_modules/.installed: package-lock.json
+	npm ci --no-audit --no-fund
+	@touch $@
+
+install: node_modules/.installed ## install npm packages from package-lock.json
+
+build: install ## compile TypeScript to dist/
+	npx tsc -p tsconfig.build.json
+
+run: build ## start portcullis on the embedded example catalog (gRPC :9001, admin 127.0.0.1:9090)
+	node dist/cli/main.js serve $(ARGS)
+
+typecheck: install ## tsc --noEmit over src, test and bench
+	npx tsc --noEmit -p .
+
+lint: install ## biome: lint and format check
+	npx biome check .
+
+format: install ## biome: apply formatting and safe fixes
+	npx biome check --write .
+
+test-unit: install ## pure logic, no sockets
+	$(NODE_TEST) $(call TIER_FILES,unit)
+
+test-contract: install ## our protos and envoy.yaml against Envoy's official protos
+	$(NODE_TEST) $(call TIER_FILES,contract)
+
+test-integration: install ## real gRPC servers and clients on loopback
+	$(NODE_TEST) $(call TIER_FILES,integration)
+
+test: typecheck lint test-unit test-contract test-integration ## everything CI runs, from a fresh machine
+
+clean: ## remove build output
+	rm -rf dist .tmp
