@@ -48,12 +48,14 @@ export function resolveServeConfig(
   flags: Partial<Record<keyof ServeConfig, string>>,
   env: NodeJS.ProcessEnv,
 ): ServeConfig {
-  const pick = (key: keyof ServeConfig): string | undefined => flags[key] ?? env[SERVE_ENV[key]];
+  // An empty variable counts as unset: `FOO=` in a manifest should not mean 0 or "".
+  const pick = (key: keyof ServeConfig): string | undefined =>
+    flags[key] ?? (env[SERVE_ENV[key]] || undefined);
   const int = (key: keyof ServeConfig, min: number, max: number): number => {
     const text = pick(key);
     if (text === undefined) return SERVE_DEFAULTS[key] as number;
-    const n = Number(text);
-    if (!Number.isInteger(n) || n < min || n > max) {
+    const n = /^\d{1,10}$/.test(text) ? Number(text) : Number.NaN;
+    if (!(n >= min && n <= max)) {
       throw new Error(`${key} (${SERVE_ENV[key]}) must be an integer from ${min} to ${max}, got "${text}"`);
     }
     return n;
@@ -73,7 +75,8 @@ export function resolveServeConfig(
 }
 
 function address(key: string, value: string): string {
-  if (!/^(\[[0-9a-fA-F:.]+\]|[^:\s]+):\d{1,5}$/.test(value)) {
+  const port = Number(value.slice(value.lastIndexOf(':') + 1));
+  if (!/^(\[[0-9a-fA-F:.]+\]|[^:\s]+):\d{1,5}$/.test(value) || port > 65535) {
     throw new Error(`${key} must be host:port or [ipv6]:port, got "${value}"`);
   }
   return value;

@@ -115,7 +115,13 @@ async function serve(args: readonly string[]): Promise<number> {
   set('maxMessageBytes', values['max-message-bytes']);
   set('drainDelayMs', values['drain-delay-ms']);
   set('shutdownGraceMs', values['shutdown-grace-ms']);
-  const config = resolveServeConfig(flags, process.env);
+  let config: ServeConfig;
+  try {
+    config = resolveServeConfig(flags, process.env);
+  } catch (err: unknown) {
+    process.stderr.write(`portcullis: ${err instanceof Error ? err.message : String(err)}\n`);
+    return 1;
+  }
   const logger = createLogger(config.logLevel);
   let catalog: Awaited<ReturnType<typeof loadCatalogFile>>;
   try {
@@ -127,21 +133,20 @@ async function serve(args: readonly string[]): Promise<number> {
     for (const issue of err.issues) process.stderr.write(`${formatIssue(issue)}\n`);
     return 1;
   }
-  const app = await startApp({ ...config, catalog, logger });
-  process.on('unhandledRejection', (reason) => logger.error({ err: reason }, 'unhandled rejection'));
-  return new Promise<number>((resolve) => {
-    const shutdown = (signal: string) => {
-      logger.info({ signal }, 'shutting down');
-      app.stop().then(() => {
-        logger.flush();
-        resolve(0);
-        // Nothing should keep the loop alive now; if something does, do not hang the pod's termination.
-        setTimeout(() => process.exit(0), 2000).unref();
-      });
-    };
-    process.once('SIGTERM', () => shutdown('SIGTERM'));
-    process.once('SIGINT', () => shutdown('SIGINT'));
+  // Signal handlers first: a SIGTERM that arrives while we start must still drain, not kill.
+  const signalled = new Promise<string>((resolve) => {
+    process.once('SIGTERM', () => resolve('SIGTERM'));
+    process.once('SIGINT', () => resolve('SIGINT'));
   });
+  process.on('unhandledRejection', (reason) => logger.error({ err: reason }, 'unhandled rejection'));
+  const app = await startApp({ ...config, catalog, logger });
+  const signal = await signalled;
+  logger.info({ signal }, 'shutting down');
+  await app.stop();
+  logger.flush();
+  // Nothing should keep the loop alive now; if something does, do not hang the pod's termination.
+  setTimeout(() => process.exit(0), 2000).unref();
+  return 0;
 }
 
 async function check(args: readonly string[]): Promise<number> {

@@ -67,7 +67,7 @@ export function parseCatalog(text: string, file: string): Catalog {
     return { file, line: pos.line, column: pos.col, path: pathText(path), message };
   };
 
-  const parsed = catalogSchema.safeParse(doc.toJS() ?? {});
+  const parsed = catalogSchema.safeParse(doc.toJS() ?? {}, { reportInput: true });
   if (!parsed.success) throw new CatalogError(parsed.error.issues.flatMap((i) => schemaIssues(i, locate)));
   const problems = crossCheck(parsed.data).map((p) => locate(p.path, p.message));
   if (problems.length > 0) throw new CatalogError(problems);
@@ -88,6 +88,8 @@ function schemaIssues(
       return [locate(path, `expected ${issue.expected}, got ${describe(issue.input)}`)];
     case 'invalid_value':
       return [locate(path, `must be one of ${issue.values.map((v) => JSON.stringify(v)).join(', ')}`)];
+    case 'invalid_key':
+      return issue.issues.map((i) => locate(path, i.message));
     case 'invalid_union':
       return [locate(path, unionMessage(path))];
     default:
@@ -107,6 +109,9 @@ function describe(value: unknown): string {
   if (Array.isArray(value)) return 'a list';
   return typeof value === 'object' ? 'a mapping' : typeof value;
 }
+
+/** A host name (or IP literal) without port, `*.suffix`, or `*`. */
+const HOST = /^(\*|(\*\.)?[a-zA-Z0-9-]+(\.[a-zA-Z0-9-]+)*|\[[0-9a-fA-F:.]+\])$/;
 
 interface Problem {
   readonly path: DocPath;
@@ -157,6 +162,14 @@ function crossCheck(doc: CatalogDocument): Problem[] {
     }
     routeNames.add(r.name);
     checkAccess(r.access, ['routes', i, 'access']);
+    r.match.hosts.forEach((host, j) => {
+      if (!HOST.test(host)) {
+        problems.push({
+          path: ['routes', i, 'match', 'hosts', j],
+          message: `"${host}" is not a host name, "*.domain" or "*" (no ports, no other wildcards)`,
+        });
+      }
+    });
     if ('pattern' in r.match.path) {
       const error = patternError(r.match.path.pattern);
       if (error) problems.push({ path: ['routes', i, 'match', 'path', 'pattern'], message: error });
@@ -212,7 +225,7 @@ function compileRoute(r: RouteDocument): RoutePolicy {
     access: compileAccess(r.access),
     onError: r.on_error,
     upstreamSet: headersOf(r.upstream_headers.set),
-    upstreamRemove: r.upstream_headers.remove,
+    upstreamRemove: [...r.upstream_headers.remove],
     responseSet: headersOf(r.response_headers.set),
   };
 }

@@ -84,7 +84,9 @@ export function matchRoute(
     allowed ??= [];
     for (const verb of m.methods) if (!allowed.includes(verb)) allowed.push(verb);
   }
-  if (catalog.defaultRoute) return { kind: 'route', route: catalog.defaultRoute };
+  // A route that owns this path but not this method answers 405, even with a default route:
+  // falling through to the default would judge the request by another route's rules.
   if (allowed) return { kind: 'method', allowed };
+  if (catalog.defaultRoute) return { kind: 'route', route: catalog.defaultRoute };
   return { kind: 'none' };
 }

@@ -15,11 +15,27 @@ const NAME = /^[a-z0-9][a-z0-9._-]{0,62}$/;
 const name = (what: string) =>
   z.string().regex(NAME, `${what} must be 1-63 characters of a-z, 0-9, '.', '_' or '-'`);
 
-const headerName = z
-  .string()
-  .regex(HEADER_NAME, 'not a valid HTTP header name (RFC 7230 token)')
-  .transform((s) => s.toLowerCase());
+const headerName = z.string().regex(HEADER_NAME, 'not a valid HTTP header name (RFC 7230 token)');
 const headerValue = z.string().regex(HEADER_VALUE, 'header value must not contain control characters');
+
+/** Headers to set, by name. Names are case-insensitive: two spellings of one name are an error. */
+const headerSet = z
+  .record(headerName, headerValue)
+  .superRefine((set, ctx) => {
+    const seen = new Set<string>();
+    for (const key of Object.keys(set)) {
+      const lower = key.toLowerCase();
+      if (seen.has(lower)) {
+        ctx.addIssue({
+          code: 'custom',
+          path: [key],
+          message: `duplicate header name "${lower}" (names are case-insensitive)`,
+        });
+      }
+      seen.add(lower);
+    }
+  })
+  .transform((set) => Object.fromEntries(Object.entries(set).map(([k, v]) => [k.toLowerCase(), v])));
 
 const accessList = z.strictObject({
   partners: z.array(z.string()).default([]),
@@ -60,7 +76,10 @@ const route = z.strictObject({
   description: z.string().optional(),
   match: z
     .strictObject({
-      /** Exact host names, `*.example.com` wildcards, or `*`. Compared without port, case-insensitively. */
+      /**
+       * Exact host names, `*.example.com` wildcards, or `*`; compared without port, case-insensitively.
+       * Empty = never matched by host and path: only by name (context extension) or as default_route.
+       */
       hosts: z.array(z.string().min(1)).default(['*']),
       path: pathMatch.default({ prefix: '/' }),
       /** Empty = every method. */
@@ -78,13 +97,11 @@ const route = z.strictObject({
   on_error: z.enum(['deny', 'allow']).default('deny'),
   upstream_headers: z
     .strictObject({
-      set: z.record(headerName, headerValue).default({}),
-      remove: z.array(headerName).default([]),
+      set: headerSet.default({}),
+      remove: z.array(headerName.transform((s) => s.toLowerCase())).default([]),
     })
     .default({ set: {}, remove: [] }),
-  response_headers: z
-    .strictObject({ set: z.record(headerName, headerValue).default({}) })
-    .default({ set: {} }),
+  response_headers: z.strictObject({ set: headerSet.default({}) }).default({ set: {} }),
 });
 
 export const catalogSchema = z.strictObject({

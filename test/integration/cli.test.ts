@@ -144,7 +144,7 @@ test('serve: an invalid catalog or setting exits 1 or 2 with the reason', async 
   assert.equal(bad.code, 1);
   assert.match(bad.stderr, /handler-broken.yaml:5:5: routes\[0\].on_error/);
   const setting = await run(['serve', '--max-message-bytes', '12']);
-  assert.equal(setting.code, 2);
+  assert.equal(setting.code, 1);
   assert.match(
     setting.stderr,
     /maxMessageBytes \(PORTCULLIS_MAX_MESSAGE_BYTES\) must be an integer from 65536/,
