@@ -7,7 +7,10 @@ export interface Peer {
   readonly port: number;
   /** First URI SAN (SPIFFE id), else DNS SAN, else subject — as Envoy computes it. */
   readonly principal: string;
-  /** Client certificate as PEM (URL-decoded), or '' when none was forwarded. */
+  /**
+   * Client certificate as PEM, URL-decoded on first read (most routes never need it, and decoding
+   * costs more than the rest of the peer), or '' when none was forwarded or it is not URL-encoded.
+   */
   readonly certificatePem: string;
 }
 

@@ -150,18 +150,21 @@ function stripPort(authority: string): string {
 function readPeer(peer: WirePeer | null): Peer {
   if (!peer) return NO_PEER;
   const socket = peer.address?.socket_address;
-  let certificatePem = '';
-  if (peer.certificate) {
-    try {
-      certificatePem = decodeURIComponent(peer.certificate);
-    } catch {
-      throw new Malformed({ code: 'request_malformed', reason: 'source.certificate is not URL-encoded PEM' });
-    }
-  }
-  return {
+  const encoded = peer.certificate;
+  let pem: string | undefined = encoded ? undefined : '';
+  return Object.freeze({
     address: socket?.address ?? '',
     port: socket?.port_value ?? 0,
     principal: peer.principal,
-    certificatePem,
-  };
+    get certificatePem(): string {
+      if (pem === undefined) {
+        try {
+          pem = decodeURIComponent(encoded);
+        } catch {
+          pem = ''; // Envoy always URL-encodes; anything else is treated as no certificate.
+        }
+      }
+      return pem;
+    },
+  });
 }

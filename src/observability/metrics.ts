@@ -41,6 +41,8 @@ export class Metrics {
     labelNames: ['version', 'name'] as const,
     registers: [this.registry],
   });
+  private readonly allowLatency = this.latency.labels('allow');
+  private readonly denyLatency = this.latency.labels('deny');
   // Children cached by label values: prom-client otherwise re-hashes the label set per call.
   private readonly decisionChildren = new Map<string, Counter.Internal>();
   private readonly stageChildren = new Map<string, Histogram.Internal<'stage'>>();
@@ -63,7 +65,7 @@ export class Metrics {
       this.decisionChildren.set(key, child);
     }
     child.inc();
-    this.latency.labels(decision.kind).observe(seconds);
+    (decision.kind === 'allow' ? this.allowLatency : this.denyLatency).observe(seconds);
     for (const [stage, ms] of timings) {
       let h = this.stageChildren.get(stage);
       if (!h) {
