@@ -4,7 +4,10 @@ SHELL := /bin/bash
 NODE_TEST := node --import tsx --test --test-reporter=spec --test-timeout=60000
 TIER_FILES = $(shell find test/$(1) -name '*.test.ts' 2>/dev/null | sort)
 
-.PHONY: help install build run test typecheck lint format test-unit test-contract test-integration bench clean
+.PHONY: help install tools build run test typecheck lint format test-unit test-contract test-integration bench clean
+
+# Programs the integration tests start themselves (on free loopback ports); installed when missing.
+TEST_TOOLS := redis-server
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -14,6 +17,9 @@ node_modules/.installed: package-lock.json
 	@touch $@
 
 install: node_modules/.installed ## install npm packages from package-lock.json
+
+tools: ## install the programs the tests run (apt-get, when missing and root)
+	scripts/ensure-tools.sh $(TEST_TOOLS)
 
 build: install ## compile TypeScript to dist/
 	npx tsc -p tsconfig.build.json
@@ -30,13 +36,13 @@ lint: install ## biome: lint and format check
 format: install ## biome: apply formatting and safe fixes
 	npx biome check --write .
 
-test-unit: install ## pure logic, no sockets
+test-unit: install ## pure logic, fast (no servers but a loopback decoy)
 	$(NODE_TEST) $(call TIER_FILES,unit)
 
 test-contract: install ## our protos and envoy.yaml against Envoy's official protos
 	$(NODE_TEST) $(call TIER_FILES,contract)
 
-test-integration: install ## real gRPC servers and clients on loopback
+test-integration: install tools ## real gRPC servers, clients and redis-server on loopback
 	$(NODE_TEST) $(call TIER_FILES,integration)
 
 test: typecheck lint test-unit test-contract test-integration ## everything CI runs, from a fresh machine

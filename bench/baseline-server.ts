@@ -7,7 +7,12 @@ import { authorizationService } from '../src/envoy/server.js';
 const address = process.argv[2] ?? '127.0.0.1:9101';
 const ok = checkCodec().encodeResponse({
   status: { code: 0 },
-  ok_response: { headers: [], headers_to_remove: [], response_headers_to_add: [] },
+  ok_response: {
+    headers: [],
+    headers_to_remove: [],
+    response_headers_to_add: [],
+    query_parameters_to_remove: [],
+  },
   dynamic_metadata: { fields: {} },
 });
 const server = new grpc.Server({

@@ -5,22 +5,29 @@ import { HealthImplementation } from 'grpc-health-check';
 import type { Logger } from 'pino';
 import { splitHostPort } from './config.js';
 import { authorizationService, checkHandler } from './envoy/server.js';
+import { ApiKeyVerifier } from './identity/apikeys.js';
+import { CertificateReader } from './identity/certificates.js';
+import { type Revocations, StaticRevocations } from './identity/revocation.js';
+import { createTokens } from './identity/tokens.js';
 import { createAdminServer } from './observability/admin.js';
 import { Metrics } from './observability/metrics.js';
-import { authorizeStage } from './pipeline/authorize.js';
+import { createAuthorizeStage } from './pipeline/authorize.js';
 import { Pipeline } from './pipeline/check.js';
-import { identifyStage } from './pipeline/identify.js';
+import { createIdentifyStage, type IdentityDeps } from './pipeline/identify.js';
 import { routeStage } from './pipeline/route.js';
 import { type Clock, type Stages, systemClock } from './pipeline/types.js';
 import type { Catalog } from './policy/catalog.js';
 
 export const AUTHORIZATION_SERVICE = 'envoy.service.auth.v3.Authorization';
 
-export const defaultStages: Stages = {
-  route: routeStage,
-  identify: identifyStage,
-  authorize: authorizeStage,
-};
+/** The stages in pipeline order, over their dependencies. */
+export function createStages(identity: IdentityDeps): Stages {
+  return {
+    route: routeStage,
+    identify: createIdentifyStage(identity),
+    authorize: createAuthorizeStage(identity.clock),
+  };
+}
 
 export interface AppOptions {
   readonly catalog: Catalog;
@@ -30,7 +37,12 @@ export interface AppOptions {
   readonly drainDelayMs: number;
   readonly shutdownGraceMs: number;
   readonly logger: Logger;
-  readonly stages?: Stages;
+  /** HMAC pepper of API keys; null = none (a catalog with keys is refused). */
+  readonly apiKeyPepper: Buffer | null;
+  /** Live revocations (Redis); the catalog's static list always applies too. */
+  readonly revocations?: Revocations;
+  /** Replace or wrap stages (tests inject failures here). */
+  readonly stages?: (defaults: Stages) => Stages;
   readonly clock?: Clock;
 }
 
@@ -48,8 +60,24 @@ export async function startApp(options: AppOptions): Promise<App> {
   const catalog = options.catalog;
   let draining = false;
   metrics.policyLoaded(catalog);
+  const clock = options.clock ?? systemClock;
+  if (catalog.apiKeysByHash.size > 0 && !options.apiKeyPepper) {
+    throw new Error(
+      'the catalog has API keys but no pepper is configured (PORTCULLIS_API_KEY_PEPPER[_FILE])',
+    );
+  }
 
-  const pipeline = new Pipeline(options.stages ?? defaultStages, options.clock ?? systemClock);
+  const tokens = createTokens(catalog, { clock, logger });
+  await tokens.warm();
+  metrics.watchKeySets(tokens.keySets);
+  const stages = createStages({
+    tokens: tokens.verifier,
+    apiKeys: new ApiKeyVerifier(options.apiKeyPepper),
+    certificates: new CertificateReader(),
+    revocations: options.revocations ?? new StaticRevocations(),
+    clock,
+  });
+  const pipeline = new Pipeline(options.stages ? options.stages(stages) : stages, clock);
   const health = new HealthImplementation({ '': 'NOT_SERVING', [AUTHORIZATION_SERVICE]: 'NOT_SERVING' });
   const server = new grpc.Server({
     'grpc.max_receive_message_length': options.maxMessageBytes,
@@ -105,6 +133,7 @@ export async function startApp(options: AppOptions): Promise<App> {
       });
       await new Promise<void>((resolve) => admin.close(() => resolve()));
       admin.closeAllConnections();
+      await tokens.close();
       logger.info('stopped');
     })();
     return stopping;

@@ -4,6 +4,12 @@ import { fileURLToPath } from 'node:url';
 import type { LogLevel } from './observability/audit.js';
 
 export const DEFAULT_CATALOG = fileURLToPath(new URL('../examples/catalog.yaml', import.meta.url));
+/** The example pepper, used only with the embedded example catalog. */
+export const EXAMPLE_PEPPER_FILE = fileURLToPath(
+  new URL('../examples/keys/api-key-pepper.txt', import.meta.url),
+);
+/** The pepper itself may come from this variable instead of a file (never logged). */
+export const PEPPER_ENV = 'PORTCULLIS_API_KEY_PEPPER';
 
 export interface ServeConfig {
   readonly catalogFile: string;
@@ -19,6 +25,10 @@ export interface ServeConfig {
   readonly drainDelayMs: number;
   /** After that: how long in-flight calls may take before the server is closed anyway. */
   readonly shutdownGraceMs: number;
+  /** File holding the API key pepper ('' = none; PORTCULLIS_API_KEY_PEPPER may hold it instead). */
+  readonly apiKeyPepperFile: string;
+  /** Redis for live revocations (and quotas): redis://[user:pass@]host:port[/db]. '' = none. */
+  readonly redisUrl: string;
 }
 
 export const SERVE_DEFAULTS: ServeConfig = {
@@ -29,6 +39,8 @@ export const SERVE_DEFAULTS: ServeConfig = {
   maxMessageBytes: 8 * 1024 * 1024,
   drainDelayMs: 0,
   shutdownGraceMs: 10_000,
+  apiKeyPepperFile: '',
+  redisUrl: '',
 };
 
 export const SERVE_ENV = {
@@ -39,6 +51,8 @@ export const SERVE_ENV = {
   maxMessageBytes: 'PORTCULLIS_MAX_MESSAGE_BYTES',
   drainDelayMs: 'PORTCULLIS_DRAIN_DELAY_MS',
   shutdownGraceMs: 'PORTCULLIS_SHUTDOWN_GRACE_MS',
+  apiKeyPepperFile: 'PORTCULLIS_API_KEY_PEPPER_FILE',
+  redisUrl: 'PORTCULLIS_REDIS_URL',
 } as const satisfies Record<keyof ServeConfig, string>;
 
 const LEVELS: readonly LogLevel[] = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
@@ -71,7 +85,18 @@ export function resolveServeConfig(
     maxMessageBytes: int('maxMessageBytes', 64 * 1024, 256 * 1024 * 1024),
     drainDelayMs: int('drainDelayMs', 0, 600_000),
     shutdownGraceMs: int('shutdownGraceMs', 0, 600_000),
+    apiKeyPepperFile: pick('apiKeyPepperFile') ?? '',
+    redisUrl: redisUrl(pick('redisUrl') ?? ''),
   };
+}
+
+function redisUrl(value: string): string {
+  if (value !== '' && !/^rediss?:\/\/[^\s]+$/.test(value)) {
+    throw new Error(
+      `redisUrl (PORTCULLIS_REDIS_URL) must be redis://host:port or rediss://host:port, got "${value}"`,
+    );
+  }
+  return value;
 }
 
 function address(key: string, value: string): string {

@@ -26,7 +26,7 @@ interface DecisionBase {
   /** Internal explanation for the audit log; never sent to the partner. */
   readonly reason: string;
   /** Set when this decision is the route's `on_error` answer to an internal failure or a missed deadline. */
-  readonly failure?: 'internal_error' | 'deadline_exceeded';
+  readonly failure?: 'internal_error' | 'deadline_exceeded' | 'dependency_unavailable';
 }
 
 export interface Allow extends DecisionBase {
@@ -34,6 +34,8 @@ export interface Allow extends DecisionBase {
   readonly code: AllowCode;
   readonly upstreamHeaders: readonly Header[];
   readonly removeHeaders: readonly string[];
+  /** Query parameters Envoy removes before the upstream (a token the route let come in the URL). */
+  readonly removeQueryParams: readonly string[];
   readonly responseHeaders: readonly Header[];
 }
 

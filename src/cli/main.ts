@@ -2,10 +2,14 @@
 // The `portcullis` command: serve, check, policy validate.
 import { parseArgs } from 'node:util';
 import { startApp } from '../app.js';
-import { resolveServeConfig, SERVE_DEFAULTS, SERVE_ENV, type ServeConfig } from '../config.js';
+import { PEPPER_ENV, resolveServeConfig, SERVE_DEFAULTS, SERVE_ENV, type ServeConfig } from '../config.js';
+import { catalogEntry, generateApiKey } from '../identity/apikeys.js';
+import { loadPepper } from '../identity/pepper.js';
+import { RedisRevocations } from '../identity/revocation.js';
 import { createLogger } from '../observability/audit.js';
 import { CatalogError, formatIssue, loadCatalogFile } from '../policy/load.js';
 import { buildCheckRequest, renderResponse, sendCheck, UsageError } from './check.js';
+import { changeRevocation, EXAMPLE_SIGNING_KEYS, mintToken, parseKind } from './identity.js';
 
 const HELP = `portcullis — Envoy ext_authz sidecar for partner APIs
 
@@ -15,9 +19,12 @@ Usage:
   portcullis check URL|PATH [-X METHOD] [-H 'name: value']... [--data TEXT|@FILE]
                    [--principal ID] [--cert FILE] [--route NAME] [--source IP] [--server HOST:PORT] [--json]
   portcullis policy validate FILE
+  portcullis key create --partner ID [--id KEY_ID] [--expires ISO8601] [--pepper-file FILE]
+  portcullis token mint --client-id ID [--sub USER] [--scope 'a b'] [--ttl SECONDS] [--cert FILE] ...
+  portcullis revoke|unrevoke jti|application|api_key ID [--ttl SECONDS] [--redis-url URL]
   portcullis help [COMMAND]
 
-Run 'portcullis help serve', 'portcullis help check' or 'portcullis help policy' for details.
+Run 'portcullis help COMMAND' (serve, check, policy, key, token, revoke) for details.
 Docs: docs/configuration.md, docs/errors.md, docs/envoy.md.
 `;
 
@@ -53,6 +60,47 @@ const CHECK_HELP = `portcullis check: send one Check, shaped as Envoy would, and
 Exit codes: 0 allowed, 1 denied, 2 error (bad flags, server unreachable, timeout).
 `;
 
+const KEY_HELP = `portcullis key create: make a new API key for a partner.
+
+  --partner ID           the partner the key belongs to (required)
+  --id KEY_ID            the key's public name (default: PARTNER-key-YYYYMMDD)
+  --expires ISO8601      when it stops working, e.g. 2027-06-30T00:00:00Z
+  --pepper-file FILE     the server's pepper [\${SERVE_ENV.apiKeyPepperFile}]; or set \${PEPPER_ENV}
+
+Prints the key ONCE (it is stored nowhere) and the catalog entry to add under the partner's
+identities.api_keys: only its HMAC-SHA-256 under the pepper, never the key.
+`;
+
+const TOKEN_HELP = `portcullis token mint: sign an access token, by default with the EXAMPLE issuer's keys
+(examples/keys: public on purpose, for the demo and tests only).
+
+  --client-id ID         the application (client_id claim; required)
+  --sub USER             the end user (sub)
+  --scope 'a b'          space-delimited scopes
+  --ttl SECONDS          lifetime (600)
+  --cert FILE            bind the token to this client certificate (cnf.x5t#S256, RFC 8705)
+  --auth-time SECONDS    auth_time as seconds ago (step-up), e.g. 0 for "just now"
+  --acr VALUE            authentication context class
+  --claim NAME=VALUE     any other string claim, repeatable
+  --issuer URL           iss (https://idp.example.com)
+  --audience AUD         aud (partner-api)
+  --keys FILE            private JWKs to sign with (examples/keys/signing-keys.json)
+  --kid KID              which key (the first private key of the file)
+
+Prints the token on stdout.
+`;
+
+const REVOKE_HELP = `portcullis revoke KIND ID [--ttl SECONDS]: revoke a credential now, on every replica.
+portcullis unrevoke KIND ID: lift it.
+
+  KIND                   jti (one token), application (every token of a client id), api_key (a key id)
+  --ttl SECONDS          forget the revocation after this long (e.g. the token's remaining lifetime)
+  --redis-url URL        the Redis portcullis watches [\${SERVE_ENV.redisUrl}]
+
+Writes to Redis and publishes the change: every portcullis started with the same --redis-url drops
+the credential within a second. Without Redis, list revocations in the catalog (revocations:).
+`;
+
 const POLICY_HELP = `portcullis policy validate FILE: check a policy catalog.
 
 Prints every problem as FILE:LINE:COLUMN: PATH: MESSAGE and exits 1, or prints a summary and exits 0.
@@ -67,6 +115,13 @@ export async function main(argv: readonly string[]): Promise<number> {
       return check(rest);
     case 'policy':
       return policy(rest);
+    case 'key':
+      return key(rest);
+    case 'token':
+      return token(rest);
+    case 'revoke':
+    case 'unrevoke':
+      return revoke(command, rest);
     case 'help':
     case '--help':
     case '-h':
@@ -83,6 +138,9 @@ function helpFor(topic: string | undefined): string {
   if (topic === 'serve') return SERVE_HELP;
   if (topic === 'check') return CHECK_HELP;
   if (topic === 'policy') return POLICY_HELP;
+  if (topic === 'key') return KEY_HELP;
+  if (topic === 'token') return TOKEN_HELP;
+  if (topic === 'revoke' || topic === 'unrevoke') return REVOKE_HELP;
   return HELP;
 }
 
@@ -139,10 +197,26 @@ async function serve(args: readonly string[]): Promise<number> {
     process.once('SIGINT', () => resolve('SIGINT'));
   });
   process.on('unhandledRejection', (reason) => logger.error({ err: reason }, 'unhandled rejection'));
-  const app = await startApp({ ...config, catalog, logger });
+  let revocations: RedisRevocations | undefined;
+  let app: Awaited<ReturnType<typeof startApp>>;
+  try {
+    const apiKeyPepper = await loadPepper(config, process.env);
+    if (config.redisUrl) {
+      revocations = new RedisRevocations({ url: config.redisUrl, logger });
+      await revocations.start();
+    }
+    app = await startApp({ ...config, catalog, logger, apiKeyPepper, revocations });
+  } catch (err: unknown) {
+    logger.fatal({ err }, 'cannot start');
+    logger.flush();
+    process.stderr.write(`portcullis: ${err instanceof Error ? err.message : String(err)}\n`);
+    await revocations?.close();
+    return 1;
+  }
   const signal = await signalled;
   logger.info({ signal }, 'shutting down');
   await app.stop();
+  await revocations?.close();
   logger.flush();
   // Nothing should keep the loop alive now; if something does, do not hang the pod's termination.
   setTimeout(() => process.exit(0), 2000).unref();
@@ -188,6 +262,121 @@ async function check(args: readonly string[]): Promise<number> {
   const response = await sendCheck(values.server, request, Number(values['timeout-ms']));
   process.stdout.write(`${values.json ? JSON.stringify(response, null, 2) : renderResponse(response)}\n`);
   return response.status?.code === 0 ? 0 : 1;
+}
+
+async function key(args: readonly string[]): Promise<number> {
+  const [sub, ...rest] = args;
+  const { values } = parseArgs({
+    args: rest,
+    options: {
+      partner: { type: 'string' },
+      id: { type: 'string' },
+      expires: { type: 'string' },
+      'pepper-file': { type: 'string' },
+      help: { type: 'boolean', short: 'h' },
+    },
+  });
+  if (sub !== 'create' || values.help || !values.partner) {
+    process.stderr.write(KEY_HELP);
+    return values.help ? 0 : 2;
+  }
+  if (values.expires !== undefined && Number.isNaN(Date.parse(values.expires))) {
+    throw new UsageError(`--expires must be an ISO 8601 date, got "${values.expires}"`);
+  }
+  const pepperFile = values['pepper-file'] ?? process.env[SERVE_ENV.apiKeyPepperFile] ?? '';
+  // No fallback to the example pepper here: a production key hashed with it would never verify.
+  const pepper = await loadPepper({ apiKeyPepperFile: pepperFile, catalogFile: '' }, process.env);
+  if (!pepper) throw new UsageError(`no pepper: pass --pepper-file or set ${PEPPER_ENV}`);
+  const day = new Date().toISOString().slice(0, 10).replaceAll('-', '');
+  const id = values.id ?? `${values.partner}-key-${day}`;
+  const secret = generateApiKey();
+  process.stdout.write(
+    `API key for partner ${values.partner} (shown once, stored nowhere: hand it over now):\n\n  ${secret}\n\n` +
+      `Add to the catalog under the partner ${values.partner}, identities.api_keys:\n\n` +
+      `${catalogEntry(id, secret, pepper, values.expires)
+        .split('\n')
+        .map((l) => `  ${l}`)
+        .join('\n')}\n`,
+  );
+  return 0;
+}
+
+async function token(args: readonly string[]): Promise<number> {
+  const [sub, ...rest] = args;
+  const { values } = parseArgs({
+    args: rest,
+    options: {
+      'client-id': { type: 'string' },
+      sub: { type: 'string' },
+      scope: { type: 'string' },
+      ttl: { type: 'string', default: '600' },
+      cert: { type: 'string' },
+      'auth-time': { type: 'string' },
+      acr: { type: 'string' },
+      claim: { type: 'string', multiple: true },
+      issuer: { type: 'string', default: 'https://idp.example.com' },
+      audience: { type: 'string', default: 'partner-api' },
+      keys: { type: 'string', default: EXAMPLE_SIGNING_KEYS },
+      kid: { type: 'string' },
+      help: { type: 'boolean', short: 'h' },
+    },
+  });
+  if (sub !== 'mint' || values.help || !values['client-id']) {
+    process.stderr.write(TOKEN_HELP);
+    return values.help ? 0 : 2;
+  }
+  const now = Math.floor(Date.now() / 1000);
+  const seconds = (flag: string, text: string | undefined) => {
+    if (text === undefined) return undefined;
+    if (!/^\d{1,9}$/.test(text)) throw new UsageError(`--${flag} must be a number of seconds, got "${text}"`);
+    return Number(text);
+  };
+  const ago = seconds('auth-time', values['auth-time']);
+  const jwt = await mintToken({
+    keysFile: values.keys,
+    kid: values.kid,
+    issuer: values.issuer,
+    audience: values.audience,
+    clientId: values['client-id'],
+    subject: values.sub,
+    scope: values.scope,
+    ttlSeconds: seconds('ttl', values.ttl) ?? 600,
+    certFile: values.cert,
+    authTime: ago === undefined ? undefined : now - ago,
+    acr: values.acr,
+    claims: values.claim ?? [],
+    nowSeconds: now,
+  });
+  process.stdout.write(`${jwt}\n`);
+  return 0;
+}
+
+async function revoke(command: 'revoke' | 'unrevoke', args: readonly string[]): Promise<number> {
+  const { values, positionals } = parseArgs({
+    args: [...args],
+    allowPositionals: true,
+    options: {
+      ttl: { type: 'string' },
+      'redis-url': { type: 'string' },
+      help: { type: 'boolean', short: 'h' },
+    },
+  });
+  if (values.help) {
+    process.stdout.write(REVOKE_HELP);
+    return 0;
+  }
+  const [kindText, id, ...extra] = positionals;
+  if (!id || extra.length > 0) throw new UsageError(`usage: portcullis ${command} KIND ID`);
+  const redisUrl = values['redis-url'] ?? process.env[SERVE_ENV.redisUrl];
+  if (!redisUrl) throw new UsageError(`no Redis: pass --redis-url or set ${SERVE_ENV.redisUrl}`);
+  const ttl = values.ttl === undefined ? undefined : Number(values.ttl);
+  if (ttl !== undefined && !(Number.isInteger(ttl) && ttl > 0)) {
+    throw new UsageError(`--ttl must be a positive number of seconds, got "${values.ttl}"`);
+  }
+  const kind = parseKind(kindText);
+  await changeRevocation(redisUrl, command, kind, id, ttl);
+  process.stdout.write(`${command === 'revoke' ? 'revoked' : 'unrevoked'} ${kind} ${id}\n`);
+  return 0;
 }
 
 async function policy(args: readonly string[]): Promise<number> {

@@ -54,6 +54,7 @@ export interface WireCheckResponse {
     headers: WireHeaderOption[];
     headers_to_remove: string[];
     response_headers_to_add: WireHeaderOption[];
+    query_parameters_to_remove: string[];
   };
   denied_response?: { status: { code: number }; headers: WireHeaderOption[]; body: string };
   dynamic_metadata: { fields: Record<string, WireStructValue> };

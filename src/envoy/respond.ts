@@ -24,6 +24,7 @@ export function toCheckResponse(decision: Decision, problemBaseUrl: string): Wir
         headers: decision.upstreamHeaders.map(option),
         headers_to_remove: decision.removeHeaders.slice(),
         response_headers_to_add: decision.responseHeaders.map(option),
+        query_parameters_to_remove: decision.removeQueryParams.slice(),
       },
       dynamic_metadata,
     };

@@ -2,6 +2,7 @@
 // Label values come from the catalog (routes, partners) and the code registry: bounded cardinality.
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
 import type { Decision } from '../decision.js';
+import type { JwksCache } from '../identity/jwks.js';
 import type { StageName } from '../pipeline/check.js';
 import type { Catalog } from '../policy/catalog.js';
 
@@ -50,6 +51,32 @@ export class Metrics {
   constructor(options: { defaultMetrics?: boolean } = {}) {
     if (options.defaultMetrics !== false)
       collectDefaultMetrics({ register: this.registry, prefix: 'portcullis_' });
+  }
+
+  /** Key set freshness and fetch outcomes, read at scrape time. */
+  watchKeySets(keySets: ReadonlyMap<string, JwksCache>): void {
+    new Gauge({
+      name: 'portcullis_jwks_age_seconds',
+      help: "Seconds since the issuer's key set was last fetched successfully (-1: never).",
+      labelNames: ['issuer'] as const,
+      registers: [this.registry],
+      collect() {
+        for (const [issuer, keys] of keySets) this.set({ issuer }, keys.ageSeconds() ?? -1);
+      },
+    });
+    new Gauge({
+      name: 'portcullis_jwks_fetches',
+      help: 'Key set fetches since start, by issuer and result (ok, failed).',
+      labelNames: ['issuer', 'result'] as const,
+      registers: [this.registry],
+      collect() {
+        for (const [issuer, keys] of keySets) {
+          const stats = keys.stats();
+          this.set({ issuer, result: 'ok' }, stats.fetchesOk);
+          this.set({ issuer, result: 'failed' }, stats.fetchesFailed);
+        }
+      },
+    });
   }
 
   policyLoaded(catalog: Catalog): void {

@@ -1,21 +1,88 @@
 // Stage 4, authorize: may this partner, from this address, use this route?
 // Global lists first, then the route's; within each, deny lists win over allow lists.
 import type { Denial } from '../decision.js';
+import { challenge } from '../identity/challenge.js';
 import { normalizeAddress } from '../net/cidr.js';
 import type { AccessPolicy, Catalog, RoutePolicy } from '../policy/catalog.js';
 import type { Request } from '../request.js';
-import { type Identity, pass, refuse, type StageResult } from './types.js';
+import { type Clock, type Identity, pass, refuse, type StageResult } from './types.js';
 
-export function authorizeStage(
-  request: Request,
+export function createAuthorizeStage(clock: Clock) {
+  return function authorize(
+    request: Request,
+    catalog: Catalog,
+    route: RoutePolicy,
+    identity: Identity,
+  ): StageResult<null> {
+    const denial =
+      checkAccess(catalog.access, 'global', request, identity) ??
+      checkAccess(route.access, `route ${route.name}`, request, identity) ??
+      checkScopes(catalog, route, identity) ??
+      checkStepUp(catalog, route, identity, clock.now() / 1000);
+    return denial ? refuse(denial) : pass(null);
+  };
+}
+
+/** Every scope the route lists must be in the token (RFC 6750 insufficient_scope). */
+function checkScopes(catalog: Catalog, route: RoutePolicy, identity: Identity): Denial | null {
+  const required = route.identity.scopes;
+  if (required.length === 0 || !identity.credentials.includes('jwt')) return null;
+  const missing = required.filter((s) => !identity.scopes.has(s));
+  if (missing.length === 0) return null;
+  return {
+    code: 'insufficient_scope',
+    detail: `The access token lacks the scope${missing.length > 1 ? 's' : ''} ${missing.join(', ')}.`,
+    reason: `missing scopes: ${missing.join(' ')}`,
+    headers: [
+      {
+        name: 'www-authenticate',
+        value: challenge('Bearer', {
+          realm: catalog.settings.realm,
+          error: 'insufficient_scope',
+          scope: required.join(' '),
+        }),
+      },
+    ],
+  };
+}
+
+/** RFC 9470 step-up: a recent enough `auth_time` and an accepted `acr`. */
+function checkStepUp(
   catalog: Catalog,
   route: RoutePolicy,
   identity: Identity,
-): StageResult<null> {
-  const denial =
-    checkAccess(catalog.access, 'global', request, identity) ??
-    checkAccess(route.access, `route ${route.name}`, request, identity);
-  return denial ? refuse(denial) : pass(null);
+  nowSeconds: number,
+): Denial | null {
+  const { maxAuthAgeSeconds, acrValues } = route.identity;
+  if (maxAuthAgeSeconds === undefined && acrValues.length === 0) return null;
+  if (!identity.credentials.includes('jwt')) return null;
+  let reason = '';
+  if (maxAuthAgeSeconds !== undefined) {
+    if (identity.authTime === undefined) reason = 'token has no auth_time';
+    else if (nowSeconds - identity.authTime > maxAuthAgeSeconds) {
+      reason = `authenticated ${Math.round(nowSeconds - identity.authTime)} s ago, max ${maxAuthAgeSeconds} s`;
+    }
+  }
+  if (!reason && acrValues.length > 0 && !acrValues.includes(identity.acr ?? '')) {
+    reason = `acr ${JSON.stringify(identity.acr ?? '')} not in [${acrValues.join(', ')}]`;
+  }
+  if (!reason) return null;
+  return {
+    code: 'step_up_required',
+    reason,
+    headers: [
+      {
+        name: 'www-authenticate',
+        value: challenge('Bearer', {
+          realm: catalog.settings.realm,
+          error: 'insufficient_user_authentication',
+          error_description: 'A more recent or stronger authentication is required',
+          max_age: maxAuthAgeSeconds === undefined ? undefined : String(maxAuthAgeSeconds),
+          acr_values: acrValues.length > 0 ? acrValues.join(' ') : undefined,
+        }),
+      },
+    ],
+  };
 }
 
 function checkAccess(

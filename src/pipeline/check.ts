@@ -13,7 +13,7 @@ import type { Allow, Decision, Denial, Deny, Header } from '../decision.js';
 import { DENY_CODES } from '../errors.js';
 import type { Catalog, RoutePolicy } from '../policy/catalog.js';
 import type { Request } from '../request.js';
-import type { Clock, Identity, Stages } from './types.js';
+import { type Clock, DependencyUnavailable, type Identity, type Stages } from './types.js';
 
 export const STAGE_NAMES = ['route', 'identify', 'authorize'] as const;
 export type StageName = (typeof STAGE_NAMES)[number];
@@ -28,7 +28,6 @@ export function deadlineMargin(remainingMs: number): number {
 }
 
 export const HEADER_PREFIX = 'x-portcullis-';
-export const PARTNER_HEADER = 'x-portcullis-partner';
 export const DECISION_ID_HEADER = 'x-portcullis-decision-id';
 export const ON_ERROR_HEADER = 'x-portcullis-on-error';
 
@@ -89,7 +88,8 @@ export class Pipeline {
       }
       return { decision, timings: progress.timings };
     } catch (error: unknown) {
-      return this.failure(request, ctx, progress, 'internal_error', errorText(error), error);
+      const code = error instanceof DependencyUnavailable ? 'dependency_unavailable' : 'internal_error';
+      return this.failure(request, ctx, progress, code, errorText(error), error);
     } finally {
       clearTimeout(timer);
     }
@@ -134,7 +134,7 @@ export class Pipeline {
   }
 }
 
-export type FailureCode = 'internal_error' | 'deadline_exceeded';
+export type FailureCode = 'internal_error' | 'deadline_exceeded' | 'dependency_unavailable';
 
 /** An internal failure or a missed deadline: the route's `on_error`, or deny before a route is known. */
 export function failureDecision(
@@ -166,7 +166,8 @@ export function failureDecision(
       { name: DECISION_ID_HEADER, value: ctx.decisionId },
       { name: ON_ERROR_HEADER, value: code },
     ],
-    removeHeaders: request ? spoofedHeaders(request, [DECISION_ID_HEADER, ON_ERROR_HEADER]) : [],
+    removeHeaders: request ? spoofedHeaders(request, [DECISION_ID_HEADER, ON_ERROR_HEADER], ctx.catalog) : [],
+    removeQueryParams: [],
     responseHeaders: [],
   };
 }
@@ -193,35 +194,68 @@ function deny(
 }
 
 function allow(request: Request, ctx: CheckContext, route: RoutePolicy, identity: Identity): Allow {
-  const partner = identity.partner?.id ?? '';
+  const names = ctx.catalog.settings.identityHeaders;
   const upstreamHeaders: Header[] = [{ name: DECISION_ID_HEADER, value: ctx.decisionId }];
-  if (partner !== '') upstreamHeaders.push({ name: PARTNER_HEADER, value: partner });
+  const add = (name: string, value: string) => {
+    if (value !== '') upstreamHeaders.push({ name, value });
+  };
+  const partner = identity.partner?.id ?? '';
+  add(names.partner, partner);
+  add(names.application, identity.application);
+  add(names.subject, identity.user);
+  add(names.scopes, [...identity.scopes].join(' '));
   for (const h of route.upstreamSet) upstreamHeaders.push(h);
   const ours = upstreamHeaders.map((h) => h.name);
-  const removeHeaders = [...route.upstreamRemove, ...spoofedHeaders(request, ours)];
+  const removeHeaders = [
+    ...route.upstreamRemove,
+    ...identity.credentialHeaders,
+    ...spoofedHeaders(request, ours, ctx.catalog),
+  ];
   return {
     kind: 'allow',
     code: 'allowed',
     upstreamHeaders,
     removeHeaders,
+    removeQueryParams: identity.credentialQueryParams,
     responseHeaders: route.responseSet,
     decisionId: ctx.decisionId,
     requestId: request.requestId || ctx.decisionId,
     route: route.name,
     partner,
     policyVersion: ctx.catalog.version,
-    reason: identity.method === 'none' ? 'anonymous' : `${identity.method} ${identity.subject}`,
+    reason: describeIdentity(identity),
   };
 }
 
+function describeIdentity(identity: Identity): string {
+  if (identity.credentials.length === 0) return 'anonymous';
+  const parts: string[] = [];
+  if (identity.principal) parts.push(`mtls ${identity.principal}`);
+  if (identity.credentials.includes('jwt'))
+    parts.push(`jwt app=${identity.application} sub=${identity.user}`);
+  if (identity.credentials.includes('api_key')) parts.push(`api_key ${identity.application}`);
+  return parts.join('; ');
+}
+
 /**
- * Incoming `x-portcullis-*` headers we do not set ourselves: the upstream trusts that prefix,
- * so a partner must never be able to send it (e.g. x-portcullis-partner on an anonymous route).
+ * Incoming identity headers we do not set ourselves: the upstream trusts them, so a partner must
+ * never be able to send them (e.g. x-portcullis-partner on an anonymous route). That is every
+ * `x-portcullis-*` header and the catalog's identity header names.
  */
-function spoofedHeaders(request: Request, ours: readonly string[]): string[] {
+function spoofedHeaders(request: Request, ours: readonly string[], catalog: Catalog): string[] {
+  const names = catalog.settings.identityHeaders;
   const spoofed: string[] = [];
   for (const name of request.headers.keys()) {
-    if (name.startsWith(HEADER_PREFIX) && !ours.includes(name)) spoofed.push(name);
+    if (ours.includes(name)) continue;
+    if (
+      name.startsWith(HEADER_PREFIX) ||
+      name === names.partner ||
+      name === names.application ||
+      name === names.subject ||
+      name === names.scopes
+    ) {
+      spoofed.push(name);
+    }
   }
   return spoofed;
 }

@@ -2,7 +2,7 @@
 // what earlier stages found; it returns data (a value or a Denial) and does its I/O only through
 // the interfaces it is given.
 import type { Denial } from '../decision.js';
-import type { Catalog, Partner, RoutePolicy } from '../policy/catalog.js';
+import type { Catalog, Credential, Partner, RoutePolicy } from '../policy/catalog.js';
 import type { Request } from '../request.js';
 
 export type StageResult<T> =
@@ -15,9 +15,48 @@ export const refuse = (denial: Denial): StageResult<never> => ({ ok: false, deni
 /** Who is calling. `partner` is null for an anonymous caller on a route that allows it. */
 export interface Identity {
   readonly partner: Partner | null;
-  /** How the partner was recognised, for the audit log. */
-  readonly method: 'mtls' | 'none';
-  readonly subject: string;
+  /** The credentials that were verified, in the order mtls, jwt, api_key. */
+  readonly credentials: readonly Credential[];
+  /** The partner's application: the token's client id, or the API key id. '' when none. */
+  readonly application: string;
+  /** The end user (the token's user claim), kept apart from the application. '' when none. */
+  readonly user: string;
+  /** The mTLS principal (SPIFFE id, DNS SAN or subject). '' when none. */
+  readonly principal: string;
+  readonly scopes: ReadonlySet<string>;
+  /** Step-up inputs from the token: `auth_time` (epoch s) and `acr`. */
+  readonly authTime: number | undefined;
+  readonly acr: string | undefined;
+  /** Request headers and query parameters that carried credentials (removed before the upstream). */
+  readonly credentialHeaders: readonly string[];
+  readonly credentialQueryParams: readonly string[];
+}
+
+export const ANONYMOUS: Identity = Object.freeze({
+  partner: null,
+  credentials: [],
+  application: '',
+  user: '',
+  principal: '',
+  scopes: new Set<string>(),
+  authTime: undefined,
+  acr: undefined,
+  credentialHeaders: [],
+  credentialQueryParams: [],
+});
+
+/**
+ * A dependency (identity provider, Redis, clamd) cannot answer. The pipeline turns it into the
+ * route's `on_error` with the code `dependency_unavailable`, never into a denial of the partner.
+ */
+export class DependencyUnavailable extends Error {
+  constructor(
+    readonly dependency: string,
+    message: string,
+  ) {
+    super(`${dependency}: ${message}`);
+    this.name = 'DependencyUnavailable';
+  }
 }
 
 export type MaybePromise<T> = T | Promise<T>;

@@ -2,6 +2,8 @@
 // here at load time (matchers, CIDR block lists, lookup maps), so a Check never parses config.
 import type { BlockList } from 'node:net';
 import type { Header } from '../decision.js';
+import type { JwksSource } from '../identity/jwks.js';
+import type { Revocations } from '../identity/revocation.js';
 
 export interface AccessPolicy {
   readonly allowPartners: ReadonlySet<string>;
@@ -28,10 +30,28 @@ export interface RouteMatcher {
   readonly methods: ReadonlySet<string>;
 }
 
+export type Credential = 'mtls' | 'jwt' | 'api_key';
+
+export interface RouteIdentity {
+  readonly required: boolean;
+  /** Credentials that identify the caller on this route (any_of ∪ all_of). */
+  readonly accepted: ReadonlySet<Credential>;
+  readonly allOf: readonly Credential[];
+  /** Issuer names; empty = any issuer of the catalog. */
+  readonly issuers: ReadonlySet<string>;
+  readonly scopes: readonly string[];
+  readonly bindCertificate: boolean;
+  readonly queryParam: string | undefined;
+  readonly maxAuthAgeSeconds: number | undefined;
+  readonly acrValues: readonly string[];
+  readonly apiKeyHeader: string;
+  readonly keepCredentials: boolean;
+}
+
 export interface RoutePolicy {
   readonly name: string;
   readonly match: RouteMatcher;
-  readonly identityRequired: boolean;
+  readonly identity: RouteIdentity;
   readonly access: AccessPolicy;
   readonly onError: 'deny' | 'allow';
   readonly upstreamSet: readonly Header[];
@@ -43,6 +63,37 @@ export interface CatalogSettings {
   readonly problemBaseUrl: string;
   readonly maxHeaderValueBytes: number;
   readonly auditHeaders: boolean;
+  readonly realm: string;
+  readonly trustXfcc: boolean;
+  readonly identityHeaders: {
+    readonly partner: string;
+    readonly application: string;
+    readonly subject: string;
+    readonly scopes: string;
+  };
+}
+
+export interface ApiKeyEntry {
+  readonly id: string;
+  readonly partner: Partner;
+  /** HMAC-SHA-256 of the key under the pepper, raw bytes (compared in constant time). */
+  readonly hash: Buffer;
+  readonly status: 'active' | 'revoked';
+  /** Epoch ms, or null for no expiry. */
+  readonly expiresAt: number | null;
+}
+
+export interface IssuerPolicy {
+  readonly name: string;
+  readonly issuer: string;
+  readonly jwks: JwksSource;
+  readonly audiences: readonly string[];
+  readonly algorithms: readonly string[];
+  readonly clockSkewSeconds: number;
+  readonly maxLifetimeSeconds: number | undefined;
+  readonly requiredClaims: readonly string[];
+  readonly applicationClaims: readonly string[];
+  readonly userClaim: string;
 }
 
 export interface Catalog {
@@ -57,4 +108,10 @@ export interface Catalog {
   readonly defaultRoute: RoutePolicy | undefined;
   readonly partners: ReadonlyMap<string, Partner>;
   readonly partnersByPrincipal: ReadonlyMap<string, Partner>;
+  readonly partnersByApplication: ReadonlyMap<string, Partner>;
+  /** By the base64url HMAC of the key: O(1) lookup. */
+  readonly apiKeysByHash: ReadonlyMap<string, ApiKeyEntry>;
+  readonly issuers: readonly IssuerPolicy[];
+  /** The catalog's static revocations (live ones come from Redis). */
+  readonly revocations: Revocations;
 }

@@ -2,13 +2,31 @@
 // Every problem is reported with file, line, column and the path inside the document, all at once.
 import { createHash } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
+import { dirname, resolve } from 'node:path';
 import { isMap, isPair, isScalar, isSeq, LineCounter, type Node, parseDocument } from 'yaml';
 import type { z } from 'zod';
 import type { Header } from '../decision.js';
+import type { JwksSource } from '../identity/jwks.js';
+import { StaticRevocations } from '../identity/revocation.js';
 import { blockListOf, parseCidr } from '../net/cidr.js';
-import type { AccessPolicy, Catalog, Partner, RouteMatcher, RoutePolicy } from './catalog.js';
+import type {
+  AccessPolicy,
+  ApiKeyEntry,
+  Catalog,
+  Credential,
+  IssuerPolicy,
+  Partner,
+  RouteMatcher,
+  RoutePolicy,
+} from './catalog.js';
 import { compilePathMatch, patternError } from './match.js';
-import { type AccessDocument, type CatalogDocument, catalogSchema, type RouteDocument } from './schema.js';
+import {
+  type AccessDocument,
+  type CatalogDocument,
+  catalogSchema,
+  type IssuerDocument,
+  type RouteDocument,
+} from './schema.js';
 
 export type DocPath = readonly (string | number)[];
 
@@ -121,23 +139,43 @@ interface Problem {
 /** Checks the schema cannot express: uniqueness, references, CIDRs, patterns. */
 function crossCheck(doc: CatalogDocument): Problem[] {
   const problems: Problem[] = [];
-  const partnerIds = new Map<string, number>();
-  const principals = new Map<string, string>();
-  doc.partners.forEach((p, i) => {
-    if (partnerIds.has(p.id)) {
-      problems.push({ path: ['partners', i, 'id'], message: `duplicate partner id "${p.id}"` });
+  /** Records `value` as owned by `owner`; a second owner is a problem at `path`. */
+  const claim = (owners: Map<string, string>, value: string, owner: string, path: DocPath, what: string) => {
+    const first = owners.get(value);
+    if (first !== undefined && first !== owner) {
+      problems.push({ path, message: `${what} "${value}" already belongs to ${first}` });
     }
-    partnerIds.set(p.id, i);
-    p.identities.principals.forEach((principal, j) => {
-      const owner = principals.get(principal);
-      if (owner !== undefined && owner !== p.id) {
-        problems.push({
-          path: ['partners', i, 'identities', 'principals', j],
-          message: `principal "${principal}" already belongs to partner "${owner}"`,
-        });
-      }
-      principals.set(principal, p.id);
+    owners.set(value, owner);
+  };
+  const unique = (seen: Set<string>, value: string, path: DocPath, what: string) => {
+    if (seen.has(value)) problems.push({ path, message: `duplicate ${what} "${value}"` });
+    seen.add(value);
+  };
+
+  const partnerIds = new Set<string>();
+  const principals = new Map<string, string>();
+  const applications = new Map<string, string>();
+  const keyIds = new Map<string, string>();
+  const keyHashes = new Map<string, string>();
+  doc.partners.forEach((p, i) => {
+    unique(partnerIds, p.id, ['partners', i, 'id'], 'partner id');
+    const base = ['partners', i, 'identities'] as const;
+    const owner = `partner "${p.id}"`;
+    p.identities.principals.forEach((v, j) => {
+      claim(principals, v, owner, [...base, 'principals', j], 'principal');
     });
+    p.identities.applications.forEach((v, j) => {
+      claim(applications, v, owner, [...base, 'applications', j], 'application');
+    });
+    p.identities.api_keys.forEach((k, j) => {
+      claim(keyIds, k.id, owner, [...base, 'api_keys', j, 'id'], 'API key id');
+      claim(keyHashes, k.hash, `API key "${k.id}"`, [...base, 'api_keys', j, 'hash'], 'API key hash');
+    });
+  });
+
+  const issuerNames = new Set<string>();
+  doc.issuers.forEach((iss, i) => {
+    unique(issuerNames, iss.name, ['issuers', i, 'name'], 'issuer name');
   });
 
   const checkAccess = (access: AccessDocument, base: DocPath) => {
@@ -157,10 +195,7 @@ function crossCheck(doc: CatalogDocument): Problem[] {
 
   const routeNames = new Set<string>();
   doc.routes.forEach((r, i) => {
-    if (routeNames.has(r.name)) {
-      problems.push({ path: ['routes', i, 'name'], message: `duplicate route name "${r.name}"` });
-    }
-    routeNames.add(r.name);
+    unique(routeNames, r.name, ['routes', i, 'name'], 'route name');
     checkAccess(r.access, ['routes', i, 'access']);
     r.match.hosts.forEach((host, j) => {
       if (!HOST.test(host)) {
@@ -174,6 +209,26 @@ function crossCheck(doc: CatalogDocument): Problem[] {
       const error = patternError(r.match.path.pattern);
       if (error) problems.push({ path: ['routes', i, 'match', 'path', 'pattern'], message: error });
     }
+    r.identity.jwt.issuers.forEach((name, j) => {
+      if (!issuerNames.has(name)) {
+        problems.push({
+          path: ['routes', i, 'identity', 'jwt', 'issuers', j],
+          message: `unknown issuer "${name}"`,
+        });
+      }
+    });
+    if (r.identity.all_of.includes('jwt') && doc.issuers.length === 0) {
+      problems.push({
+        path: ['routes', i, 'identity', 'all_of'],
+        message: 'requires jwt, but the catalog has no issuers',
+      });
+    }
+    if (r.identity.jwt.bind_certificate && !acceptedCredentials(r).has('jwt')) {
+      problems.push({
+        path: ['routes', i, 'identity', 'jwt', 'bind_certificate'],
+        message: 'binds tokens to certificates, but the route does not accept jwt',
+      });
+    }
   });
   if (doc.default_route !== undefined && !routeNames.has(doc.default_route)) {
     problems.push({ path: ['default_route'], message: `unknown route "${doc.default_route}"` });
@@ -181,24 +236,50 @@ function crossCheck(doc: CatalogDocument): Problem[] {
   return problems;
 }
 
+const ALL_CREDENTIALS: readonly Credential[] = ['mtls', 'jwt', 'api_key'];
+
+/** any_of ∪ all_of, with any_of defaulting to all_of (when set) or to every kind. */
+function acceptedCredentials(r: RouteDocument): Set<Credential> {
+  const { any_of, all_of } = r.identity;
+  return new Set([...(any_of ?? (all_of.length > 0 ? [] : ALL_CREDENTIALS)), ...all_of]);
+}
+
 function compile(doc: CatalogDocument, version: string, file: string): Catalog {
   const partners = new Map<string, Partner>();
   const partnersByPrincipal = new Map<string, Partner>();
+  const partnersByApplication = new Map<string, Partner>();
+  const apiKeysByHash = new Map<string, ApiKeyEntry>();
   for (const p of doc.partners) {
     const partner: Partner = { id: p.id, name: p.name, status: p.status };
     partners.set(p.id, partner);
     for (const principal of p.identities.principals) partnersByPrincipal.set(principal, partner);
+    for (const application of p.identities.applications) partnersByApplication.set(application, partner);
+    for (const key of p.identities.api_keys) {
+      const digest = key.hash.slice('hmac-sha256:'.length);
+      apiKeysByHash.set(digest, {
+        id: key.id,
+        partner,
+        hash: Buffer.from(digest, 'base64url'),
+        status: key.status,
+        expiresAt: key.expires_at === undefined ? null : Date.parse(key.expires_at),
+      });
+    }
   }
   const routes = doc.routes.map(compileRoute);
   const routesByName = new Map(routes.map((r) => [r.name, r]));
+  const dir = dirname(file);
+  const s = doc.settings;
   return {
     version,
     versionName: doc.version_name ?? '',
     file,
     settings: {
-      problemBaseUrl: doc.settings.problem_base_url,
-      maxHeaderValueBytes: doc.settings.max_header_value_bytes,
-      auditHeaders: doc.settings.audit.headers,
+      problemBaseUrl: s.problem_base_url,
+      maxHeaderValueBytes: s.max_header_value_bytes,
+      auditHeaders: s.audit.headers,
+      realm: s.realm,
+      trustXfcc: s.trust_xfcc,
+      identityHeaders: { ...s.identity_headers },
     },
     access: compileAccess(doc.access),
     routes,
@@ -206,6 +287,41 @@ function compile(doc: CatalogDocument, version: string, file: string): Catalog {
     defaultRoute: doc.default_route === undefined ? undefined : routesByName.get(doc.default_route),
     partners,
     partnersByPrincipal,
+    partnersByApplication,
+    apiKeysByHash,
+    issuers: doc.issuers.map((iss) => compileIssuer(iss, dir)),
+    revocations: new StaticRevocations({
+      jti: doc.revocations.jti,
+      application: doc.revocations.applications,
+      api_key: doc.revocations.api_keys,
+    }),
+  };
+}
+
+function compileIssuer(iss: IssuerDocument, dir: string): IssuerPolicy {
+  const j = iss.jwks;
+  const jwks: JwksSource =
+    'url' in j
+      ? {
+          kind: 'url',
+          url: j.url,
+          timeoutMs: j.timeout_ms,
+          ttlMs: j.ttl_seconds * 1000,
+          cooldownMs: j.cooldown_seconds * 1000,
+          maxStaleMs: j.max_stale_seconds * 1000,
+        }
+      : { kind: 'file', path: resolve(dir, j.file), ttlMs: j.ttl_seconds * 1000 };
+  return {
+    name: iss.name,
+    issuer: iss.issuer,
+    jwks,
+    audiences: [...iss.audiences],
+    algorithms: [...iss.algorithms],
+    clockSkewSeconds: iss.clock_skew_seconds,
+    maxLifetimeSeconds: iss.max_lifetime_seconds,
+    requiredClaims: [...iss.required_claims],
+    applicationClaims: [...iss.application_claims],
+    userClaim: iss.user_claim,
   };
 }
 
@@ -218,10 +334,23 @@ function compileRoute(r: RouteDocument): RoutePolicy {
     path: compilePathMatch(r.match.path),
     methods: new Set(r.match.methods),
   };
+  const id = r.identity;
   return {
     name: r.name,
     match,
-    identityRequired: r.identity.required,
+    identity: {
+      required: id.required,
+      accepted: acceptedCredentials(r),
+      allOf: [...id.all_of],
+      issuers: new Set(id.jwt.issuers),
+      scopes: [...id.jwt.scopes],
+      bindCertificate: id.jwt.bind_certificate,
+      queryParam: id.jwt.query_param,
+      maxAuthAgeSeconds: id.jwt.max_auth_age_seconds,
+      acrValues: [...id.jwt.acr_values],
+      apiKeyHeader: id.api_key.header,
+      keepCredentials: id.keep_credentials,
+    },
     access: compileAccess(r.access),
     onError: r.on_error,
     upstreamSet: headersOf(r.upstream_headers.set),

@@ -16,6 +16,7 @@ const name = (what: string) =>
   z.string().regex(NAME, `${what} must be 1-63 characters of a-z, 0-9, '.', '_' or '-'`);
 
 const headerName = z.string().regex(HEADER_NAME, 'not a valid HTTP header name (RFC 7230 token)');
+const headerNameLower = headerName.transform((s) => s.toLowerCase());
 const headerValue = z.string().regex(HEADER_VALUE, 'header value must not contain control characters');
 
 /** Headers to set, by name. Names are case-insensitive: two spellings of one name are an error. */
@@ -45,10 +46,24 @@ const accessList = z.strictObject({
 /** Global or per-route lists. Deny wins over allow; an empty allow list allows everyone. */
 const access = z
   .strictObject({
-    allow: accessList.default({ partners: [], cidrs: [] }),
-    deny: accessList.default({ partners: [], cidrs: [] }),
+    allow: accessList.prefault({}),
+    deny: accessList.prefault({}),
   })
-  .default({ allow: { partners: [], cidrs: [] }, deny: { partners: [], cidrs: [] } });
+  .prefault({});
+
+/** When a key stops working; ISO 8601 with a time zone. */
+const instant = z.iso.datetime({ offset: true });
+
+const apiKey = z.strictObject({
+  /** Public name of the key: in logs, metrics, revocations. Never the key itself. */
+  id: name('API key id'),
+  /** `hmac-sha256:<base64url>` from `portcullis key create`: HMAC-SHA-256 of the key under the pepper. */
+  hash: z
+    .string()
+    .regex(/^hmac-sha256:[A-Za-z0-9_-]{43}$/, 'must be "hmac-sha256:" and 43 base64url characters'),
+  status: z.enum(['active', 'revoked']).default('active'),
+  expires_at: instant.optional(),
+});
 
 const partner = z.strictObject({
   id: name('partner id'),
@@ -58,9 +73,89 @@ const partner = z.strictObject({
     .strictObject({
       /** mTLS principals as Envoy reports them: SPIFFE id (URI SAN), DNS SAN or subject. */
       principals: z.array(z.string().min(1)).default([]),
+      /** OAuth client ids (the token's application claim) that belong to this partner. */
+      applications: z.array(z.string().min(1)).default([]),
+      api_keys: z.array(apiKey).default([]),
     })
-    .default({ principals: [] }),
+    .prefault({}),
 });
+
+const JWT_ALGORITHMS = [
+  'RS256',
+  'RS384',
+  'RS512',
+  'PS256',
+  'PS384',
+  'PS512',
+  'ES256',
+  'ES384',
+  'ES512',
+  'EdDSA',
+] as const;
+
+const issuer = z.strictObject({
+  /** Catalog name, referenced by routes. */
+  name: name('issuer name'),
+  /** Exact `iss` claim value. */
+  issuer: z.string().min(1),
+  jwks: z.union([
+    z.strictObject({
+      url: z.url({ protocol: /^https?$/ }),
+      timeout_ms: z.number().int().min(100).max(30_000).default(2000),
+      ttl_seconds: z.number().int().min(10).max(86_400).default(300),
+      /** Shortest interval between two refetches triggered by unknown kids. */
+      cooldown_seconds: z.number().int().min(1).max(3600).default(30),
+      /** How long cached keys keep verifying while the endpoint fails. */
+      max_stale_seconds: z.number().int().min(0).max(604_800).default(86_400),
+    }),
+    /** A JWKS file, relative to the catalog; re-read after ttl_seconds. */
+    z.strictObject({ file: z.string().min(1), ttl_seconds: z.number().int().min(1).max(86_400).default(60) }),
+  ]),
+  audiences: z.array(z.string().min(1)).min(1, 'list at least one audience'),
+  /** Required: which signature algorithms this issuer uses. HMAC and "none" are never accepted. */
+  algorithms: z.array(z.enum(JWT_ALGORITHMS)).min(1, 'list at least one algorithm'),
+  clock_skew_seconds: z.number().int().min(0).max(300).default(30),
+  max_lifetime_seconds: z.number().int().min(1).optional(),
+  required_claims: z.array(z.string().min(1)).default([]),
+  /** Claims naming the application (OAuth client), first present wins. */
+  application_claims: z.array(z.string().min(1)).min(1).default(['client_id', 'azp']),
+  user_claim: z.string().min(1).default('sub'),
+});
+
+const CREDENTIALS = ['mtls', 'jwt', 'api_key'] as const;
+
+const routeIdentity = z
+  .strictObject({
+    /** false = anonymous callers pass (presented credentials are still verified). */
+    required: z.boolean().default(true),
+    /**
+     * Credentials this route accepts; any one of them identifies the caller. Default: those of
+     * all_of when it is set, else every kind.
+     */
+    any_of: z.array(z.enum(CREDENTIALS)).min(1).optional(),
+    /** Credentials that must all be presented and valid, and name the same partner. */
+    all_of: z.array(z.enum(CREDENTIALS)).default([]),
+    jwt: z
+      .strictObject({
+        /** Issuer names; empty = every issuer of the catalog. */
+        issuers: z.array(z.string()).default([]),
+        /** Scopes the token must all carry (`scope` string or `scp` list). */
+        scopes: z.array(z.string().min(1)).default([]),
+        /** RFC 8705: the token must carry cnf.x5t#S256 matching the client certificate. */
+        bind_certificate: z.boolean().default(false),
+        /** Accept the token from this query parameter (discouraged: URLs end up in logs). */
+        query_param: z.string().min(1).optional(),
+        /** Step-up (RFC 9470): maximum age of the user's authentication (`auth_time`). */
+        max_auth_age_seconds: z.number().int().min(0).optional(),
+        /** Step-up: the token's `acr` must be one of these. */
+        acr_values: z.array(z.string().min(1)).default([]),
+      })
+      .prefault({}),
+    api_key: z.strictObject({ header: headerNameLower.default('x-api-key') }).prefault({}),
+    /** Forward the Authorization / API key header upstream (removed by default). */
+    keep_credentials: z.boolean().default(false),
+  })
+  .prefault({});
 
 const pathMatch = z.union([
   z.strictObject({ prefix: z.string().startsWith('/') }),
@@ -85,23 +180,18 @@ const route = z.strictObject({
       /** Empty = every method. */
       methods: z.array(z.enum(METHODS)).default([]),
     })
-    .default({ hosts: ['*'], path: { prefix: '/' }, methods: [] }),
-  identity: z
-    .strictObject({
-      /** false = anonymous callers pass (the partner is still identified when credentials come). */
-      required: z.boolean().default(true),
-    })
-    .default({ required: true }),
+    .prefault({}),
+  identity: routeIdentity,
   access,
-  /** What an internal failure or a missed deadline means on this route. */
+  /** What an internal failure, a missed deadline or an unavailable dependency means on this route. */
   on_error: z.enum(['deny', 'allow']).default('deny'),
   upstream_headers: z
     .strictObject({
       set: headerSet.default({}),
-      remove: z.array(headerName.transform((s) => s.toLowerCase())).default([]),
+      remove: z.array(headerNameLower).default([]),
     })
-    .default({ set: {}, remove: [] }),
-  response_headers: z.strictObject({ set: headerSet.default({}) }).default({ set: {} }),
+    .prefault({}),
+  response_headers: z.strictObject({ set: headerSet.default({}) }).prefault({}),
 });
 
 export const catalogSchema = z.strictObject({
@@ -113,20 +203,44 @@ export const catalogSchema = z.strictObject({
       problem_base_url: z.url().default('https://portcullis.dev/docs/errors'),
       /** Longest accepted single header value, in bytes (Envoy's own limit is 16 KiB). */
       max_header_value_bytes: z.number().int().min(256).max(65536).default(16384),
+      /** `realm` of WWW-Authenticate challenges. */
+      realm: z
+        .string()
+        .regex(/^[\x20-\x7e]*$/, 'printable ASCII only')
+        .default('partner-api'),
+      /**
+       * Read the client certificate from x-forwarded-client-cert when Envoy sends no peer data.
+       * Only true when Envoy is configured with forward_client_cert_details: SANITIZE_SET.
+       */
+      trust_xfcc: z.boolean().default(false),
+      /** Names of the identity headers sent upstream on allow. */
+      identity_headers: z
+        .strictObject({
+          partner: headerNameLower.default('x-portcullis-partner'),
+          application: headerNameLower.default('x-portcullis-application'),
+          subject: headerNameLower.default('x-portcullis-subject'),
+          scopes: headerNameLower.default('x-portcullis-scopes'),
+        })
+        .prefault({}),
       audit: z
         .strictObject({
           /** Log request headers (redacted) in the audit line. Off by default: it costs CPU per Check. */
           headers: z.boolean().default(false),
         })
-        .default({ headers: false }),
+        .prefault({}),
     })
-    .default({
-      problem_base_url: 'https://portcullis.dev/docs/errors',
-      max_header_value_bytes: 16384,
-      audit: { headers: false },
-    }),
+    .prefault({}),
   access,
+  issuers: z.array(issuer).default([]),
   partners: z.array(partner).default([]),
+  /** Static revocations, for deployments without Redis (with Redis, `portcullis revoke` is live). */
+  revocations: z
+    .strictObject({
+      jti: z.array(z.string().min(1)).default([]),
+      applications: z.array(z.string().min(1)).default([]),
+      api_keys: z.array(z.string().min(1)).default([]),
+    })
+    .prefault({}),
   routes: z.array(route).min(1, 'at least one route is required'),
   /** Route used when no route matches; without it such requests get `route_not_found`. */
   default_route: z.string().optional(),
@@ -137,3 +251,5 @@ export type RouteDocument = CatalogDocument['routes'][number];
 export type PartnerDocument = CatalogDocument['partners'][number];
 export type AccessDocument = CatalogDocument['access'];
 export type PathMatchDocument = RouteDocument['match']['path'];
+export type IssuerDocument = CatalogDocument['issuers'][number];
+export type Credential = (typeof CREDENTIALS)[number];

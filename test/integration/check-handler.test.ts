@@ -3,7 +3,6 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { defaultStages } from '../../src/app.js';
 import type { Stages } from '../../src/pipeline/types.js';
 import { startTestApp } from '../support/app.js';
 import { envoyRequest, type RequestSpec } from '../support/envoy-request.js';
@@ -13,14 +12,14 @@ const CATALOG = 'test/fixtures/catalogs/handler.yaml';
 const ACME = 'spiffe://partners.example.com/acme';
 
 /** authorize throws on fragile-* routes and stalls on slow-* routes. */
-const faultyStages: Stages = {
-  ...defaultStages,
+const faultyStages = (stages: Stages): Stages => ({
+  ...stages,
   async authorize(request, catalog, route, identity) {
     if (route.name.startsWith('fragile')) throw new Error('quota store exploded');
     if (route.name.startsWith('slow')) await sleep(1500);
-    return defaultStages.authorize(request, catalog, route, identity);
+    return stages.authorize(request, catalog, route, identity);
   },
-};
+});
 
 async function setup(t: import('node:test').TestContext) {
   const server = await startTestApp(t, { catalogFile: CATALOG, stages: faultyStages });
@@ -214,13 +213,13 @@ test('deadline: a stalled stage is answered before Envoy gives up, per on_error'
 test('a stage that returns an unsendable header becomes internal_error, not a crash', async (t) => {
   const server = await startTestApp(t, {
     catalogFile: CATALOG,
-    stages: {
-      ...defaultStages,
+    stages: (stages) => ({
+      ...stages,
       route: () => ({
         ok: false,
         denial: { code: 'route_not_found', headers: [{ name: 'x-bad', value: 'a\r\nb' }] },
       }),
-    },
+    }),
   });
   const client = new OfficialCheckClient(server.address);
   t.after(() => client.close());

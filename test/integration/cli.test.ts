@@ -2,8 +2,10 @@
 import assert from 'node:assert/strict';
 import { execFile, spawn } from 'node:child_process';
 import { once } from 'node:events';
+import { readFileSync } from 'node:fs';
 import { createInterface } from 'node:readline';
 import { test } from 'node:test';
+import { hashApiKey } from '../../src/identity/apikeys.js';
 import { startTestApp } from '../support/app.js';
 
 const CLI = ['--import', 'tsx', 'src/cli/main.ts'];
@@ -43,6 +45,9 @@ test('check: allow exits 0 and prints upstream headers; denials exit 1 with the 
   assert.match(suspended.stdout, /^DENY {3}403 partner_suspended/);
   assert.match(suspended.stdout, /"code": "partner_suspended"/);
 
+  const minted = await run(['token', 'mint', '--client-id', 'globex-erp', '--scope', 'documents']);
+  assert.equal(minted.code, 0, minted.stderr);
+  assert.match(minted.stdout, /^[\w-]+\.[\w-]+\.[\w-]+\n$/);
   const posted = await run([
     'check',
     '/v1/documents/9',
@@ -50,6 +55,8 @@ test('check: allow exits 0 and prints upstream headers; denials exit 1 with the 
     'PUT',
     '-H',
     'host: api.example.com',
+    '-H',
+    `authorization: Bearer ${minted.stdout.trim()}`,
     '--data',
     '{"a":1}',
     '--principal',
@@ -101,7 +108,7 @@ test('policy validate: ok exits 0 with a summary, problems exit 1 with file:line
 });
 
 test('help: every command documents itself; unknown commands exit 2', async () => {
-  for (const topic of ['serve', 'check', 'policy']) {
+  for (const topic of ['serve', 'check', 'policy', 'key', 'token', 'revoke']) {
     const help = await run(['help', topic]);
     assert.equal(help.code, 0);
     assert.match(help.stdout, new RegExp(`^portcullis ${topic}`));
@@ -149,4 +156,41 @@ test('serve: an invalid catalog or setting exits 1 or 2 with the reason', async 
     setting.stderr,
     /maxMessageBytes \(PORTCULLIS_MAX_MESSAGE_BYTES\) must be an integer from 65536/,
   );
+});
+
+test('key create: prints the key once and a catalog entry holding only its HMAC under the pepper', async () => {
+  const out = await run([
+    'key',
+    'create',
+    '--partner',
+    'acme',
+    '--id',
+    'acme-k1',
+    '--expires',
+    '2030-01-01T00:00:00Z',
+    '--pepper-file',
+    'examples/keys/api-key-pepper.txt',
+  ]);
+  assert.equal(out.code, 0, out.stderr);
+  const key = /\n {2}(pcl_[A-Za-z0-9_-]{43})\n/.exec(out.stdout)?.[1];
+  const hash = /hash: hmac-sha256:([A-Za-z0-9_-]{43})/.exec(out.stdout)?.[1];
+  assert.ok(key && hash, out.stdout);
+  const pepper = Buffer.from(readFileSync('examples/keys/api-key-pepper.txt', 'utf8').trim());
+  assert.equal(hashApiKey(key, pepper), hash);
+  assert.match(
+    out.stdout,
+    /- id: acme-k1\n {4}hash: hmac-sha256:\S+\n {4}expires_at: 2030-01-01T00:00:00Z\n$/,
+  );
+  assert.equal(out.stdout.split(key).length, 2, 'the key is printed exactly once');
+
+  const noPepper = await run(['key', 'create', '--partner', 'acme']);
+  assert.equal(noPepper.code, 2);
+  assert.match(noPepper.stderr, /no pepper: pass --pepper-file or set PORTCULLIS_API_KEY_PEPPER/);
+});
+
+test('revoke: usage errors exit 2 with the reason', async () => {
+  assert.match((await run(['revoke', 'jti', 'x'])).stderr, /no Redis: pass --redis-url/);
+  const badKind = await run(['revoke', 'token', 'x', '--redis-url', 'redis://127.0.0.1:1']);
+  assert.equal(badKind.code, 2);
+  assert.match(badKind.stderr, /KIND must be one of jti, application, api_key/);
 });

@@ -2,7 +2,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import type * as grpc from '@grpc/grpc-js';
-import { defaultStages } from '../../src/app.js';
+import type { Stages } from '../../src/pipeline/types.js';
 import { startTestApp } from '../support/app.js';
 import { envoyRequest } from '../support/envoy-request.js';
 import { healthClient, OfficialCheckClient } from '../support/official-client.js';
@@ -33,13 +33,13 @@ test('health: SERVING once loaded, for the server and the Authorization service'
 });
 
 test('shutdown: Watch sees NOT_SERVING, in-flight Checks finish, new ones are refused', async (t) => {
-  const slowStages = {
-    ...defaultStages,
-    async authorize(...args: Parameters<typeof defaultStages.authorize>) {
+  const slowStages = (stages: Stages): Stages => ({
+    ...stages,
+    async authorize(...args) {
       await new Promise((r) => setTimeout(r, 300));
-      return defaultStages.authorize(...args);
+      return stages.authorize(...args);
     },
-  };
+  });
   const { app, address, adminUrl } = await startTestApp(t, { stages: slowStages, drainDelayMs: 100 });
   const health = healthClient(address);
   const checker = new OfficialCheckClient(address);

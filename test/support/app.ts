@@ -3,7 +3,6 @@ import { Writable } from 'node:stream';
 import type { TestContext } from 'node:test';
 import { type App, type AppOptions, startApp } from '../../src/app.js';
 import { createLogger } from '../../src/observability/audit.js';
-import type { Stages } from '../../src/pipeline/types.js';
 import { loadCatalogFile, parseCatalog } from '../../src/policy/load.js';
 
 export class LogCapture extends Writable {
@@ -17,6 +16,9 @@ export class LogCapture extends Writable {
   }
 }
 
+/** The pepper tests hash their API keys with. */
+export const TEST_PEPPER = Buffer.from('test-pepper-test-pepper-test-pepper-0123');
+
 export interface TestApp {
   readonly app: App;
   readonly address: string;
@@ -26,7 +28,7 @@ export interface TestApp {
 
 export async function startTestApp(
   t: TestContext,
-  options: { catalogFile?: string; catalogText?: string; stages?: Stages } & Partial<AppOptions>,
+  options: { catalogFile?: string; catalogText?: string } & Partial<AppOptions>,
 ): Promise<TestApp> {
   const catalog = options.catalogText
     ? parseCatalog(options.catalogText, 'inline.yaml')
@@ -39,6 +41,7 @@ export async function startTestApp(
     drainDelayMs: 0,
     shutdownGraceMs: 2000,
     logger: createLogger('info', logs),
+    apiKeyPepper: TEST_PEPPER,
     ...options,
     catalog,
   });

@@ -70,6 +70,14 @@ describe('defaults', () => {
           problemBaseUrl: 'https://portcullis.dev/docs/errors',
           maxHeaderValueBytes: 16384,
           auditHeaders: true,
+          realm: 'partner-api',
+          trustXfcc: false,
+          identityHeaders: {
+            partner: 'x-portcullis-partner',
+            application: 'x-portcullis-application',
+            subject: 'x-portcullis-subject',
+            scopes: 'x-portcullis-scopes',
+          },
         }),
     },
     { name: 'access: no global lists', check: (c) => assert.deepEqual(c.access, OPEN) },
@@ -108,7 +116,7 @@ describe('defaults', () => {
     },
     {
       name: 'routes[].identity.required: true',
-      check: (c) => assert.equal(onlyRoute(c).identityRequired, true),
+      check: (c) => assert.equal(onlyRoute(c).identity.required, true),
     },
     { name: 'routes[].access: no lists', check: (c) => assert.deepEqual(onlyRoute(c).access, OPEN) },
     { name: 'routes[].on_error: deny', check: (c) => assert.equal(onlyRoute(c).onError, 'deny') },

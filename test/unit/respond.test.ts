@@ -20,6 +20,7 @@ const allow: Allow = {
   code: 'allowed',
   upstreamHeaders: [{ name: 'x-portcullis-partner', value: 'acme' }],
   removeHeaders: ['x-debug'],
+  removeQueryParams: [],
   responseHeaders: [{ name: 'x-gateway', value: 'p' }],
 };
 const deny: Deny = {

@@ -1,0 +1,92 @@
+// `portcullis token mint` and `portcullis revoke|unrevoke`: identity chores from the command line.
+import { createHash, randomUUID, X509Certificate } from 'node:crypto';
+import { readFile } from 'node:fs/promises';
+import { fileURLToPath } from 'node:url';
+import { Redis } from 'ioredis';
+import { importJWK, type JWK, SignJWT } from 'jose';
+import {
+  REVOCATION_KINDS,
+  type RevocationKind,
+  revokeInRedis,
+  unrevokeInRedis,
+} from '../identity/revocation.js';
+import { UsageError } from './check.js';
+
+export const EXAMPLE_SIGNING_KEYS = fileURLToPath(
+  new URL('../../examples/keys/signing-keys.json', import.meta.url),
+);
+
+export interface MintOptions {
+  readonly keysFile: string;
+  readonly kid: string | undefined;
+  readonly issuer: string;
+  readonly audience: string;
+  readonly clientId: string;
+  readonly subject: string | undefined;
+  readonly scope: string | undefined;
+  readonly ttlSeconds: number;
+  readonly certFile: string | undefined;
+  readonly authTime: number | undefined;
+  readonly acr: string | undefined;
+  readonly claims: readonly string[];
+  readonly nowSeconds: number;
+}
+
+/** Signs a token with a private JWK from `keysFile` (the example issuer's keys by default). */
+export async function mintToken(o: MintOptions): Promise<string> {
+  const set = JSON.parse(await readFile(o.keysFile, 'utf8')) as { keys?: JWK[] };
+  const jwk = (set.keys ?? []).find((k) => (o.kid === undefined ? k.d !== undefined : k.kid === o.kid));
+  if (!jwk?.alg || !jwk.kid)
+    throw new UsageError(`no private key${o.kid ? ` with kid "${o.kid}"` : ''} in ${o.keysFile}`);
+  const claims: Record<string, unknown> = { client_id: o.clientId, jti: randomUUID() };
+  if (o.scope) claims.scope = o.scope;
+  if (o.authTime !== undefined) claims.auth_time = o.authTime;
+  if (o.acr) claims.acr = o.acr;
+  if (o.certFile) {
+    const der = new X509Certificate(await readFile(o.certFile)).raw;
+    claims.cnf = { 'x5t#S256': createHash('sha256').update(der).digest('base64url') };
+  }
+  for (const pair of o.claims) {
+    const eq = pair.indexOf('=');
+    if (eq <= 0) throw new UsageError(`--claim expects name=value, got "${pair}"`);
+    claims[pair.slice(0, eq)] = pair.slice(eq + 1);
+  }
+  const jwt = new SignJWT(claims)
+    .setProtectedHeader({ alg: jwk.alg, kid: jwk.kid, typ: 'JWT' })
+    .setIssuer(o.issuer)
+    .setAudience(o.audience)
+    .setIssuedAt(o.nowSeconds)
+    .setExpirationTime(o.nowSeconds + o.ttlSeconds);
+  if (o.subject) jwt.setSubject(o.subject);
+  return jwt.sign(await importJWK(jwk, jwk.alg));
+}
+
+export function parseKind(kind: string | undefined): RevocationKind {
+  if (!kind || !(REVOCATION_KINDS as readonly string[]).includes(kind)) {
+    throw new UsageError(`KIND must be one of ${REVOCATION_KINDS.join(', ')}, got "${kind ?? ''}"`);
+  }
+  return kind as RevocationKind;
+}
+
+/** Writes a revocation (or lifts one) in Redis; every running portcullis applies it within a second. */
+export async function changeRevocation(
+  redisUrl: string,
+  op: 'revoke' | 'unrevoke',
+  kind: RevocationKind,
+  id: string,
+  ttlSeconds: number | undefined,
+): Promise<void> {
+  const redis = new Redis(redisUrl, {
+    lazyConnect: true,
+    maxRetriesPerRequest: 1,
+    enableOfflineQueue: false,
+  });
+  redis.on('error', () => {});
+  try {
+    await redis.connect();
+    if (op === 'revoke') await revokeInRedis(redis, kind, id, { now: Date.now(), ttlSeconds });
+    else await unrevokeInRedis(redis, kind, id);
+  } finally {
+    redis.disconnect();
+  }
+}
