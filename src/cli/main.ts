@@ -16,6 +16,7 @@ const HELP = `portcullis — Envoy ext_authz sidecar for partner APIs
 Usage:
   portcullis serve [--config FILE] [--grpc-address HOST:PORT] [--admin-address HOST:PORT]
                    [--log-level LEVEL] [--max-message-bytes N] [--drain-delay-ms N] [--shutdown-grace-ms N]
+                   [--api-key-pepper-file FILE] [--redis-url URL]
   portcullis check URL|PATH [-X METHOD] [-H 'name: value']... [--data TEXT|@FILE]
                    [--principal ID] [--cert FILE] [--route NAME] [--source IP] [--server HOST:PORT] [--json]
   portcullis policy validate FILE
@@ -39,6 +40,9 @@ Flags (environment variable in brackets, then the default):
                             with_request_body.max_request_bytes plus headers [${SERVE_ENV.maxMessageBytes}] (${SERVE_DEFAULTS.maxMessageBytes})
   --drain-delay-ms N        after SIGTERM, report NOT_SERVING this long before closing [${SERVE_ENV.drainDelayMs}] (${SERVE_DEFAULTS.drainDelayMs})
   --shutdown-grace-ms N     then let in-flight calls finish for at most this long [${SERVE_ENV.shutdownGraceMs}] (${SERVE_DEFAULTS.shutdownGraceMs})
+  --api-key-pepper-file F   the secret API keys are hashed with [${SERVE_ENV.apiKeyPepperFile}], or the value
+                            itself in ${PEPPER_ENV} (the example pepper with the example catalog)
+  --redis-url URL           Redis for live revocations [${SERVE_ENV.redisUrl}] (none: catalog lists only)
 
 Exits 0 after a clean shutdown (SIGTERM or SIGINT), 1 when the catalog or a setting is invalid.
 `;
@@ -155,6 +159,8 @@ async function serve(args: readonly string[]): Promise<number> {
       'max-message-bytes': { type: 'string' },
       'drain-delay-ms': { type: 'string' },
       'shutdown-grace-ms': { type: 'string' },
+      'api-key-pepper-file': { type: 'string' },
+      'redis-url': { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
   });
@@ -173,6 +179,8 @@ async function serve(args: readonly string[]): Promise<number> {
   set('maxMessageBytes', values['max-message-bytes']);
   set('drainDelayMs', values['drain-delay-ms']);
   set('shutdownGraceMs', values['shutdown-grace-ms']);
+  set('apiKeyPepperFile', values['api-key-pepper-file']);
+  set('redisUrl', values['redis-url']);
   let config: ServeConfig;
   try {
     config = resolveServeConfig(flags, process.env);
