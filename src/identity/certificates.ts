@@ -63,11 +63,11 @@ export interface XfccIdentity {
  * (forward_client_cert_details: SANITIZE_SET), which the catalog states with `trust_xfcc`.
  */
 export function parseXfcc(header: string): XfccIdentity | null {
-  const elements = splitOutsideQuotes(header, ',');
-  const last = elements.at(-1);
-  if (!last) return null;
+  const last = splitOutsideQuotes(header, ',')?.at(-1);
+  const pairs = last === undefined ? null : splitOutsideQuotes(last, ';');
+  if (!pairs) return null;
   const fields = new Map<string, string>();
-  for (const pair of splitOutsideQuotes(last, ';')) {
+  for (const pair of pairs) {
     const eq = pair.indexOf('=');
     if (eq <= 0) return null;
     const key = pair.slice(0, eq).trim().toLowerCase();
@@ -85,7 +85,8 @@ export function parseXfcc(header: string): XfccIdentity | null {
   return { principal, thumbprint };
 }
 
-function splitOutsideQuotes(text: string, separator: string): string[] {
+/** Splits on `separator` outside double quotes; null when a quote is left open. */
+function splitOutsideQuotes(text: string, separator: string): string[] | null {
   const parts: string[] = [];
   let quoted = false;
   let start = 0;
@@ -98,6 +99,7 @@ function splitOutsideQuotes(text: string, separator: string): string[] {
       start = i + 1;
     }
   }
+  if (quoted) return null;
   parts.push(text.slice(start));
   return parts.filter((p) => p.trim() !== '');
 }

@@ -1,0 +1,69 @@
+// The quota model shared by the pure algorithms, the stores (memory, Redis) and the quota stage.
+// A store charges every limit of one request at once: all or nothing.
+
+export type Algorithm = 'gcra' | 'sliding_window' | 'fixed_window';
+
+/** A calendar window of a fixed_window limit, computed in the partner's time zone. */
+export interface CalendarWindow {
+  /** Names the window in its key, e.g. `2026-11` for a month, `2026-W48` for a week. */
+  readonly id: string;
+  readonly startMs: number;
+  readonly endMs: number;
+}
+
+/** One limit applied to one request, fully resolved (window computed, cost known). */
+export interface LimitSpec {
+  /** The limit's name, unique per partner: part of its key, its headers and its metrics. */
+  readonly id: string;
+  readonly algorithm: Algorithm;
+  /** Units (requests, or cost units) admitted per period or window. */
+  readonly limit: number;
+  /** gcra and sliding_window: the period. fixed_window: the window's length (endMs - startMs). */
+  readonly periodMs: number;
+  /** gcra only: the most units admitted at once (the bucket size); default = limit. */
+  readonly burst: number;
+  /** fixed_window only. */
+  readonly window?: CalendarWindow;
+  /** Units this request costs (>= 1). */
+  readonly cost: number;
+  /** A shadow limit is reported but never refuses. */
+  readonly shadow: boolean;
+}
+
+export interface ChargeRequest {
+  /** Keys are hash-tagged by partner: every key of one request is in one Redis Cluster slot. */
+  readonly partner: string;
+  /** x-request-id: a retried Check with the same id is charged once. '' = no idempotency. */
+  readonly requestId: string;
+  readonly limits: readonly LimitSpec[];
+  readonly nowMs: number;
+}
+
+export interface LimitState {
+  readonly id: string;
+  readonly limit: number;
+  /** Units still available after this request (never negative). */
+  readonly remaining: number;
+  /** ms until the limit is fully available again (gcra/sliding) or the window ends (fixed). */
+  readonly resetMs: number;
+  /** This request's cost does not fit. */
+  readonly exceeded: boolean;
+  /** When exceeded: ms until this request's cost would fit. 0 otherwise. */
+  readonly retryAfterMs: number;
+  readonly shadow: boolean;
+}
+
+export interface ChargeResult {
+  /** true = every non-shadow limit admitted the cost and all limits were charged. */
+  readonly allowed: boolean;
+  /** The request id was already charged: nothing was charged again, `allowed` is true. */
+  readonly duplicate: boolean;
+  /** In the order of the request's limits. */
+  readonly limits: readonly LimitState[];
+}
+
+export interface QuotaStore {
+  charge(request: ChargeRequest): Promise<ChargeResult>;
+  /** The limits' current state without charging (for status endpoints); cost is ignored. */
+  peek(partner: string, limits: readonly LimitSpec[], nowMs: number): Promise<readonly LimitState[]>;
+}
