@@ -14,18 +14,26 @@ import { Metrics } from './observability/metrics.js';
 import { createAuthorizeStage } from './pipeline/authorize.js';
 import { Pipeline } from './pipeline/check.js';
 import { createIdentifyStage, type IdentityDeps } from './pipeline/identify.js';
+import { createQuotaStage, type QuotaDeps } from './pipeline/quota.js';
 import { routeStage } from './pipeline/route.js';
 import { type Clock, type Stages, systemClock } from './pipeline/types.js';
 import type { Catalog } from './policy/catalog.js';
+import { type BreakerOptions, StoreBreaker } from './quota/breaker.js';
+import { windowAt } from './quota/calendar.js';
+import { MemoryQuotaStore } from './quota/memory-store.js';
+import { OverLimitCache } from './quota/over-limit.js';
+import { quotaStatus } from './quota/status.js';
+import type { QuotaStore } from './quota/types.js';
 
 export const AUTHORIZATION_SERVICE = 'envoy.service.auth.v3.Authorization';
 
 /** The stages in pipeline order, over their dependencies. */
-export function createStages(identity: IdentityDeps): Stages {
+export function createStages(identity: IdentityDeps, quota: QuotaDeps): Stages {
   return {
     route: routeStage,
     identify: createIdentifyStage(identity),
     authorize: createAuthorizeStage(identity.clock),
+    quota: createQuotaStage(quota),
   };
 }
 
@@ -41,6 +49,10 @@ export interface AppOptions {
   readonly apiKeyPepper: Buffer | null;
   /** Live revocations (Redis); the catalog's static list always applies too. */
   readonly revocations?: Revocations;
+  /** The shared quota store (Redis). Without it, quotas are counted in this process only. */
+  readonly quotaStore?: QuotaStore;
+  /** Circuit breaker around the shared quota store. */
+  readonly breaker?: BreakerOptions;
   /** Replace or wrap stages (tests inject failures here). */
   readonly stages?: (defaults: Stages) => Stages;
   readonly clock?: Clock;
@@ -70,13 +82,36 @@ export async function startApp(options: AppOptions): Promise<App> {
   const tokens = createTokens(catalog, { clock, logger });
   await tokens.warm();
   metrics.watchKeySets(tokens.keySets);
-  const stages = createStages({
-    tokens: tokens.verifier,
-    apiKeys: new ApiKeyVerifier(options.apiKeyPepper),
-    certificates: new CertificateReader(),
-    revocations: options.revocations ?? new StaticRevocations(),
-    clock,
-  });
+  const quotas = catalog.settings.quotas;
+  const idempotencyMs = quotas.idempotencySeconds * 1000;
+  // Without a shared store, the in-memory one is the store (the embedded default); with one, it is
+  // the fail_open fallback, each replica enforcing its share.
+  const local = new MemoryQuotaStore({ idempotencyMs, divisor: options.quotaStore ? quotas.replicas : 1 });
+  const breaker = options.quotaStore ? new StoreBreaker(options.quotaStore, options.breaker) : null;
+  metrics.watchQuotaStore(() => breaker?.state() ?? 'local');
+  const stages = createStages(
+    {
+      tokens: tokens.verifier,
+      apiKeys: new ApiKeyVerifier(options.apiKeyPepper),
+      certificates: new CertificateReader(),
+      revocations: options.revocations ?? new StaticRevocations(),
+      clock,
+    },
+    {
+      store: breaker ?? local,
+      fallback: breaker ? local : null,
+      windowAt,
+      overLimit: new OverLimitCache(),
+      clock,
+      events: {
+        charged: (partner, specs, result) => metrics.quotaCharged(partner, specs, result),
+        storeFailed: (behaviour, error) => {
+          metrics.quotaStoreFailed(behaviour);
+          if (logger.isLevelEnabled('warn')) logger.warn({ err: error, behaviour }, 'quota store failed');
+        },
+      },
+    },
+  );
   const pipeline = new Pipeline(options.stages ? options.stages(stages) : stages, clock);
   const health = new HealthImplementation({ '': 'NOT_SERVING', [AUTHORIZATION_SERVICE]: 'NOT_SERVING' });
   const server = new grpc.Server({
@@ -96,6 +131,8 @@ export async function startApp(options: AppOptions): Promise<App> {
   const admin = createAdminServer(metrics, {
     ready: () => !draining,
     policy: () => ({ version: catalog.version, name: catalog.versionName }),
+    quotaStatus: (partnerId) =>
+      quotaStatus(catalog, partnerId, options.quotaStore ?? local, clock.now(), windowAt),
   });
   const adminPort = await listen(admin, options.adminAddress);
 
@@ -134,6 +171,7 @@ export async function startApp(options: AppOptions): Promise<App> {
       await new Promise<void>((resolve) => admin.close(() => resolve()));
       admin.closeAllConnections();
       await tokens.close();
+      breaker?.shutdown();
       logger.info('stopped');
     })();
     return stopping;

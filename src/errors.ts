@@ -10,6 +10,7 @@ export const GrpcCode = {
   DEADLINE_EXCEEDED: 4,
   NOT_FOUND: 5,
   PERMISSION_DENIED: 7,
+  RESOURCE_EXHAUSTED: 8,
   UNAVAILABLE: 14,
   UNAUTHENTICATED: 16,
 } as const;
@@ -206,6 +207,18 @@ export const DENY_CODES = {
     http: 403,
     title: 'Source address denied',
     detail: 'Requests from this network address are not accepted on this route.',
+  },
+  quota_exceeded: {
+    grpc: GrpcCode.RESOURCE_EXHAUSTED,
+    http: 429,
+    title: 'Quota exceeded',
+    detail: 'A quota of this partner is exhausted; retry after the time in Retry-After.',
+  },
+  quota_unavailable: {
+    grpc: GrpcCode.UNAVAILABLE,
+    http: 503,
+    title: 'Quota service unavailable',
+    detail: 'The gateway cannot check quotas right now; retry later.',
   },
   internal_error: {
     grpc: GrpcCode.UNAVAILABLE,

@@ -8,6 +8,8 @@ import { loadPepper } from '../identity/pepper.js';
 import { RedisRevocations } from '../identity/revocation.js';
 import { createLogger } from '../observability/audit.js';
 import { CatalogError, formatIssue, loadCatalogFile } from '../policy/load.js';
+import { createRedisClient, parseRedisUrl, type RedisClient, RedisQuotaStore } from '../quota/redis-store.js';
+import type { QuotaStatus } from '../quota/status.js';
 import { buildCheckRequest, renderResponse, sendCheck, UsageError } from './check.js';
 import { changeRevocation, EXAMPLE_SIGNING_KEYS, mintToken, parseKind } from './identity.js';
 
@@ -23,9 +25,10 @@ Usage:
   portcullis key create --partner ID [--id KEY_ID] [--expires ISO8601] [--pepper-file FILE]
   portcullis token mint --client-id ID [--sub USER] [--scope 'a b'] [--ttl SECONDS] [--cert FILE] ...
   portcullis revoke|unrevoke jti|application|api_key ID [--ttl SECONDS] [--redis-url URL]
+  portcullis quota status --partner ID [--admin URL] [--json]
   portcullis help [COMMAND]
 
-Run 'portcullis help COMMAND' (serve, check, policy, key, token, revoke) for details.
+Run 'portcullis help COMMAND' (serve, check, policy, key, token, revoke, quota) for details.
 Docs: docs/configuration.md, docs/errors.md, docs/envoy.md.
 `;
 
@@ -105,6 +108,16 @@ Writes to Redis and publishes the change: every portcullis started with the same
 the credential within a second. Without Redis, list revocations in the catalog (revocations:).
 `;
 
+const QUOTA_HELP = `portcullis quota status --partner ID: a partner's limits, used and left, from a running portcullis.
+
+  --partner ID           the partner (required)
+  --admin URL            the admin server of a running portcullis (http://127.0.0.1:9090)
+  --json                 print the admin endpoint's JSON as is
+
+Reads GET /v1/partners/ID/quota on the admin server (loopback only: partners never reach it).
+Nothing is charged. Exit codes: 0 shown, 1 no such partner, 2 error.
+`;
+
 const POLICY_HELP = `portcullis policy validate FILE: check a policy catalog.
 
 Prints every problem as FILE:LINE:COLUMN: PATH: MESSAGE and exits 1, or prints a summary and exits 0.
@@ -126,6 +139,8 @@ export async function main(argv: readonly string[]): Promise<number> {
     case 'revoke':
     case 'unrevoke':
       return revoke(command, rest);
+    case 'quota':
+      return quota(rest);
     case 'help':
     case '--help':
     case '-h':
@@ -144,6 +159,7 @@ function helpFor(topic: string | undefined): string {
   if (topic === 'policy') return POLICY_HELP;
   if (topic === 'key') return KEY_HELP;
   if (topic === 'token') return TOKEN_HELP;
+  if (topic === 'quota') return QUOTA_HELP;
   if (topic === 'revoke' || topic === 'unrevoke') return REVOKE_HELP;
   return HELP;
 }
@@ -206,25 +222,37 @@ async function serve(args: readonly string[]): Promise<number> {
   });
   process.on('unhandledRejection', (reason) => logger.error({ err: reason }, 'unhandled rejection'));
   let revocations: RedisRevocations | undefined;
+  let redis: RedisClient | undefined;
   let app: Awaited<ReturnType<typeof startApp>>;
   try {
     const apiKeyPepper = await loadPepper(config, process.env);
+    let quotaStore: RedisQuotaStore | undefined;
     if (config.redisUrl) {
-      revocations = new RedisRevocations({ url: config.redisUrl, logger });
-      await revocations.start();
+      redis = createRedisClient(config.redisUrl);
+      redis.on('error', () => {}); // reconnects by itself; failures surface per call, metered
+      quotaStore = new RedisQuotaStore(redis, {
+        idempotencyMs: catalog.settings.quotas.idempotencySeconds * 1000,
+      });
+      // Live revocations speak to one Redis; a cluster URL keeps them to the catalog's lists.
+      if (parseRedisUrl(config.redisUrl).kind === 'standalone') {
+        revocations = new RedisRevocations({ url: config.redisUrl, logger });
+        await revocations.start();
+      }
     }
-    app = await startApp({ ...config, catalog, logger, apiKeyPepper, revocations });
+    app = await startApp({ ...config, catalog, logger, apiKeyPepper, revocations, quotaStore });
   } catch (err: unknown) {
     logger.fatal({ err }, 'cannot start');
     logger.flush();
     process.stderr.write(`portcullis: ${err instanceof Error ? err.message : String(err)}\n`);
     await revocations?.close();
+    redis?.disconnect();
     return 1;
   }
   const signal = await signalled;
   logger.info({ signal }, 'shutting down');
   await app.stop();
   await revocations?.close();
+  redis?.disconnect();
   logger.flush();
   // Nothing should keep the loop alive now; if something does, do not hang the pod's termination.
   setTimeout(() => process.exit(0), 2000).unref();
@@ -385,6 +413,53 @@ async function revoke(command: 'revoke' | 'unrevoke', args: readonly string[]): 
   await changeRevocation(redisUrl, command, kind, id, ttl);
   process.stdout.write(`${command === 'revoke' ? 'revoked' : 'unrevoked'} ${kind} ${id}\n`);
   return 0;
+}
+
+async function quota(args: readonly string[]): Promise<number> {
+  const [sub, ...rest] = args;
+  const { values } = parseArgs({
+    args: rest,
+    options: {
+      partner: { type: 'string' },
+      admin: { type: 'string', default: 'http://127.0.0.1:9090' },
+      json: { type: 'boolean', default: false },
+      help: { type: 'boolean', short: 'h' },
+    },
+  });
+  if (sub !== 'status' || values.help || !values.partner) {
+    process.stderr.write(QUOTA_HELP);
+    return values.help ? 0 : 2;
+  }
+  const url = `${values.admin.replace(/\/$/, '')}/v1/partners/${encodeURIComponent(values.partner)}/quota`;
+  const res = await fetch(url, { signal: AbortSignal.timeout(5000) });
+  const body = (await res.json()) as QuotaStatus & { detail?: string };
+  if (res.status === 404) {
+    process.stderr.write(`portcullis: ${body.detail ?? 'not found'}\n`);
+    return 1;
+  }
+  if (!res.ok) throw new Error(body.detail ?? `admin server answered ${res.status}`);
+  process.stdout.write(values.json ? `${JSON.stringify(body, null, 2)}\n` : renderQuota(body));
+  return 0;
+}
+
+function renderQuota(status: QuotaStatus): string {
+  const rows = status.limits.map((l) => [
+    l.name + (l.shadow ? ' (shadow)' : ''),
+    l.algorithm,
+    `${l.limit}/${l.period}${l.burst !== null ? ` burst ${l.burst}` : ''}`,
+    String(l.used),
+    String(l.remaining),
+    `${l.reset_seconds}s`,
+    l.routes.length > 0 ? l.routes.join(',') : '*',
+  ]);
+  const head = ['LIMIT', 'ALGORITHM', 'QUOTA', 'USED', 'LEFT', 'RESET', 'ROUTES'];
+  const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
+  const line = (cells: string[]) =>
+    cells
+      .map((c, i) => c.padEnd(widths[i] ?? 0))
+      .join('  ')
+      .trimEnd();
+  return `partner ${status.partner} (time zone ${status.time_zone})\n${[head, ...rows].map(line).join('\n')}\n`;
 }
 
 async function policy(args: readonly string[]): Promise<number> {

@@ -1,12 +1,22 @@
-// The admin HTTP server (loopback by default): /metrics, /healthz (process up), /readyz (serving).
-import { createServer, type Server } from 'node:http';
+// The admin HTTP server (loopback by default, never the partner side): /metrics, /healthz (process
+// up), /readyz (serving), /v1/partners/{id}/quota (a partner's usage).
+import { createServer, type Server, type ServerResponse } from 'node:http';
+import type { QuotaStatus } from '../quota/status.js';
 import type { Metrics } from './metrics.js';
+
+function json(res: ServerResponse, status: number, body: unknown): void {
+  res.writeHead(status, { 'content-type': 'application/json' }).end(`${JSON.stringify(body)}\n`);
+}
 
 export interface AdminState {
   /** Ready = a catalog is loaded and we are not draining. */
   ready(): boolean;
   policy(): { version: string; name: string };
+  /** null = no such partner. */
+  quotaStatus(partnerId: string): Promise<QuotaStatus | null>;
 }
+
+const QUOTA_PATH = /^\/v1\/partners\/([a-z0-9][a-z0-9._-]{0,62})\/quota$/;
 
 export function createAdminServer(metrics: Metrics, state: AdminState): Server {
   return createServer((req, res) => {
@@ -33,8 +43,24 @@ export function createAdminServer(metrics: Metrics, state: AdminState): Server {
           (err: unknown) => res.writeHead(500).end(String(err)),
         );
         return;
-      default:
+      default: {
+        const partner = QUOTA_PATH.exec(path ?? '')?.[1];
+        if (partner) {
+          state.quotaStatus(partner).then(
+            (status) =>
+              status
+                ? json(res, 200, status)
+                : json(res, 404, { status: 'not found', detail: `no partner "${partner}"` }),
+            (err: unknown) =>
+              json(res, 503, {
+                status: 'unavailable',
+                detail: `quota store: ${err instanceof Error ? err.message : String(err)}`,
+              }),
+          );
+          return;
+        }
         res.writeHead(404, { 'content-type': 'application/json' }).end('{"status":"not found"}\n');
+      }
     }
   });
 }

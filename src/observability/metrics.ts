@@ -5,6 +5,7 @@ import type { Decision } from '../decision.js';
 import type { JwksCache } from '../identity/jwks.js';
 import type { StageName } from '../pipeline/check.js';
 import type { Catalog } from '../policy/catalog.js';
+import type { ChargeResult, LimitSpec } from '../quota/types.js';
 
 const LATENCY_BUCKETS = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1];
 
@@ -57,24 +58,73 @@ export class Metrics {
   watchKeySets(keySets: ReadonlyMap<string, JwksCache>): void {
     new Gauge({
       name: 'portcullis_jwks_age_seconds',
-      help: "Seconds since the issuer's key set was last fetched successfully (-1: never).",
+      help: "Seconds since the issuer's key set was last fetched successfully (+Inf: never).",
       labelNames: ['issuer'] as const,
       registers: [this.registry],
       collect() {
-        for (const [issuer, keys] of keySets) this.set({ issuer }, keys.ageSeconds() ?? -1);
+        // +Inf, not a sentinel: an `age > N` alert must fire for keys that never loaded.
+        for (const [issuer, keys] of keySets)
+          this.set({ issuer }, keys.ageSeconds() ?? Number.POSITIVE_INFINITY);
       },
     });
-    new Gauge({
-      name: 'portcullis_jwks_fetches',
+    new Counter({
+      name: 'portcullis_jwks_fetches_total',
       help: 'Key set fetches since start, by issuer and result (ok, failed).',
       labelNames: ['issuer', 'result'] as const,
       registers: [this.registry],
       collect() {
+        // The key sets count; mirror their totals at scrape time.
+        this.reset();
         for (const [issuer, keys] of keySets) {
           const stats = keys.stats();
-          this.set({ issuer, result: 'ok' }, stats.fetchesOk);
-          this.set({ issuer, result: 'failed' }, stats.fetchesFailed);
+          this.inc({ issuer, result: 'ok' }, stats.fetchesOk);
+          this.inc({ issuer, result: 'failed' }, stats.fetchesFailed);
         }
+      },
+    });
+  }
+
+  private readonly quotaUsage = new Gauge({
+    name: 'portcullis_quota_usage_ratio',
+    help: 'Share of a limit used by the partner after its last charge (0..1).',
+    labelNames: ['partner', 'limit'] as const,
+    registers: [this.registry],
+  });
+  private readonly quotaRefusals = new Counter({
+    name: 'portcullis_quota_refusals_total',
+    help: 'Requests a limit refused (shadow="true": would have refused, let through).',
+    labelNames: ['partner', 'limit', 'shadow'] as const,
+    registers: [this.registry],
+  });
+  private readonly quotaStoreFailures = new Counter({
+    name: 'portcullis_quota_store_failures_total',
+    help: 'Quota store calls that failed or met an open circuit, by the behaviour applied.',
+    labelNames: ['behaviour'] as const,
+    registers: [this.registry],
+  });
+
+  quotaCharged(partner: string, specs: readonly LimitSpec[], result: ChargeResult): void {
+    result.limits.forEach((state, i) => {
+      const limit = specs[i]?.limit ?? state.limit;
+      this.quotaUsage.set({ partner, limit: state.id }, limit > 0 ? 1 - state.remaining / limit : 0);
+      if (state.exceeded) this.quotaRefusals.inc({ partner, limit: state.id, shadow: String(state.shadow) });
+    });
+  }
+
+  quotaStoreFailed(behaviour: 'fail_closed' | 'fail_open'): void {
+    this.quotaStoreFailures.inc({ behaviour });
+  }
+
+  /** The circuit breaker's state at scrape time: 1 for the current one. */
+  watchQuotaStore(state: () => string): void {
+    new Gauge({
+      name: 'portcullis_quota_store_state',
+      help: 'Quota store circuit: closed (Redis in use), open, half_open, or local (no Redis configured).',
+      labelNames: ['state'] as const,
+      registers: [this.registry],
+      collect() {
+        this.reset();
+        this.set({ state: state() }, 1);
       },
     });
   }

@@ -26,13 +26,19 @@ export function createAuthorizeStage(clock: Clock) {
 /** Every scope the route lists must be in the token (RFC 6750 insufficient_scope). */
 function checkScopes(catalog: Catalog, route: RoutePolicy, identity: Identity): Denial | null {
   const required = route.identity.scopes;
-  if (required.length === 0 || !identity.credentials.includes('jwt')) return null;
-  const missing = required.filter((s) => !identity.scopes.has(s));
+  if (required.length === 0) return null;
+  // Scopes live in tokens: a caller identified otherwise (certificate, API key) has none.
+  const hasToken = identity.credentials.includes('jwt');
+  const missing = hasToken ? required.filter((s) => !identity.scopes.has(s)) : required;
   if (missing.length === 0) return null;
   return {
     code: 'insufficient_scope',
-    detail: `The access token lacks the scope${missing.length > 1 ? 's' : ''} ${missing.join(', ')}.`,
-    reason: `missing scopes: ${missing.join(' ')}`,
+    detail: hasToken
+      ? `The access token lacks the scope${missing.length > 1 ? 's' : ''} ${missing.join(', ')}.`
+      : `This route requires a bearer token with the scope${missing.length > 1 ? 's' : ''} ${missing.join(', ')}.`,
+    reason: hasToken
+      ? `missing scopes: ${missing.join(' ')}`
+      : `no token; route requires scopes ${missing.join(' ')}`,
     headers: [
       {
         name: 'www-authenticate',
@@ -55,9 +61,9 @@ function checkStepUp(
 ): Denial | null {
   const { maxAuthAgeSeconds, acrValues } = route.identity;
   if (maxAuthAgeSeconds === undefined && acrValues.length === 0) return null;
-  if (!identity.credentials.includes('jwt')) return null;
-  let reason = '';
-  if (maxAuthAgeSeconds !== undefined) {
+  // Step-up is about a user's authentication, which only a token states.
+  let reason = identity.credentials.includes('jwt') ? '' : 'no token: step-up needs auth_time/acr';
+  if (!reason && maxAuthAgeSeconds !== undefined) {
     if (identity.authTime === undefined) reason = 'token has no auth_time';
     else if (nowSeconds - identity.authTime > maxAuthAgeSeconds) {
       reason = `authenticated ${Math.round(nowSeconds - identity.authTime)} s ago, max ${maxAuthAgeSeconds} s`;

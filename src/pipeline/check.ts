@@ -6,16 +6,16 @@
 //   3. identify     which partner is calling
 //   4. authorize    may it use this route from this address
 //   5. inspect      size, type, schema, checksum            (content issue)
-//   6. quota        charge every applicable limit at once     (quota issue)
+//   6. quota        charge every applicable limit at once, in one store call
 //   7. scan         malware                                   (content issue)
 //   8. edge out     (src/envoy/respond.ts, after this)
 import type { Allow, Decision, Denial, Deny, Header } from '../decision.js';
 import { DENY_CODES } from '../errors.js';
 import type { Catalog, RoutePolicy } from '../policy/catalog.js';
 import type { Request } from '../request.js';
-import { type Clock, DependencyUnavailable, type Identity, type Stages } from './types.js';
+import { type Clock, DependencyUnavailable, type Identity, type QuotaOutcome, type Stages } from './types.js';
 
-export const STAGE_NAMES = ['route', 'identify', 'authorize'] as const;
+export const STAGE_NAMES = ['route', 'identify', 'authorize', 'quota'] as const;
 export type StageName = (typeof STAGE_NAMES)[number];
 
 /**
@@ -118,7 +118,11 @@ export class Pipeline {
     lap('authorize');
     if (!access.ok) return deny(request, ctx, route.value, identity.value, access.denial);
 
-    return allow(request, ctx, route.value, identity.value);
+    const quota = await this.stages.quota(request, catalog, route.value, identity.value);
+    lap('quota');
+    if (!quota.ok) return deny(request, ctx, route.value, identity.value, quota.denial);
+
+    return allow(request, ctx, route.value, identity.value, quota.value);
   }
 
   private failure(
@@ -193,7 +197,13 @@ function deny(
   };
 }
 
-function allow(request: Request, ctx: CheckContext, route: RoutePolicy, identity: Identity): Allow {
+function allow(
+  request: Request,
+  ctx: CheckContext,
+  route: RoutePolicy,
+  identity: Identity,
+  quota: QuotaOutcome,
+): Allow {
   const names = ctx.catalog.settings.identityHeaders;
   const upstreamHeaders: Header[] = [{ name: DECISION_ID_HEADER, value: ctx.decisionId }];
   const add = (name: string, value: string) => {
@@ -217,13 +227,13 @@ function allow(request: Request, ctx: CheckContext, route: RoutePolicy, identity
     upstreamHeaders,
     removeHeaders,
     removeQueryParams: identity.credentialQueryParams,
-    responseHeaders: route.responseSet,
+    responseHeaders: quota.headers.length > 0 ? [...route.responseSet, ...quota.headers] : route.responseSet,
     decisionId: ctx.decisionId,
     requestId: request.requestId || ctx.decisionId,
     route: route.name,
     partner,
     policyVersion: ctx.catalog.version,
-    reason: describeIdentity(identity),
+    reason: quota.note ? `${describeIdentity(identity)}; ${quota.note}` : describeIdentity(identity),
   };
 }
 

@@ -9,7 +9,14 @@ import { parseXfcc } from '../identity/certificates.js';
 import { challenge } from '../identity/challenge.js';
 import type { VerifiedToken, VerifyResult } from '../identity/jwt.js';
 import type { RevocationKind, Revocations } from '../identity/revocation.js';
-import type { Catalog, Credential, Partner, RouteIdentity, RoutePolicy } from '../policy/catalog.js';
+import {
+  applicationKey,
+  type Catalog,
+  type Credential,
+  type Partner,
+  type RouteIdentity,
+  type RoutePolicy,
+} from '../policy/catalog.js';
 import type { Request } from '../request.js';
 import {
   ANONYMOUS,
@@ -88,7 +95,9 @@ export function createIdentifyStage(deps: IdentityDeps) {
         const bound = checkBinding(token, certificateThumbprint(request, catalog, deps));
         if (bound) return refuse({ ...bound, headers: invalidToken(catalog, bound) });
       }
-      const partner = catalog.partnersByApplication.get(token.application);
+      const partner =
+        catalog.partnersByApplication.get(applicationKey(token.issuer, token.application)) ??
+        catalog.partnersByApplication.get(token.application);
       if (!partner) {
         return refuse({
           code: 'partner_unknown',
@@ -108,7 +117,11 @@ export function createIdentifyStage(deps: IdentityDeps) {
         });
       const key = result.key;
       if (revoked(deps, catalog, 'api_key', key.id)) {
-        return refuse({ code: 'api_key_revoked', reason: `API key ${key.id} is revoked` });
+        return refuse({
+          code: 'api_key_revoked',
+          reason: `API key ${key.id} is revoked`,
+          headers: apiKeyChallenge(catalog, policy),
+        });
       }
       apiKeyId = key.id;
       owners.push({ credential: 'api_key', partner: key.partner });
@@ -160,8 +173,8 @@ function collect(request: Request, catalog: Catalog, policy: RouteIdentity): Pre
   const accepted = policy.accepted;
 
   // A token in the URL leaks into logs and caches: refused wherever the route does not opt in.
-  const queryTokens = request.query.get(policy.queryParam ?? TOKEN_QUERY_PARAM);
-  if (queryTokens && !policy.queryParam) {
+  const queryTokens = policy.queryParam ? request.query.get(policy.queryParam) : undefined;
+  if (policy.queryParam !== TOKEN_QUERY_PARAM && request.query.has(TOKEN_QUERY_PARAM)) {
     return { denial: { code: 'token_in_query', reason: `token in query parameter ${TOKEN_QUERY_PARAM}` } };
   }
   if (accepted.has('jwt')) {
@@ -290,6 +303,9 @@ function apiKeyChallenge(catalog: Catalog, policy: RouteIdentity): Header[] {
 
 function challengesFor(catalog: Catalog, policy: RouteIdentity): Header[] {
   const values: string[] = [];
+  // A 401 must carry a challenge (RFC 9110 §11.6.1); a client certificate has no registered
+  // scheme, so name it plainly for the partner's developers.
+  if (policy.accepted.has('mtls')) values.push(challenge('mTLS', { realm: catalog.settings.realm }));
   if (policy.accepted.has('jwt')) values.push(challenge('Bearer', { realm: catalog.settings.realm }));
   if (policy.accepted.has('api_key')) {
     values.push(challenge('APIKey', { realm: catalog.settings.realm, header: policy.apiKeyHeader }));

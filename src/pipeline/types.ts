@@ -1,7 +1,7 @@
 // Shared shapes of the pipeline stages. A stage is a function of the request, the catalog and
 // what earlier stages found; it returns data (a value or a Denial) and does its I/O only through
 // the interfaces it is given.
-import type { Denial } from '../decision.js';
+import type { Denial, Header } from '../decision.js';
 import type { Catalog, Credential, Partner, RoutePolicy } from '../policy/catalog.js';
 import type { Request } from '../request.js';
 
@@ -59,6 +59,14 @@ export class DependencyUnavailable extends Error {
   }
 }
 
+/** What the quota stage adds to an allow. */
+export interface QuotaOutcome {
+  /** Response headers for the partner (RateLimit, RateLimit-Policy or X-RateLimit-*). */
+  readonly headers: readonly Header[];
+  /** For the audit log: shadow refusals, local fallback. '' when there is nothing to say. */
+  readonly note: string;
+}
+
 export type MaybePromise<T> = T | Promise<T>;
 
 /** The stages in pipeline order. Injected so tests (and later capabilities) can supply their own. */
@@ -71,6 +79,12 @@ export interface Stages {
     route: RoutePolicy,
     identity: Identity,
   ): MaybePromise<StageResult<null>>;
+  quota(
+    request: Request,
+    catalog: Catalog,
+    route: RoutePolicy,
+    identity: Identity,
+  ): MaybePromise<StageResult<QuotaOutcome>>;
 }
 
 /** Time, injected so decisions stay pure and tests can fix it. Milliseconds since the epoch. */

@@ -4,6 +4,7 @@ import type { BlockList } from 'node:net';
 import type { Header } from '../decision.js';
 import type { JwksSource } from '../identity/jwks.js';
 import type { Revocations } from '../identity/revocation.js';
+import type { Algorithm } from '../quota/types.js';
 
 export interface AccessPolicy {
   readonly allowPartners: ReadonlySet<string>;
@@ -13,10 +14,34 @@ export interface AccessPolicy {
   readonly denyCidrs: BlockList | null;
 }
 
+export interface QuotaLimitPolicy {
+  readonly name: string;
+  readonly algorithm: Algorithm;
+  readonly limit: number;
+  /** gcra, sliding_window: the period. */
+  readonly periodMs: number;
+  /** fixed_window: the calendar unit. */
+  readonly window: CalendarUnit | undefined;
+  readonly burst: number;
+  readonly cost:
+    | { readonly kind: 'constant'; readonly units: number }
+    | { readonly kind: 'body'; readonly bytesPerUnit: number };
+  readonly shadow: boolean;
+  /** Empty = every route / method. */
+  readonly routes: ReadonlySet<string>;
+  readonly methods: ReadonlySet<string>;
+  readonly onStoreError: 'fail_closed' | 'fail_open' | undefined;
+}
+
+export type CalendarUnit = 'minute' | 'hour' | 'day' | 'week' | 'month';
+
 export interface Partner {
   readonly id: string;
   readonly name: string;
   readonly status: 'active' | 'suspended';
+  readonly timeZone: string;
+  /** The plan's limits, then the partner's own. */
+  readonly limits: readonly QuotaLimitPolicy[];
 }
 
 export interface RouteMatcher {
@@ -48,10 +73,16 @@ export interface RouteIdentity {
   readonly keepCredentials: boolean;
 }
 
+export interface RouteQuota {
+  readonly headers: 'draft' | 'legacy' | 'both' | 'none';
+  readonly onStoreError: 'fail_closed' | 'fail_open';
+}
+
 export interface RoutePolicy {
   readonly name: string;
   readonly match: RouteMatcher;
   readonly identity: RouteIdentity;
+  readonly quota: RouteQuota;
   readonly access: AccessPolicy;
   readonly onError: 'deny' | 'allow';
   readonly upstreamSet: readonly Header[];
@@ -65,6 +96,7 @@ export interface CatalogSettings {
   readonly auditHeaders: boolean;
   readonly realm: string;
   readonly trustXfcc: boolean;
+  readonly quotas: { readonly replicas: number; readonly idempotencySeconds: number };
   readonly identityHeaders: {
     readonly partner: string;
     readonly application: string;
@@ -108,10 +140,16 @@ export interface Catalog {
   readonly defaultRoute: RoutePolicy | undefined;
   readonly partners: ReadonlyMap<string, Partner>;
   readonly partnersByPrincipal: ReadonlyMap<string, Partner>;
+  /** By client id (from any issuer), or by `issuer + NUL + client id` (issuer-qualified). */
   readonly partnersByApplication: ReadonlyMap<string, Partner>;
   /** By the base64url HMAC of the key: O(1) lookup. */
   readonly apiKeysByHash: ReadonlyMap<string, ApiKeyEntry>;
   readonly issuers: readonly IssuerPolicy[];
   /** The catalog's static revocations (live ones come from Redis). */
   readonly revocations: Revocations;
+}
+
+/** The key of an issuer-qualified application in `partnersByApplication`. */
+export function applicationKey(issuer: string, clientId: string): string {
+  return `${issuer}\u0000${clientId}`;
 }

@@ -3,21 +3,25 @@
 import { createHash } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { dirname, resolve } from 'node:path';
+import { IANAZone } from 'luxon';
 import { isMap, isPair, isScalar, isSeq, LineCounter, type Node, parseDocument } from 'yaml';
 import type { z } from 'zod';
 import type { Header } from '../decision.js';
 import type { JwksSource } from '../identity/jwks.js';
 import { StaticRevocations } from '../identity/revocation.js';
 import { blockListOf, parseCidr } from '../net/cidr.js';
-import type {
-  AccessPolicy,
-  ApiKeyEntry,
-  Catalog,
-  Credential,
-  IssuerPolicy,
-  Partner,
-  RouteMatcher,
-  RoutePolicy,
+import { validateLimit } from '../quota/algorithms.js';
+import {
+  type AccessPolicy,
+  type ApiKeyEntry,
+  applicationKey,
+  type Catalog,
+  type Credential,
+  type IssuerPolicy,
+  type Partner,
+  type QuotaLimitPolicy,
+  type RouteMatcher,
+  type RoutePolicy,
 } from './catalog.js';
 import { compilePathMatch, patternError } from './match.js';
 import {
@@ -25,6 +29,7 @@ import {
   type CatalogDocument,
   catalogSchema,
   type IssuerDocument,
+  type QuotaLimitDocument,
   type RouteDocument,
 } from './schema.js';
 
@@ -104,8 +109,12 @@ function schemaIssues(
       return issue.keys.map((k) => locate([...path, k], `unknown key "${k}"`));
     case 'invalid_type':
       return [locate(path, `expected ${issue.expected}, got ${describe(issue.input)}`)];
-    case 'invalid_value':
-      return [locate(path, `must be one of ${issue.values.map((v) => JSON.stringify(v)).join(', ')}`)];
+    case 'invalid_value': {
+      const allowed = `must be one of ${issue.values.map((v) => JSON.stringify(v)).join(', ')}`;
+      // Say why the algorithms people reach for first are missing.
+      const hmac = path.at(-2) === 'algorithms' ? ' (HMAC and "none" are never accepted)' : '';
+      return [locate(path, allowed + hmac)];
+    }
     case 'invalid_key':
       return issue.issues.map((i) => locate(path, i.message));
     case 'invalid_union':
@@ -116,9 +125,16 @@ function schemaIssues(
 }
 
 function unionMessage(path: DocPath): string {
-  return path.at(-1) === 'path'
-    ? 'must have exactly one of "prefix", "exact" or "pattern", starting with "/"'
-    : 'does not match any allowed form';
+  switch (path.at(-1)) {
+    case 'path':
+      return 'must have exactly one of "prefix", "exact" or "pattern", starting with "/"';
+    case 'jwks':
+      return 'must have either "url" (with its options) or "file"';
+    case 'cost':
+      return 'must be a whole number of units, or {per_body_bytes: N}';
+    default:
+      return 'does not match any allowed form';
+  }
 }
 
 function describe(value: unknown): string {
@@ -142,9 +158,9 @@ function crossCheck(doc: CatalogDocument): Problem[] {
   /** Records `value` as owned by `owner`; a second owner is a problem at `path`. */
   const claim = (owners: Map<string, string>, value: string, owner: string, path: DocPath, what: string) => {
     const first = owners.get(value);
-    if (first !== undefined && first !== owner) {
+    if (first === owner) problems.push({ path, message: `duplicate ${what} "${value}"` });
+    else if (first !== undefined)
       problems.push({ path, message: `${what} "${value}" already belongs to ${first}` });
-    }
     owners.set(value, owner);
   };
   const unique = (seen: Set<string>, value: string, path: DocPath, what: string) => {
@@ -165,7 +181,21 @@ function crossCheck(doc: CatalogDocument): Problem[] {
       claim(principals, v, owner, [...base, 'principals', j], 'principal');
     });
     p.identities.applications.forEach((v, j) => {
-      claim(applications, v, owner, [...base, 'applications', j], 'application');
+      const path = [...base, 'applications', j];
+      if (typeof v === 'string') {
+        claim(applications, v, owner, path, 'application');
+        if (doc.issuers.length > 1) {
+          problems.push({
+            path,
+            message: `with several issuers, name the issuer: {client_id: ${v}, issuer: ...}`,
+          });
+        }
+      } else {
+        claim(applications, `${v.client_id} (issuer ${v.issuer})`, owner, path, 'application');
+        if (!doc.issuers.some((iss) => iss.name === v.issuer)) {
+          problems.push({ path: [...path, 'issuer'], message: `unknown issuer "${v.issuer}"` });
+        }
+      }
     });
     p.identities.api_keys.forEach((k, j) => {
       claim(keyIds, k.id, owner, [...base, 'api_keys', j, 'id'], 'API key id');
@@ -173,9 +203,56 @@ function crossCheck(doc: CatalogDocument): Problem[] {
     });
   });
 
+  const planNames = new Set<string>();
+  doc.plans.forEach((plan, i) => {
+    unique(planNames, plan.name, ['plans', i, 'name'], 'plan name');
+  });
+  const routeNamesAll = new Set(doc.routes.map((r) => r.name));
+  const checkLimit = (limit: QuotaLimitDocument, base: DocPath) => {
+    limit.routes.forEach((route, j) => {
+      if (!routeNamesAll.has(route)) {
+        problems.push({ path: [...base, 'routes', j], message: `unknown route "${route}"` });
+      }
+    });
+    const problem = limitProblem(limit);
+    if (problem) problems.push({ path: [...base, 'name'], message: problem });
+  };
+  doc.plans.forEach((plan, i) => {
+    const seen = new Set<string>();
+    plan.limits.forEach((limit, j) => {
+      unique(seen, limit.name, ['plans', i, 'limits', j, 'name'], 'limit name');
+      checkLimit(limit, ['plans', i, 'limits', j]);
+    });
+  });
+  doc.partners.forEach((p, i) => {
+    if (!IANAZone.isValidZone(p.time_zone)) {
+      problems.push({
+        path: ['partners', i, 'time_zone'],
+        message: `"${p.time_zone}" is not an IANA time zone`,
+      });
+    }
+    const plan = p.plan === undefined ? undefined : doc.plans.find((candidate) => candidate.name === p.plan);
+    if (p.plan !== undefined && !plan)
+      problems.push({ path: ['partners', i, 'plan'], message: `unknown plan "${p.plan}"` });
+    const seen = new Set(plan?.limits.map((l) => l.name));
+    p.limits.forEach((limit, j) => {
+      const path = ['partners', i, 'limits', j];
+      if (seen.has(limit.name)) {
+        problems.push({
+          path: [...path, 'name'],
+          message: `limit "${limit.name}" is already defined (by the partner or its plan)`,
+        });
+      }
+      seen.add(limit.name);
+      checkLimit(limit, path);
+    });
+  });
+
   const issuerNames = new Set<string>();
+  const issuerValues = new Map<string, string>();
   doc.issuers.forEach((iss, i) => {
     unique(issuerNames, iss.name, ['issuers', i, 'name'], 'issuer name');
+    claim(issuerValues, iss.issuer, `issuer "${iss.name}"`, ['issuers', i, 'issuer'], 'issuer');
   });
 
   const checkAccess = (access: AccessDocument, base: DocPath) => {
@@ -249,11 +326,23 @@ function compile(doc: CatalogDocument, version: string, file: string): Catalog {
   const partnersByPrincipal = new Map<string, Partner>();
   const partnersByApplication = new Map<string, Partner>();
   const apiKeysByHash = new Map<string, ApiKeyEntry>();
+  const plans = new Map(doc.plans.map((plan) => [plan.name, plan.limits.map(compileLimit)]));
   for (const p of doc.partners) {
-    const partner: Partner = { id: p.id, name: p.name, status: p.status };
+    const partner: Partner = {
+      id: p.id,
+      name: p.name,
+      status: p.status,
+      timeZone: p.time_zone,
+      limits: [...((p.plan && plans.get(p.plan)) || []), ...p.limits.map(compileLimit)],
+    };
     partners.set(p.id, partner);
     for (const principal of p.identities.principals) partnersByPrincipal.set(principal, partner);
-    for (const application of p.identities.applications) partnersByApplication.set(application, partner);
+    for (const app of p.identities.applications) {
+      partnersByApplication.set(
+        typeof app === 'string' ? app : applicationKey(app.issuer, app.client_id),
+        partner,
+      );
+    }
     for (const key of p.identities.api_keys) {
       const digest = key.hash.slice('hmac-sha256:'.length);
       apiKeysByHash.set(digest, {
@@ -278,6 +367,7 @@ function compile(doc: CatalogDocument, version: string, file: string): Catalog {
       maxHeaderValueBytes: s.max_header_value_bytes,
       auditHeaders: s.audit.headers,
       realm: s.realm,
+      quotas: { replicas: s.quotas.replicas, idempotencySeconds: s.quotas.idempotency_seconds },
       trustXfcc: s.trust_xfcc,
       identityHeaders: { ...s.identity_headers },
     },
@@ -295,6 +385,54 @@ function compile(doc: CatalogDocument, version: string, file: string): Catalog {
       application: doc.revocations.applications,
       api_key: doc.revocations.api_keys,
     }),
+  };
+}
+
+/** What the quota stores would refuse at charge time, found at load time instead. */
+function limitProblem(l: QuotaLimitDocument): string {
+  if (l.name === 'rid') return '"rid" is reserved (it names request ids in the quota store)';
+  try {
+    const compiled = compileLimit(l);
+    validateLimit({
+      id: compiled.name,
+      algorithm: compiled.algorithm,
+      limit: compiled.limit,
+      periodMs: compiled.periodMs,
+      burst: compiled.burst,
+      cost: compiled.cost.kind === 'constant' ? compiled.cost.units : 1,
+      shadow: compiled.shadow,
+      ...(compiled.window ? { window: { id: 'load-check', startMs: 0, endMs: 1 } } : {}),
+    });
+    return '';
+  } catch (err: unknown) {
+    return err instanceof Error ? err.message.replace(/^limit "[^"]*": /, '') : String(err);
+  }
+}
+
+const UNIT_MS = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 } as const;
+
+/** `30s` → 30000. The schema has checked the form. */
+export function durationMs(text: string): number {
+  const match = /^(\d+)(ms|s|m|h|d)$/.exec(text);
+  return match ? Number(match[1]) * UNIT_MS[match[2] as keyof typeof UNIT_MS] : Number.NaN;
+}
+
+function compileLimit(l: QuotaLimitDocument): QuotaLimitPolicy {
+  return {
+    name: l.name,
+    algorithm: l.algorithm,
+    limit: l.limit,
+    periodMs: l.period === undefined ? 0 : durationMs(l.period),
+    window: l.window,
+    burst: l.burst ?? l.limit,
+    cost:
+      typeof l.cost === 'number'
+        ? { kind: 'constant', units: l.cost }
+        : { kind: 'body', bytesPerUnit: l.cost.per_body_bytes },
+    shadow: l.shadow,
+    routes: new Set(l.routes),
+    methods: new Set(l.methods),
+    onStoreError: l.on_store_error,
   };
 }
 
@@ -351,6 +489,7 @@ function compileRoute(r: RouteDocument): RoutePolicy {
       apiKeyHeader: id.api_key.header,
       keepCredentials: id.keep_credentials,
     },
+    quota: { headers: r.quota.headers, onStoreError: r.quota.on_store_error },
     access: compileAccess(r.access),
     onError: r.on_error,
     upstreamSet: headersOf(r.upstream_headers.set),

@@ -65,16 +65,90 @@ const apiKey = z.strictObject({
   expires_at: instant.optional(),
 });
 
+/** `500ms`, `10s`, `1m`, `1h`, `1d`: a period for gcra and sliding_window limits. */
+const duration = z
+  .string()
+  .regex(/^[1-9][0-9]{0,8}(ms|s|m|h|d)$/, 'must be a duration such as 1s, 30s, 1m, 1h or 1d');
+
+const STORE_ERROR = ['fail_closed', 'fail_open'] as const;
+
+const quotaLimit = z
+  .strictObject({
+    /** Unique per partner (plan limits and the partner's own): in headers, metrics and keys. */
+    name: name('limit name'),
+    algorithm: z.enum(['gcra', 'sliding_window', 'fixed_window']),
+    /** Units per period (gcra, sliding_window) or per calendar window (fixed_window). */
+    limit: z.number().int().min(1).max(1_000_000_000),
+    period: duration.optional(),
+    /** fixed_window: the calendar window, aligned in the partner's time zone. */
+    window: z.enum(['minute', 'hour', 'day', 'week', 'month']).optional(),
+    /** gcra: the most units admitted at once (default: limit). */
+    burst: z.number().int().min(1).optional(),
+    /** Units a request costs: a constant, or one unit per started N bytes of body. */
+    cost: z
+      .union([
+        z.number().int().min(1).max(1_000_000),
+        z.strictObject({ per_body_bytes: z.number().int().min(1) }),
+      ])
+      .default(1),
+    /** Report would-refuse decisions (logs, metrics) but never refuse. */
+    shadow: z.boolean().default(false),
+    /** Apply only on these routes / methods (empty = all). */
+    routes: z.array(z.string()).default([]),
+    methods: z.array(z.string().regex(/^[A-Z]+$/, 'an upper-case HTTP method')).default([]),
+    /** When the quota store (Redis) fails: overrides the route's quota.on_store_error. */
+    on_store_error: z.enum(STORE_ERROR).optional(),
+  })
+  .superRefine((l, ctx) => {
+    if (l.algorithm === 'fixed_window' && (l.window === undefined || l.period !== undefined)) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['window'],
+        message: 'fixed_window needs "window" (and no "period")',
+      });
+    }
+    if (l.algorithm !== 'fixed_window' && (l.period === undefined || l.window !== undefined)) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['period'],
+        message: `${l.algorithm} needs "period" (and no "window")`,
+      });
+    }
+    if (l.burst !== undefined && l.algorithm !== 'gcra') {
+      ctx.addIssue({ code: 'custom', path: ['burst'], message: 'only gcra limits have a burst' });
+    }
+  });
+
+const plan = z.strictObject({
+  name: name('plan name'),
+  description: z.string().optional(),
+  limits: z.array(quotaLimit).min(1, 'a plan needs at least one limit'),
+});
+
 const partner = z.strictObject({
   id: name('partner id'),
   name: z.string().min(1),
   status: z.enum(['active', 'suspended']).default('active'),
+  /** The plan whose limits apply to this partner. */
+  plan: z.string().optional(),
+  /** IANA zone calendar windows (day, week, month) are aligned in. */
+  time_zone: z.string().default('UTC'),
+  /** Limits of this partner's own, on top of its plan's. */
+  limits: z.array(quotaLimit).default([]),
   identities: z
     .strictObject({
       /** mTLS principals as Envoy reports them: SPIFFE id (URI SAN), DNS SAN or subject. */
       principals: z.array(z.string().min(1)).default([]),
       /** OAuth client ids (the token's application claim) that belong to this partner. */
-      applications: z.array(z.string().min(1)).default([]),
+      /**
+       * A client id from any issuer, or `{client_id, issuer}` from that issuer only. With several
+       * issuers the second form is required: otherwise one issuer could mint another's client ids.
+       */
+      applications: z
+        .array(
+          z.union([z.string().min(1), z.strictObject({ client_id: z.string().min(1), issuer: z.string() })]),
+        )
+        .default([]),
       api_keys: z.array(apiKey).default([]),
     })
     .prefault({}),
@@ -99,15 +173,34 @@ const issuer = z.strictObject({
   /** Exact `iss` claim value. */
   issuer: z.string().min(1),
   jwks: z.union([
-    z.strictObject({
-      url: z.url({ protocol: /^https?$/ }),
-      timeout_ms: z.number().int().min(100).max(30_000).default(2000),
-      ttl_seconds: z.number().int().min(10).max(86_400).default(300),
-      /** Shortest interval between two refetches triggered by unknown kids. */
-      cooldown_seconds: z.number().int().min(1).max(3600).default(30),
-      /** How long cached keys keep verifying while the endpoint fails. */
-      max_stale_seconds: z.number().int().min(0).max(604_800).default(86_400),
-    }),
+    z
+      .strictObject({
+        url: z.url({ protocol: /^https?$/ }),
+        /** Plain http lets anyone on the path inject keys: only for loopback tests and labs. */
+        allow_http: z.boolean().default(false),
+        timeout_ms: z.number().int().min(100).max(30_000).default(2000),
+        ttl_seconds: z.number().int().min(10).max(86_400).default(300),
+        /** Shortest interval between two refetches triggered by unknown kids. */
+        cooldown_seconds: z.number().int().min(1).max(3600).default(30),
+        /** How long cached keys keep verifying while the endpoint fails (at least ttl_seconds). */
+        max_stale_seconds: z.number().int().min(10).max(604_800).default(86_400),
+      })
+      .superRefine((j, ctx) => {
+        if (j.max_stale_seconds < j.ttl_seconds) {
+          ctx.addIssue({
+            code: 'custom',
+            path: ['max_stale_seconds'],
+            message: `must be at least ttl_seconds (${j.ttl_seconds})`,
+          });
+        }
+        if (j.url.startsWith('http:') && !j.allow_http) {
+          ctx.addIssue({
+            code: 'custom',
+            path: ['url'],
+            message: 'must be https (or set allow_http: true, for tests only)',
+          });
+        }
+      }),
     /** A JWKS file, relative to the catalog; re-read after ttl_seconds. */
     z.strictObject({ file: z.string().min(1), ttl_seconds: z.number().int().min(1).max(86_400).default(60) }),
   ]),
@@ -157,6 +250,15 @@ const routeIdentity = z
   })
   .prefault({});
 
+const routeQuota = z
+  .strictObject({
+    /** Rate limit headers for the partner: IETF draft (RateLimit, RateLimit-Policy), legacy X-RateLimit-*, both or none. */
+    headers: z.enum(['draft', 'legacy', 'both', 'none']).default('draft'),
+    /** When the quota store (Redis) fails: 503 quota_unavailable, or a per-replica in-memory limiter. */
+    on_store_error: z.enum(STORE_ERROR).default('fail_closed'),
+  })
+  .prefault({});
+
 const pathMatch = z.union([
   z.strictObject({ prefix: z.string().startsWith('/') }),
   z.strictObject({ exact: z.string().startsWith('/') }),
@@ -182,6 +284,7 @@ const route = z.strictObject({
     })
     .prefault({}),
   identity: routeIdentity,
+  quota: routeQuota,
   access,
   /** What an internal failure, a missed deadline or an unavailable dependency means on this route. */
   on_error: z.enum(['deny', 'allow']).default('deny'),
@@ -228,8 +331,17 @@ export const catalogSchema = z.strictObject({
           headers: z.boolean().default(false),
         })
         .prefault({}),
+      quotas: z
+        .strictObject({
+          /** Replicas sharing the quotas: fail_open divides every limit by it (each replica counts alone). */
+          replicas: z.number().int().min(1).max(10_000).default(1),
+          /** How long a charged request id is remembered (Envoy retries are charged once). */
+          idempotency_seconds: z.number().int().min(1).max(86_400).default(600),
+        })
+        .prefault({}),
     })
     .prefault({}),
+  plans: z.array(plan).default([]),
   access,
   issuers: z.array(issuer).default([]),
   partners: z.array(partner).default([]),
@@ -253,3 +365,4 @@ export type AccessDocument = CatalogDocument['access'];
 export type PathMatchDocument = RouteDocument['match']['path'];
 export type IssuerDocument = CatalogDocument['issuers'][number];
 export type Credential = (typeof CREDENTIALS)[number];
+export type QuotaLimitDocument = z.output<typeof quotaLimit>;

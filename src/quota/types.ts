@@ -48,7 +48,11 @@ export interface LimitState {
   readonly resetMs: number;
   /** This request's cost does not fit. */
   readonly exceeded: boolean;
-  /** When exceeded: ms until this request's cost would fit. 0 otherwise. */
+  /**
+   * When exceeded: ms until this request's cost would fit. 0 otherwise. -1 (RETRY_NEVER in
+   * algorithms.ts) when it never fits: the cost exceeds the limit (or a gcra limit's burst), so
+   * retrying cannot help; send no Retry-After then.
+   */
   readonly retryAfterMs: number;
   readonly shadow: boolean;
 }

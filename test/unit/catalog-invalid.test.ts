@@ -109,6 +109,78 @@ const CASES: Readonly<Record<string, Case>> = {
   },
   'yaml-duplicate-key': { lines: ['4:5: (yaml): Map keys must be unique'] },
 
+  // Identity: issuers
+  // HMAC and "none" are not in the algorithm enum: refused by the schema, never reaching the verifier.
+  'issuer-algorithm-hs256': {
+    lines: [
+      '6:25: issuers[0].algorithms[1]: must be one of "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA" (HMAC and "none" are never accepted)',
+    ],
+  },
+  'issuer-algorithm-none': {
+    lines: [
+      '7:9: issuers[0].algorithms[0]: must be one of "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA" (HMAC and "none" are never accepted)',
+    ],
+  },
+  // `jwks` is a union of two strict objects ({url, …} or {file, …}): both at once match neither.
+  'issuer-jwks-url-and-file': {
+    lines: ['4:5: issuers[0].jwks: must have either "url" (with its options) or "file"'],
+  },
+  'issuer-audiences-missing': {
+    lines: ['2:5: issuers[0].audiences: expected array, got nothing (the key is required)'],
+  },
+  'issuer-jwks-plain-http': {
+    lines: ['5:13: issuers[0].jwks.url: must be https (or set allow_http: true, for tests only)'],
+  },
+  // Two issuers: a bare client id could be minted by either, so it must name its issuer.
+  'application-unqualified-two-issuers': {
+    lines: [
+      '10:11: partners[0].identities.applications[0]: with several issuers, name the issuer: {client_id: acme-app, issuer: ...}',
+      '11:37: partners[0].identities.applications[1].issuer: unknown issuer "idp-c"',
+    ],
+  },
+  'issuer-audiences-empty': { lines: ['5:5: issuers[0].audiences: list at least one audience'] },
+  'issuer-name-duplicate': { lines: ['7:5: issuers[1].name: duplicate issuer name "idp"'] },
+  // Both would crash `serve` at startup (JwtVerifier, JwksCache) if the loader let them through.
+  'issuer-iss-duplicate': {
+    lines: ['8:5: issuers[1].issuer: issuer "https://idp.example.com/" already belongs to issuer "idp"'],
+  },
+  'issuer-max-stale-below-ttl': {
+    lines: ['7:7: issuers[0].jwks.max_stale_seconds: must be at least ttl_seconds (300)'],
+  },
+
+  // Identity: routes
+  'route-unknown-issuer': {
+    lines: ['11:24: routes[0].identity.jwt.issuers[1]: unknown issuer "partner-idp"'],
+  },
+  'all-of-jwt-without-issuers': {
+    lines: ['4:7: routes[0].identity.all_of: requires jwt, but the catalog has no issuers'],
+  },
+  'bind-certificate-without-jwt': {
+    lines: [
+      '6:9: routes[0].identity.jwt.bind_certificate: binds tokens to certificates, but the route does not accept jwt',
+    ],
+  },
+
+  // Identity: partners
+  'api-key-hash-wrong-format': {
+    lines: [
+      '7:11: partners[0].identities.api_keys[0].hash: must be "hmac-sha256:" and 43 base64url characters',
+    ],
+  },
+  'application-claimed-twice': {
+    lines: [
+      '11:11: partners[1].identities.applications[1]: application "shared-app" already belongs to partner "acme"',
+    ],
+  },
+  'api-key-id-twice': {
+    lines: [
+      '12:11: partners[1].identities.api_keys[0].id: API key id "ci-key" already belongs to partner "acme"',
+    ],
+  },
+  'api-key-id-twice-same-partner': {
+    lines: ['8:11: partners[0].identities.api_keys[1].id: duplicate API key id "ci-key"'],
+  },
+
   // Several problems at once: all schema problems in one report...
   'many-problems': {
     lines: [

@@ -71,6 +71,7 @@ describe('defaults', () => {
           maxHeaderValueBytes: 16384,
           auditHeaders: true,
           realm: 'partner-api',
+          quotas: { replicas: 1, idempotencySeconds: 600 },
           trustXfcc: false,
           identityHeaders: {
             partner: 'x-portcullis-partner',

@@ -1,0 +1,169 @@
+// Stage 6, quota: charge every limit that applies to this partner, route and method in one store
+// call — all or nothing. A refusal is a 429 naming the limit, with Retry-After; an allow carries
+// the RateLimit headers. When the store fails, each limit's declared behaviour applies.
+import type { Header } from '../decision.js';
+import type { Catalog, Partner, QuotaLimitPolicy, RoutePolicy } from '../policy/catalog.js';
+import { periodText } from '../quota/describe.js';
+import { quotaHeaders, retryAfterSeconds } from '../quota/headers.js';
+import type { OverLimitCache } from '../quota/over-limit.js';
+import type { CalendarWindow, ChargeResult, LimitSpec, LimitState, QuotaStore } from '../quota/types.js';
+import type { Request } from '../request.js';
+import { type Clock, type Identity, pass, type QuotaOutcome, refuse, type StageResult } from './types.js';
+
+const NONE: QuotaOutcome = Object.freeze({ headers: [], note: '' });
+
+export interface QuotaEvents {
+  charged(partner: string, specs: readonly LimitSpec[], result: ChargeResult): void;
+  storeFailed(behaviour: 'fail_closed' | 'fail_open', error: unknown): void;
+}
+
+export interface QuotaDeps {
+  /** The shared store (Redis, behind its circuit breaker), or the in-memory one without Redis. */
+  readonly store: Pick<QuotaStore, 'charge'>;
+  /** fail_open: the same limits in this process, divided by the replica count. null = none. */
+  readonly fallback: Pick<QuotaStore, 'charge'> | null;
+  readonly windowAt: (
+    unit: NonNullable<QuotaLimitPolicy['window']>,
+    zone: string,
+    nowMs: number,
+  ) => CalendarWindow;
+  readonly overLimit: OverLimitCache;
+  readonly clock: Clock;
+  readonly events: QuotaEvents;
+}
+
+export function createQuotaStage(deps: QuotaDeps) {
+  return async function quota(
+    request: Request,
+    catalog: Catalog,
+    route: RoutePolicy,
+    identity: Identity,
+  ): Promise<StageResult<QuotaOutcome>> {
+    const partner = identity.partner;
+    if (!partner) return pass(NONE);
+    const applicable = partner.limits.filter(
+      (l) =>
+        (l.routes.size === 0 || l.routes.has(route.name)) &&
+        (l.methods.size === 0 || l.methods.has(request.method)),
+    );
+    if (applicable.length === 0) return pass(NONE);
+    const now = deps.clock.now();
+    const specs = applicable.map((l) => specFor(l, partner, request, now, deps));
+
+    const enforced = specs.filter((s) => !s.shadow).map((s) => s.id);
+    const blocked = deps.overLimit.blocked(partner.id, enforced, now);
+    if (blocked) {
+      const spec = specs.find((s) => s.id === blocked.id) as LimitSpec;
+      const state: LimitState = {
+        id: spec.id,
+        limit: spec.limit,
+        remaining: 0,
+        resetMs: blocked.untilMs - now,
+        exceeded: true,
+        retryAfterMs: blocked.untilMs - now,
+        shadow: false,
+      };
+      return refuse(refusal(route, applicable, [spec], [state], 'known over the limit (local cache)'));
+    }
+
+    let result: ChargeResult;
+    let note = '';
+    const charge = { partner: partner.id, requestId: request.requestId, limits: specs, nowMs: now };
+    try {
+      result = await deps.store.charge(charge);
+    } catch (error: unknown) {
+      const behaviour = applicable.some((l) => (l.onStoreError ?? route.quota.onStoreError) === 'fail_closed')
+        ? 'fail_closed'
+        : 'fail_open';
+      deps.events.storeFailed(behaviour, error);
+      if (behaviour === 'fail_closed' || !deps.fallback) {
+        return refuse({
+          code: 'quota_unavailable',
+          partner: partner.id,
+          reason: `quota store: ${describe(error)}`,
+        });
+      }
+      result = await deps.fallback.charge(charge);
+      note = `quota store failed (${describe(error)}): charged this replica's share`;
+    }
+    deps.events.charged(partner.id, specs, result);
+
+    const shadowRefusals = result.limits.filter((s) => s.exceeded && s.shadow).map((s) => s.id);
+    if (shadowRefusals.length > 0)
+      note = [note, `shadow limits would refuse: ${shadowRefusals.join(', ')}`].filter(Boolean).join('; ');
+    if (!result.allowed) {
+      for (const [i, s] of result.limits.entries()) {
+        // Cached only for unit-cost requests: a costlier request's wait says nothing about a cheaper one's.
+        if (s.exceeded && !s.shadow && s.retryAfterMs > 0 && specs[i]?.cost === 1) {
+          deps.overLimit.remember(partner.id, s.id, now + s.retryAfterMs);
+        }
+      }
+      return refuse(refusal(route, applicable, specs, result.limits, note));
+    }
+    return pass({ headers: quotaHeaders(specs, result.limits, route.quota.headers), note });
+  };
+}
+
+function specFor(
+  l: QuotaLimitPolicy,
+  partner: Partner,
+  request: Request,
+  now: number,
+  deps: QuotaDeps,
+): LimitSpec {
+  const cost =
+    l.cost.kind === 'constant'
+      ? l.cost.units
+      : Math.max(1, Math.ceil(request.body.length / l.cost.bytesPerUnit));
+  if (l.window) {
+    const window = deps.windowAt(l.window, partner.timeZone, now);
+    return {
+      id: l.name,
+      algorithm: l.algorithm,
+      limit: l.limit,
+      periodMs: window.endMs - window.startMs,
+      burst: l.burst,
+      window,
+      cost,
+      shadow: l.shadow,
+    };
+  }
+  return {
+    id: l.name,
+    algorithm: l.algorithm,
+    limit: l.limit,
+    periodMs: l.periodMs,
+    burst: l.burst,
+    cost,
+    shadow: l.shadow,
+  };
+}
+
+function refusal(
+  route: RoutePolicy,
+  policies: readonly QuotaLimitPolicy[],
+  specs: readonly LimitSpec[],
+  states: readonly LimitState[],
+  note: string,
+) {
+  const refusing = states.filter((s) => s.exceeded && !s.shadow);
+  const policy = policies.find((p) => p.name === refusing[0]?.id);
+  const retry = retryAfterSeconds(states);
+  // A cost above the limit never fits: no Retry-After, which would promise what never comes.
+  const never = refusing.some((s) => s.retryAfterMs < 0);
+  const headers: Header[] = [...quotaHeaders(specs, states, route.quota.headers)];
+  if (!never) headers.push({ name: 'retry-after', value: String(retry) });
+  const what = policy ? `"${policy.name}" (${policy.limit} per ${periodText(policy)})` : 'a quota';
+  return {
+    code: 'quota_exceeded' as const,
+    detail: never
+      ? `This request costs more than the limit ${what} admits.`
+      : `The limit ${what} is exhausted; retry in ${retry} s.`,
+    reason: `refused by ${refusing.map((s) => s.id).join(', ')}${note ? `; ${note}` : ''}`,
+    headers,
+  };
+}
+
+function describe(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
+}

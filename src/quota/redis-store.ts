@@ -1,0 +1,359 @@
+// The Redis quota store: every charge is ONE EVALSHA of the Lua script in charge-script.ts, whatever
+// the number of stacked limits, so it is atomic (all or nothing) and costs one round trip.
+//
+// Keys, all hash-tagged by partner so that one request's keys share one Redis Cluster slot:
+//   {q:<partner>}:<limit id>               gcra "<tatMs>:<tatRem>", sliding_window "<index>:<prev>:<cur>"
+//   {q:<partner>}:<limit id>:<window id>   fixed_window "<count>" (one key per calendar window)
+//   {q:<partner>}:rid:<request id>         nowMs of the charge (request ids over 128 chars: `sha256:<hex>`)
+// TTLs (every write is SET … PX, so every key expires): a limit key lives as long as its state matters
+// (gcra: until the bucket is full again; sliding_window: until the end of the next sub-window;
+// fixed_window: until the window ends), a request id `idempotencyMs` (default 10 min), each plus
+// `keySlackMs` (default 5 s) so that clock skew between replicas and Redis never drops a live state.
+// Expiry never changes an answer: an expired state is exactly equivalent to no state.
+//
+// Time is the request's nowMs, not Redis TIME: answers are deterministic, and equal to those of
+// MemoryQuotaStore for the same charges. A request id counts as charged while
+// nowMs − chargedAt < idempotencyMs; only allowed charges are remembered.
+//
+// The script is sent by EVALSHA (its SHA-1 computed here); on NOSCRIPT (a restarted or flushed Redis,
+// a new cluster node) it is sent once by EVAL, which also caches it in that server.
+import { createHash } from 'node:crypto';
+import { Cluster, type ClusterOptions, Redis, type RedisOptions } from 'ioredis';
+import { DEFAULT_IDEMPOTENCY_MS, normalizeRequestId, validateCharge } from './algorithms.js';
+import { CHARGE_LUA } from './charge-script.js';
+import type { ChargeRequest, ChargeResult, LimitSpec, LimitState, QuotaStore } from './types.js';
+
+export type RedisClient = Redis | Cluster;
+
+/** SHA-1 of the charge script, as EVALSHA wants it. */
+export const CHARGE_SHA = createHash('sha1').update(CHARGE_LUA).digest('hex');
+
+export const DEFAULT_KEY_SLACK_MS = 5_000;
+
+/** `{q:<partner>}`: the hash tag of every key of a partner. */
+export function partnerTag(partner: string): string {
+  return `{q:${partner}}`;
+}
+
+/** The key of one limit's state. */
+export function limitKey(partner: string, spec: LimitSpec): string {
+  const base = `${partnerTag(partner)}:${spec.id}`;
+  return spec.algorithm === 'fixed_window' ? `${base}:${spec.window?.id ?? ''}` : base;
+}
+
+/** The key remembering a charged request id. */
+export function requestIdKey(partner: string, requestId: string): string {
+  return `${partnerTag(partner)}:rid:${normalizeRequestId(requestId)}`;
+}
+
+export interface RedisQuotaStoreOptions {
+  /** How long a charged request id counts as charged (ms of request time). Default 600 000 (10 min). */
+  readonly idempotencyMs?: number;
+  /** Added to every key's PX. Default 5 000. */
+  readonly keySlackMs?: number;
+}
+
+const ALGORITHM_CODE = { gcra: 'g', sliding_window: 's', fixed_window: 'f' } as const;
+
+export class RedisQuotaStore implements QuotaStore {
+  private readonly idempotencyMs: number;
+  private readonly keySlackMs: number;
+
+  /** `client`: a connected ioredis Redis (standalone or Sentinel) or Cluster, e.g. createRedisClient(). */
+  constructor(
+    private readonly client: RedisClient,
+    options: RedisQuotaStoreOptions = {},
+  ) {
+    this.idempotencyMs = options.idempotencyMs ?? DEFAULT_IDEMPOTENCY_MS;
+    this.keySlackMs = options.keySlackMs ?? DEFAULT_KEY_SLACK_MS;
+    if (!Number.isSafeInteger(this.idempotencyMs) || this.idempotencyMs < 1) {
+      throw new RangeError('idempotencyMs must be an integer ≥ 1');
+    }
+    if (!Number.isSafeInteger(this.keySlackMs) || this.keySlackMs < 0) {
+      throw new RangeError('keySlackMs must be an integer ≥ 0');
+    }
+  }
+
+  async charge(request: ChargeRequest): Promise<ChargeResult> {
+    const { partner, requestId, limits, nowMs } = request;
+    validateCharge(partner, limits, nowMs);
+    const ridTtl = requestId === '' ? 0 : this.idempotencyMs;
+    const reply = await this.run('c', partner, requestId, limits, nowMs, ridTtl);
+    return { allowed: reply[0] === 1, duplicate: reply[1] === 1, limits: states(limits, reply) };
+  }
+
+  async peek(partner: string, limits: readonly LimitSpec[], nowMs: number): Promise<readonly LimitState[]> {
+    const specs = limits.map((spec) => ({ ...spec, cost: 1 }));
+    validateCharge(partner, specs, nowMs);
+    return states(specs, await this.run('p', partner, '', specs, nowMs, 0));
+  }
+
+  private async run(
+    mode: 'c' | 'p',
+    partner: string,
+    requestId: string,
+    limits: readonly LimitSpec[],
+    nowMs: number,
+    ridTtl: number,
+  ): Promise<number[]> {
+    const keys = [requestIdKey(partner, requestId), ...limits.map((spec) => limitKey(partner, spec))];
+    const args: (string | number)[] = [mode, nowMs, ridTtl, this.keySlackMs, limits.length];
+    for (const spec of limits) {
+      args.push(
+        ALGORITHM_CODE[spec.algorithm],
+        spec.limit,
+        spec.periodMs,
+        spec.burst,
+        spec.cost,
+        spec.shadow ? 1 : 0,
+        spec.window?.endMs ?? 0,
+      );
+    }
+    let reply: unknown;
+    try {
+      reply = await this.client.evalsha(CHARGE_SHA, keys.length, ...keys, ...args);
+    } catch (err: unknown) {
+      if (!(err instanceof Error && err.message.startsWith('NOSCRIPT'))) throw err;
+      reply = await this.client.eval(CHARGE_LUA, keys.length, ...keys, ...args);
+    }
+    return decode(reply, limits.length);
+  }
+}
+
+function decode(reply: unknown, n: number): number[] {
+  if (!Array.isArray(reply) || reply.length !== 2 + 4 * n) {
+    throw new Error(`quota script: unexpected reply ${JSON.stringify(reply)?.slice(0, 200)}`);
+  }
+  return reply.map((value: unknown) => {
+    const number = typeof value === 'number' ? value : Number(value);
+    if (!Number.isSafeInteger(number)) throw new Error(`quota script: not an integer: ${String(value)}`);
+    return number;
+  });
+}
+
+function states(limits: readonly LimitSpec[], reply: readonly number[]): LimitState[] {
+  return limits.map((spec, i) => {
+    const o = 2 + i * 4;
+    return {
+      id: spec.id,
+      limit: spec.limit,
+      remaining: reply[o] as number,
+      resetMs: reply[o + 1] as number,
+      exceeded: reply[o + 2] === 1,
+      retryAfterMs: reply[o + 3] as number,
+      shadow: spec.shadow,
+    };
+  });
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Connecting
+
+export interface RedisAddress {
+  readonly host: string;
+  readonly port: number;
+}
+
+/** A parsed Redis URL (parseRedisUrl). */
+export type RedisTarget =
+  | { readonly kind: 'standalone'; readonly url: string; readonly tls: boolean }
+  | {
+      readonly kind: 'sentinel';
+      readonly sentinels: readonly RedisAddress[];
+      readonly masterName: string;
+      readonly db: number;
+      readonly username?: string;
+      readonly password?: string;
+      readonly sentinelUsername?: string;
+      readonly sentinelPassword?: string;
+      readonly tls: boolean;
+    }
+  | {
+      readonly kind: 'cluster';
+      readonly nodes: readonly RedisAddress[];
+      readonly username?: string;
+      readonly password?: string;
+      readonly tls: boolean;
+    };
+
+const MULTI_HOST_URL = /^(rediss?)\+(sentinel|cluster):\/\/(?:([^@/?#]*)@)?([^/?#]+)(\/[^?#]*)?(\?[^#]*)?$/i;
+
+/**
+ * Parses the Redis URLs we accept (credentials percent-encoded):
+ *   redis://[user:pass@]host:port[/db]      rediss:// for TLS (standalone; parsed by ioredis)
+ *   redis+sentinel://[user:pass@]host:port,host:port/<master name>[/db][?sentinelUsername=u&sentinelPassword=p]
+ *     user:pass authenticate to the master; the query to the Sentinels (default port 26379);
+ *   redis+cluster://[user:pass@]host:port,host:port   (startup nodes; default port 6379)
+ *   rediss+sentinel://, rediss+cluster://   the same over TLS (Sentinels too).
+ * Throws a RangeError naming what is wrong (never the password).
+ */
+export function parseRedisUrl(url: string): RedisTarget {
+  if (/^rediss?:\/\//i.test(url)) {
+    try {
+      new URL(url);
+    } catch {
+      throw new RangeError('redis URL: not a valid redis:// URL');
+    }
+    return { kind: 'standalone', url, tls: /^rediss:/i.test(url) };
+  }
+  const match = MULTI_HOST_URL.exec(url);
+  if (!match) {
+    throw new RangeError(
+      'redis URL: expected redis://, rediss://, redis+sentinel://hosts/master or redis+cluster://hosts',
+    );
+  }
+  const [, scheme = '', kind = '', userinfo, hostList = '', path = '', query = ''] = match;
+  const tls = scheme.toLowerCase() === 'rediss';
+  const credentials: { username?: string; password?: string } = {};
+  if (userinfo !== undefined && userinfo !== '') {
+    const colon = userinfo.indexOf(':');
+    const user = percentDecode(colon === -1 ? userinfo : userinfo.slice(0, colon));
+    const pass = colon === -1 ? '' : percentDecode(userinfo.slice(colon + 1));
+    if (user !== '') credentials.username = user;
+    if (pass !== '') credentials.password = pass;
+  }
+  const sentinel = kind.toLowerCase() === 'sentinel';
+  const hosts = hostList.split(',').map((entry) => parseAddress(entry, sentinel ? 26379 : 6379));
+  if (!sentinel) {
+    if (path !== '' && path !== '/')
+      throw new RangeError('redis+cluster URL: no path allowed (cluster has db 0)');
+    return { kind: 'cluster', nodes: hosts, tls, ...credentials };
+  }
+  const segments = path.split('/').filter((s) => s !== '');
+  const masterName = segments[0] === undefined ? '' : percentDecode(segments[0]);
+  if (masterName === '' || segments.length > 2) {
+    throw new RangeError('redis+sentinel URL: expected /<master name>[/<db>] after the hosts');
+  }
+  const db = segments[1] === undefined ? 0 : Number(segments[1]);
+  if (!Number.isSafeInteger(db) || db < 0) throw new RangeError('redis+sentinel URL: bad db number');
+  const params = new URLSearchParams(query.slice(1));
+  const sentinelUsername = params.get('sentinelUsername') ?? undefined;
+  const sentinelPassword = params.get('sentinelPassword') ?? undefined;
+  return {
+    kind: 'sentinel',
+    sentinels: hosts,
+    masterName,
+    db,
+    tls,
+    ...credentials,
+    ...(sentinelUsername === undefined ? {} : { sentinelUsername }),
+    ...(sentinelPassword === undefined ? {} : { sentinelPassword }),
+  };
+}
+
+function percentDecode(text: string): string {
+  try {
+    return decodeURIComponent(text);
+  } catch {
+    throw new RangeError('redis URL: bad percent-encoding');
+  }
+}
+
+function parseAddress(entry: string, defaultPort: number): RedisAddress {
+  const match = /^(\[[0-9A-Fa-f:.]+\]|[^:[\]]+)(?::(\d{1,5}))?$/.exec(entry.trim());
+  if (!match) throw new RangeError(`redis URL: bad host ${JSON.stringify(entry)}`);
+  const host = (match[1] ?? '').replace(/^\[|\]$/g, '');
+  const port = match[2] === undefined ? defaultPort : Number(match[2]);
+  if (port < 1 || port > 65535) throw new RangeError(`redis URL: bad port in ${JSON.stringify(entry)}`);
+  return { host, port };
+}
+
+export interface RedisClientOptions {
+  /** Give up a connection attempt after this long (ioredis default: 10 s). Default 2 000 ms. */
+  readonly connectTimeoutMs?: number;
+  /**
+   * Reject a command with no reply after this long (ioredis default: never). Default 100 ms: a charge
+   * must fit in Envoy's Check deadline (200 ms by default) with room left for the route's on_error or
+   * fallback. A timed-out charge may still have been applied by Redis (it then counts once).
+   */
+  readonly commandTimeoutMs?: number;
+  /** CLIENT SETNAME, to find our connections in CLIENT LIST. Default `portcullis-quota`. */
+  readonly connectionName?: string;
+  /** Extra ioredis options, applied last (TLS CA, natMap…). For a cluster: its redisOptions. */
+  readonly redisOptions?: RedisOptions;
+  /** Extra Cluster options, applied last. */
+  readonly clusterOptions?: ClusterOptions;
+}
+
+/**
+ * An ioredis client for a quota (or any hot-path) Redis, from a URL (see parseRedisUrl):
+ * a `Redis` for redis://, rediss:// and redis+sentinel://, a `Cluster` for redis+cluster://.
+ * Options, chosen for a sidecar that must answer within Envoy's deadline and fail over to a fallback:
+ * - connectTimeout (connectTimeoutMs, 2 s) and commandTimeout (commandTimeoutMs, 100 ms): see above;
+ * - enableOfflineQueue: false — while disconnected, commands fail at once instead of queueing until
+ *   long after the Check's deadline; the stage then applies the route's on_error/fallback;
+ * - maxRetriesPerRequest: 0 and autoResendUnfulfilledCommands: false — a charge in flight when the
+ *   connection drops fails; it is never re-sent after reconnecting (that could charge it twice, late);
+ * - retryStrategy / clusterRetryStrategy: reconnect forever in the background, backing off from 50 ms
+ *   to at most 2 s (Sentinel: ask the Sentinels again at the same pace);
+ * - enableReadyCheck (default): "ready" only once Redis has loaded its data (cluster: CLUSTER INFO ok).
+ * The client connects at once; await waitForReady() before serving if you want to start warm.
+ */
+export function createRedisClient(url: string, options: RedisClientOptions = {}): RedisClient {
+  const target = parseRedisUrl(url);
+  const backoff = (times: number) => Math.min(50 * 2 ** Math.min(times, 6), 2000);
+  const common: RedisOptions = {
+    connectTimeout: options.connectTimeoutMs ?? 2000,
+    commandTimeout: options.commandTimeoutMs ?? 100,
+    connectionName: options.connectionName ?? 'portcullis-quota',
+    maxRetriesPerRequest: 0,
+    autoResendUnfulfilledCommands: false,
+  };
+  switch (target.kind) {
+    case 'standalone':
+      return new Redis(target.url, {
+        ...common,
+        enableOfflineQueue: false,
+        retryStrategy: backoff,
+        ...options.redisOptions,
+      });
+    case 'sentinel':
+      return new Redis({
+        ...common,
+        sentinels: target.sentinels.map((a) => ({ host: a.host, port: a.port })),
+        name: target.masterName,
+        db: target.db,
+        username: target.username,
+        password: target.password,
+        sentinelUsername: target.sentinelUsername,
+        sentinelPassword: target.sentinelPassword,
+        ...(target.tls ? { tls: {}, enableTLSForSentinelMode: true, sentinelTLS: {} } : {}),
+        sentinelRetryStrategy: backoff,
+        enableOfflineQueue: false,
+        retryStrategy: backoff,
+        ...options.redisOptions,
+      });
+    case 'cluster':
+      return new Cluster(
+        target.nodes.map((a) => ({ host: a.host, port: a.port })),
+        {
+          enableOfflineQueue: false,
+          clusterRetryStrategy: backoff,
+          redisOptions: {
+            ...common,
+            username: target.username,
+            password: target.password,
+            ...(target.tls ? { tls: {} } : {}),
+            ...options.redisOptions,
+          },
+          ...options.clusterOptions,
+        },
+      );
+  }
+}
+
+/** Resolves once the client is ready (connected, data loaded); rejects after `timeoutMs`. */
+export function waitForReady(client: RedisClient, timeoutMs = 10_000): Promise<void> {
+  if (client.status === 'ready') return Promise.resolve();
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => {
+      client.off('ready', onReady);
+      reject(new Error(`redis: not ready within ${timeoutMs} ms (status ${client.status})`));
+    }, timeoutMs);
+    const onReady = () => {
+      clearTimeout(timer);
+      resolve();
+    };
+    client.once('ready', onReady);
+  });
+}

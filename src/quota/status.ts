@@ -1,0 +1,72 @@
+// A partner's quota status for operators (admin endpoint, `portcullis quota status`): every limit
+// of the partner, with what is used and left now. Read-only: nothing is charged.
+import type { Catalog, QuotaLimitPolicy } from '../policy/catalog.js';
+import { periodText } from './describe.js';
+import type { CalendarWindow, LimitSpec, QuotaStore } from './types.js';
+
+export interface LimitStatus {
+  readonly name: string;
+  readonly algorithm: string;
+  readonly limit: number;
+  readonly period: string;
+  /** gcra: the bucket size (what `remaining` is out of); null for the other algorithms. */
+  readonly burst: number | null;
+  readonly used: number;
+  readonly remaining: number;
+  readonly reset_seconds: number;
+  readonly shadow: boolean;
+  readonly routes: readonly string[];
+  readonly methods: readonly string[];
+}
+
+export interface QuotaStatus {
+  readonly partner: string;
+  readonly time_zone: string;
+  readonly limits: readonly LimitStatus[];
+}
+
+export async function quotaStatus(
+  catalog: Catalog,
+  partnerId: string,
+  store: Pick<QuotaStore, 'peek'>,
+  nowMs: number,
+  windowAt: (unit: NonNullable<QuotaLimitPolicy['window']>, zone: string, nowMs: number) => CalendarWindow,
+): Promise<QuotaStatus | null> {
+  const partner = catalog.partners.get(partnerId);
+  if (!partner) return null;
+  const specs: LimitSpec[] = partner.limits.map((l) => {
+    const window = l.window ? windowAt(l.window, partner.timeZone, nowMs) : undefined;
+    return {
+      id: l.name,
+      algorithm: l.algorithm,
+      limit: l.limit,
+      periodMs: window ? window.endMs - window.startMs : l.periodMs,
+      burst: l.burst,
+      ...(window ? { window } : {}),
+      cost: 1,
+      shadow: l.shadow,
+    };
+  });
+  const states = specs.length > 0 ? await store.peek(partner.id, specs, nowMs) : [];
+  return {
+    partner: partner.id,
+    time_zone: partner.timeZone,
+    limits: partner.limits.map((l, i) => {
+      const state = states[i];
+      const remaining = state?.remaining ?? l.limit;
+      return {
+        name: l.name,
+        algorithm: l.algorithm,
+        limit: l.limit,
+        period: periodText(l),
+        burst: l.algorithm === 'gcra' ? l.burst : null,
+        used: Math.max(0, l.limit - remaining),
+        remaining,
+        reset_seconds: Math.ceil((state?.resetMs ?? 0) / 1000),
+        shadow: l.shadow,
+        routes: [...l.routes],
+        methods: [...l.methods],
+      };
+    }),
+  };
+}

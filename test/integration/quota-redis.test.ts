@@ -1,0 +1,450 @@
+// RedisQuotaStore against real redis-server processes (standalone and a 3-node cluster): it answers
+// exactly like MemoryQuotaStore, it is exact under concurrency, all-or-nothing, idempotent, and costs
+// one EVALSHA per charge.
+import assert from 'node:assert/strict';
+import { describe, test } from 'node:test';
+import type { Redis } from 'ioredis';
+import { windowAt } from '../../src/quota/calendar.js';
+import { MemoryQuotaStore } from '../../src/quota/memory-store.js';
+import {
+  CHARGE_SHA,
+  createRedisClient,
+  limitKey,
+  type RedisClient,
+  RedisQuotaStore,
+  requestIdKey,
+  waitForReady,
+} from '../../src/quota/redis-store.js';
+import type { ChargeRequest, ChargeResult, LimitSpec } from '../../src/quota/types.js';
+import { startRedis } from '../support/redis.js';
+import { startRedisCluster } from '../support/redis-cluster.js';
+
+const T0 = Date.UTC(2026, 10, 28, 13, 58, 30, 123); // crosses an hour and several minutes
+
+/** mulberry32: a small seeded PRNG, so a failing sequence can be replayed. */
+function prng(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+/** A quota client that generous timeouts keep exact on a slow machine (the default is 100 ms). */
+function quotaClient(t: { after(fn: () => unknown): void }, url: string): RedisClient {
+  const client = createRedisClient(url, { commandTimeoutMs: 10_000, connectTimeoutMs: 10_000 });
+  client.on('error', () => {});
+  t.after(() => client.disconnect());
+  return client;
+}
+
+function commandStats(info: string): Map<string, number> {
+  const stats = new Map<string, number>();
+  for (const match of info.matchAll(/^cmdstat_([^:]+):calls=(\d+)/gm)) {
+    stats.set(match[1] as string, Number(match[2]));
+  }
+  return stats;
+}
+
+interface LimitPlan {
+  readonly id: string;
+  readonly algorithm: LimitSpec['algorithm'];
+  readonly limit: number;
+  readonly periodMs: number;
+  readonly burst: number;
+  readonly unit?: 'minute' | 'hour';
+  readonly shadow: boolean;
+}
+
+describe('differential: MemoryQuotaStore and RedisQuotaStore give identical results', () => {
+  const zones = ['UTC', 'Europe/Berlin', 'Asia/Kathmandu'];
+  for (const seed of [1, 2, 3]) {
+    test(`seed ${seed}: 1500 random charges and peeks`, async (t) => {
+      const server = await startRedis(t);
+      const idempotencyMs = 20_000; // short, so that repeated ids also outlive it
+      const redis = new RedisQuotaStore(server.client(), { idempotencyMs });
+      const memory = new MemoryQuotaStore({ idempotencyMs });
+      const random = prng(seed);
+      const int = (lo: number, hi: number) => lo + Math.floor(random() * (hi - lo + 1));
+      const pick = <T>(items: readonly T[]): T => items[Math.floor(random() * items.length)] as T;
+
+      const partners = ['acme', 'globex', 'initech', 'umbrella'].map((id) => {
+        const plans: LimitPlan[] = [];
+        const g = int(2, 20);
+        plans.push({
+          id: 'g',
+          algorithm: 'gcra',
+          limit: g,
+          periodMs: pick([1000, 2500, 7000, 60_000]),
+          burst: int(1, g + 3),
+          shadow: false,
+        });
+        const s = int(3, 30);
+        plans.push({
+          id: 's',
+          algorithm: 'sliding_window',
+          limit: s,
+          periodMs: pick([1000, 3001, 10_000, 60_000]),
+          burst: s,
+          shadow: false,
+        });
+        const f = int(5, 60);
+        plans.push({
+          id: 'f',
+          algorithm: 'fixed_window',
+          limit: f,
+          periodMs: 0,
+          burst: f,
+          unit: pick(['minute', 'hour'] as const),
+          shadow: false,
+        });
+        plans.push({ ...pick(plans), id: 'shadow', limit: int(2, 8), burst: int(1, 8), shadow: true });
+        return { id, zone: pick(zones), plans };
+      });
+
+      let now = T0;
+      const ids: string[] = [];
+      const chargedAt = new Map<string, number>(); // request id → when it was charged (oldest first)
+      let compared = 0;
+      let allowed = 0;
+      let duplicates = 0;
+      let refused = 0;
+      for (let step = 0; step < 1500; step++) {
+        const r = random();
+        now += r < 0.5 ? int(0, 5) : r < 0.8 ? int(5, 400) : r < 0.95 ? int(400, 5000) : int(5000, 90_000);
+        const partner = pick(partners);
+        const chosen = partner.plans.filter(() => random() < 0.7);
+        if (chosen.length === 0) chosen.push(partner.plans[0] as LimitPlan);
+        const limits: LimitSpec[] = chosen.map((p) => {
+          const cost = random() < 0.05 ? p.limit + 1 : int(1, 3);
+          if (p.algorithm === 'fixed_window' || p.unit !== undefined) {
+            const window = windowAt(p.unit ?? 'minute', partner.zone, now);
+            return {
+              id: p.id,
+              algorithm: 'fixed_window',
+              limit: p.limit,
+              periodMs: window.endMs - window.startMs,
+              burst: p.burst,
+              window,
+              cost,
+              shadow: p.shadow,
+            };
+          }
+          return {
+            id: p.id,
+            algorithm: p.algorithm,
+            limit: p.limit,
+            periodMs: p.periodMs,
+            burst: p.burst,
+            cost,
+            shadow: p.shadow,
+          };
+        });
+
+        const what = `seed ${seed}, step ${step}, now ${now}, ${partner.id}`;
+        if (random() < 0.08) {
+          const [a, b] = await Promise.all([
+            memory.peek(partner.id, limits, now),
+            redis.peek(partner.id, limits, now),
+          ]);
+          assert.deepEqual(b, a, `peek: ${what}`);
+          compared++;
+          continue;
+        }
+        const x = random();
+        let requestId = '';
+        const boundary = [...chargedAt].find(([, at]) => at + idempotencyMs >= now);
+        if (x < 0.04 && boundary) {
+          // replay an id exactly at the end of its idempotency window, or 1 ms before
+          requestId = boundary[0];
+          now = boundary[1] + idempotencyMs - int(0, 1);
+        } else if (x < 0.25 && ids.length > 0) requestId = pick(ids.slice(-40));
+        else if (x < 0.3) requestId = `long-${step}-${'x'.repeat(200)}`;
+        else if (x < 0.75) requestId = `req-${seed}-${step}`;
+        if (requestId !== '') ids.push(requestId);
+
+        if (limits.some((l) => l.window !== undefined)) {
+          // the replayed instant may be in a later calendar window
+          limits.forEach((l, i) => {
+            const p = chosen[i] as LimitPlan;
+            if (l.window === undefined) return;
+            const window = windowAt(p.unit ?? 'minute', partner.zone, now);
+            limits[i] = { ...l, window, periodMs: window.endMs - window.startMs };
+          });
+        }
+        const request: ChargeRequest = { partner: partner.id, requestId, limits, nowMs: now };
+        const expected: ChargeResult = memory.chargeNow(request);
+        if (requestId !== '' && expected.allowed && !expected.duplicate) {
+          chargedAt.delete(requestId);
+          chargedAt.set(requestId, now);
+        }
+        const got = await redis.charge(request);
+        assert.deepEqual(got, expected, `charge: ${what}`);
+        compared++;
+        if (got.duplicate) duplicates++;
+        else if (got.allowed) allowed++;
+        else refused++;
+      }
+      // the sequence exercised every path
+      assert.ok(allowed > 100 && refused > 100 && duplicates >= 10, `${allowed}/${refused}/${duplicates}`);
+      t.diagnostic(`${compared} compared: ${allowed} allowed, ${refused} refused, ${duplicates} duplicates`);
+    });
+  }
+});
+
+/** 1000 concurrent unit charges against stacked limits of 100, through two stores on two clients. */
+async function exactness(
+  stores: readonly RedisQuotaStore[],
+  partner: string,
+  nowMs: number,
+): Promise<number> {
+  const day = windowAt('day', 'UTC', nowMs);
+  const limits: LimitSpec[] = [
+    { id: 'burst', algorithm: 'gcra', limit: 100, periodMs: 3_600_000, burst: 100, cost: 1, shadow: false },
+    {
+      id: 'window',
+      algorithm: 'sliding_window',
+      limit: 100,
+      periodMs: 3_600_000,
+      burst: 100,
+      cost: 1,
+      shadow: false,
+    },
+    {
+      id: 'daily',
+      algorithm: 'fixed_window',
+      limit: 100,
+      periodMs: day.endMs - day.startMs,
+      burst: 100,
+      window: day,
+      cost: 1,
+      shadow: false,
+    },
+  ];
+  const results = await Promise.all(
+    Array.from({ length: 1000 }, (_, i) =>
+      (stores[i % stores.length] as RedisQuotaStore).charge({
+        partner,
+        requestId: `${partner}-${i}`,
+        limits,
+        nowMs,
+      }),
+    ),
+  );
+  return results.filter((r) => r.allowed).length;
+}
+
+describe('standalone redis-server', () => {
+  test('exactness: 1000 concurrent charges, limit 100, two stores on two clients → exactly 100, 5 times', async (t) => {
+    const server = await startRedis(t);
+    const a = quotaClient(t, server.url);
+    const b = quotaClient(t, server.url);
+    await Promise.all([waitForReady(a), waitForReady(b)]);
+    const stores = [new RedisQuotaStore(a), new RedisQuotaStore(b)];
+    const check = server.client();
+    for (let round = 0; round < 5; round++) {
+      const partner = `partner-${round}`;
+      assert.equal(await exactness(stores, partner, T0 + round), 100, `round ${round}`);
+      assert.equal(await check.get(`{q:${partner}}:daily:2026-11-28`), '100');
+    }
+  });
+
+  test('stacked: when the daily fixed limit refuses, the per-minute gcra state is unchanged', async (t) => {
+    const server = await startRedis(t);
+    const store = new RedisQuotaStore(server.client());
+    const check = server.client();
+    const day = windowAt('day', 'Europe/Berlin', T0);
+    const perMinute: LimitSpec = {
+      id: 'per-minute',
+      algorithm: 'gcra',
+      limit: 60,
+      periodMs: 60_000,
+      burst: 60,
+      cost: 1,
+      shadow: false,
+    };
+    const daily: LimitSpec = {
+      id: 'daily',
+      algorithm: 'fixed_window',
+      limit: 3,
+      periodMs: day.endMs - day.startMs,
+      burst: 3,
+      window: day,
+      cost: 1,
+      shadow: false,
+    };
+    const charge = (nowMs: number) =>
+      store.charge({ partner: 'acme', requestId: '', limits: [perMinute, daily], nowMs });
+    for (let i = 0; i < 3; i++) assert.equal((await charge(T0 + i * 10)).allowed, true);
+    const gcraKey = limitKey('acme', perMinute);
+    assert.equal(gcraKey, '{q:acme}:per-minute');
+    const before = await check.get(gcraKey);
+    assert.equal(before, `${T0 + 3 * 1000}:0`, 'three charges within 20 ms: TAT = T0 + 3·T (T = 1000 ms)');
+
+    const refused = await charge(T0 + 30);
+    assert.equal(refused.allowed, false);
+    assert.deepEqual(
+      refused.limits.map((l) => [l.id, l.exceeded, l.remaining]),
+      [
+        ['per-minute', false, 57],
+        ['daily', true, 0],
+      ],
+    );
+    assert.equal(await check.get(gcraKey), before, 'the gcra key did not change');
+    assert.equal(await check.get(limitKey('acme', daily)), '3');
+    assert.equal(limitKey('acme', daily), `{q:acme}:daily:${day.id}`);
+    // every key has an expiry
+    for (const key of await check.keys('{q:acme}:*')) assert.ok((await check.pttl(key)) > 0, key);
+  });
+
+  test('idempotency: the same request id twice is charged once; keys and TTLs', async (t) => {
+    const server = await startRedis(t);
+    // a wide slack, so that the PTTL bounds below hold however slow the machine (no timing assumption)
+    const store = new RedisQuotaStore(server.client(), { idempotencyMs: 600_000, keySlackMs: 60_000 });
+    const check = server.client();
+    const hour = windowAt('hour', 'UTC', T0);
+    const limits: LimitSpec[] = [
+      {
+        id: 'hourly',
+        algorithm: 'fixed_window',
+        limit: 10,
+        periodMs: 3_600_000,
+        burst: 10,
+        window: hour,
+        cost: 2,
+        shadow: false,
+      },
+    ];
+    const first = await store.charge({ partner: 'acme', requestId: 'req-1', limits, nowMs: T0 });
+    const second = await store.charge({ partner: 'acme', requestId: 'req-1', limits, nowMs: T0 + 50 });
+    assert.deepEqual(
+      [first.allowed, first.duplicate, second.allowed, second.duplicate],
+      [true, false, true, true],
+    );
+    assert.equal(second.limits[0]?.remaining, 8);
+    assert.equal(await check.get(limitKey('acme', limits[0] as LimitSpec)), '2', 'charged once');
+    const ridKey = requestIdKey('acme', 'req-1');
+    assert.equal(ridKey, '{q:acme}:rid:req-1');
+    assert.equal(await check.get(ridKey), String(T0));
+    const ttl = await check.pttl(ridKey);
+    assert.ok(ttl > 600_000 && ttl <= 660_000, `rid PTTL ${ttl}: 10 min + slack`);
+    const windowTtl = await check.pttl(limitKey('acme', limits[0] as LimitSpec));
+    const untilEnd = hour.endMs - T0;
+    assert.ok(
+      windowTtl > untilEnd && windowTtl <= untilEnd + 60_000,
+      `window PTTL ${windowTtl}: to its end + slack`,
+    );
+    const third = await store.charge({ partner: 'acme', requestId: 'req-2', limits, nowMs: T0 + 60 });
+    assert.deepEqual([third.duplicate, third.limits[0]?.remaining], [false, 6]);
+  });
+
+  test('one round trip: N charges with three stacked limits cost exactly N EVALSHA', async (t) => {
+    const server = await startRedis(t);
+    const client = server.client();
+    const store = new RedisQuotaStore(client);
+    const admin = server.client();
+    const day = windowAt('day', 'UTC', T0);
+    const limits: LimitSpec[] = [
+      { id: 'g', algorithm: 'gcra', limit: 1000, periodMs: 1000, burst: 1000, cost: 1, shadow: false },
+      {
+        id: 's',
+        algorithm: 'sliding_window',
+        limit: 1000,
+        periodMs: 60_000,
+        burst: 1000,
+        cost: 1,
+        shadow: false,
+      },
+      {
+        id: 'f',
+        algorithm: 'fixed_window',
+        limit: 1000,
+        periodMs: day.endMs - day.startMs,
+        burst: 1000,
+        window: day,
+        cost: 1,
+        shadow: false,
+      },
+    ];
+    await store.charge({ partner: 'warm', requestId: '', limits, nowMs: T0 }); // loads the script
+    await client.ping();
+    await admin.ping();
+    await admin.config('RESETSTAT');
+    const N = 50;
+    for (let i = 0; i < N; i++) {
+      const r = await store.charge({ partner: 'acme', requestId: `r${i}`, limits, nowMs: T0 + i });
+      assert.equal(r.allowed, true);
+    }
+    const stats = commandStats(await admin.info('commandstats'));
+    stats.delete('config|resetstat');
+    t.diagnostic(`commandstats after ${N} charges: ${JSON.stringify(Object.fromEntries(stats))}`);
+    // From clients: N EVALSHA and nothing else. Inside the script (counted by Redis too): per charge,
+    // one GET per limit + one for the request id, one SET … PX per limit + one for the request id.
+    assert.deepEqual(Object.fromEntries(stats), { evalsha: N, get: 4 * N, set: 4 * N });
+  });
+
+  test('NOSCRIPT fallback: after SCRIPT FLUSH the charge still works (EVAL once, then EVALSHA)', async (t) => {
+    const server = await startRedis(t);
+    const store = new RedisQuotaStore(server.client());
+    const admin = server.client();
+    const limits: LimitSpec[] = [
+      { id: 'g', algorithm: 'gcra', limit: 2, periodMs: 60_000, burst: 2, cost: 1, shadow: false },
+    ];
+    assert.equal((await store.charge({ partner: 'acme', requestId: '', limits, nowMs: T0 })).allowed, true);
+    assert.deepEqual(await admin.script('EXISTS', CHARGE_SHA), [1]);
+    await admin.script('FLUSH');
+    assert.deepEqual(await admin.script('EXISTS', CHARGE_SHA), [0]);
+    await admin.config('RESETSTAT');
+    const second = await store.charge({ partner: 'acme', requestId: '', limits, nowMs: T0 });
+    assert.deepEqual([second.allowed, second.limits[0]?.remaining], [true, 0], 'state survived the flush');
+    const third = await store.charge({ partner: 'acme', requestId: '', limits, nowMs: T0 });
+    assert.equal(third.allowed, false);
+    const stats = commandStats(await admin.info('commandstats'));
+    assert.equal(stats.get('evalsha'), 2, 'the refused EVALSHA, then the cached one');
+    assert.equal(stats.get('eval'), 1);
+    assert.deepEqual(await admin.script('EXISTS', CHARGE_SHA), [1]);
+  });
+
+  test('peek reads without writing', async (t) => {
+    const server = await startRedis(t);
+    const store = new RedisQuotaStore(server.client());
+    const admin: Redis = server.client();
+    const limits: LimitSpec[] = [
+      { id: 'g', algorithm: 'gcra', limit: 2, periodMs: 60_000, burst: 2, cost: 1, shadow: false },
+    ];
+    const states = await store.peek('acme', limits, T0);
+    assert.deepEqual(states, [
+      { id: 'g', limit: 2, remaining: 2, resetMs: 0, exceeded: false, retryAfterMs: 0, shadow: false },
+    ]);
+    assert.equal(await admin.dbsize(), 0);
+  });
+});
+
+describe('Redis Cluster (3 masters)', () => {
+  test('exactness through createRedisClient("redis+cluster://…"), partners spread over the nodes', async (t) => {
+    const cluster = await startRedisCluster(t);
+    const a = quotaClient(t, cluster.url);
+    const b = quotaClient(t, cluster.url);
+    await Promise.all([waitForReady(a), waitForReady(b)]);
+    const stores = [new RedisQuotaStore(a), new RedisQuotaStore(b)];
+    const partners = ['acme', 'globex', 'initech', 'umbrella', 'hooli'];
+    for (const [round, partner] of partners.entries()) {
+      assert.equal(await exactness(stores, partner, T0 + round), 100, `round ${round} (${partner})`);
+    }
+    // every partner's keys on one node (one slot), the partners on more than one node
+    const perNode = await Promise.all(
+      cluster.nodes.map(async (node) => {
+        const keys = await node.client().keys('*');
+        return new Set(keys.filter((k) => !k.includes(':rid:')).map((k) => /^\{q:([^}]+)\}/.exec(k)?.[1]));
+      }),
+    );
+    const nodesUsed = perNode.filter((set) => set.size > 0).length;
+    assert.ok(nodesUsed >= 2, `partners on ${nodesUsed} node(s)`);
+    for (const partner of partners) {
+      assert.equal(perNode.filter((set) => set.has(partner)).length, 1, `${partner}: one node`);
+    }
+  });
+});
