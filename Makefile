@@ -47,5 +47,9 @@ test-integration: install tools ## real gRPC servers, clients and redis-server o
 
 test: typecheck lint test-unit test-contract test-integration ## everything CI runs, from a fresh machine
 
+bench: build ## the benchmark: every case against the bare grpc-js baseline, in one run
+	scripts/ensure-tools.sh h2load redis-server
+	node --import tsx bench/run.ts
+
 clean: ## remove build output
 	rm -rf dist .tmp
