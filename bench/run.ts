@@ -97,13 +97,15 @@ const CASES: Case[] = [
   },
   {
     name: 'jwt+quota',
-    what: '+ two stacked quotas in a real redis-server (token cached)',
+    what: '+ two stacked quotas in a real redis-server (token cached; a new x-request-id per Check)',
     server: 'portcullis',
     redis: true,
-    payloads: () => [
-      frame({ path: '/quota', headers: bearer(mintTokens('RS256', 1, 'quota-app')[0] as string) }),
-    ],
-    tool: 'h2load',
+    payloads: () => {
+      const token = mintTokens('RS256', 1, 'quota-app')[0] as string;
+      // Distinct request ids: a repeated one is an Envoy retry, answered without charging.
+      return Array.from({ length: 20_000 }, () => frame({ path: '/quota', headers: bearer(token) }));
+    },
+    tool: 'node',
     rate: 1000,
   },
 ];
