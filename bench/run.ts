@@ -78,6 +78,14 @@ const CASES: Case[] = [
     rate: 1000,
   },
   {
+    name: 'jwt-cached (node load)',
+    what: 'jwt-cached driven by bench/load.ts: what jwt+quota compares with',
+    server: 'portcullis',
+    payloads: () => [frame({ path: '/jwt', headers: bearer(cachedToken()) })],
+    tool: 'node',
+    rate: 0,
+  },
+  {
     name: 'jwt-rs256-uncached',
     what: '+ JWT RS256, a different token per request',
     server: 'portcullis',
