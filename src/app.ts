@@ -8,7 +8,7 @@ import { authorizationService, checkHandler } from './envoy/server.js';
 import { ApiKeyVerifier } from './identity/apikeys.js';
 import { CertificateReader } from './identity/certificates.js';
 import { type Revocations, StaticRevocations } from './identity/revocation.js';
-import { createTokens } from './identity/tokens.js';
+import { createTokens, type Tokens } from './identity/tokens.js';
 import { createAdminServer } from './observability/admin.js';
 import { Metrics } from './observability/metrics.js';
 import { createAuthorizeStage } from './pipeline/authorize.js';
@@ -62,64 +62,97 @@ export interface App {
   readonly grpcPort: number;
   readonly adminPort: number;
   readonly metrics: Metrics;
+  /** The catalog being served. */
+  catalog(): Catalog;
+  /**
+   * Serve `next` from the next Check on: its key sets are fetched first, then one reference swap.
+   * A Check in flight finishes on the catalog it started with; none ever sees two.
+   */
+  reload(next: Catalog, options?: { force?: boolean }): Promise<void>;
+  /** Record a refused reload: the last good catalog keeps serving; logs, metrics and /readyz say so. */
+  reloadFailed(reason: string): void;
   /** Health NOT_SERVING, drain delay, stop accepting, let in-flight calls finish (bounded). */
   stop(): Promise<void>;
 }
 
+/** One catalog with everything derived from it: swapped as a whole on reload. */
+interface Runtime {
+  readonly catalog: Catalog;
+  readonly pipeline: Pipeline;
+  readonly tokens: Tokens;
+}
+
+/** After a reload, the old runtime's key sets are closed once no Check can still be using them. */
+const RETIRE_AFTER_MS = 30_000;
+
 export async function startApp(options: AppOptions): Promise<App> {
   const { logger } = options;
   const metrics = new Metrics();
-  const catalog = options.catalog;
   let draining = false;
-  metrics.policyLoaded(catalog);
   const clock = options.clock ?? systemClock;
-  if (catalog.apiKeysByHash.size > 0 && !options.apiKeyPepper) {
-    throw new Error(
-      'the catalog has API keys but no pepper is configured (PORTCULLIS_API_KEY_PEPPER[_FILE])',
-    );
-  }
 
-  const tokens = createTokens(catalog, { clock, logger });
-  await tokens.warm();
-  metrics.watchKeySets(tokens.keySets);
-  const quotas = catalog.settings.quotas;
-  const idempotencyMs = quotas.idempotencySeconds * 1000;
+  const first = options.catalog;
+  const quotas = first.settings.quotas;
   // Without a shared store, the in-memory one is the store (the embedded default); with one, it is
   // the fail_open fallback, each replica enforcing its share.
-  const local = new MemoryQuotaStore({ idempotencyMs, divisor: options.quotaStore ? quotas.replicas : 1 });
+  const local = new MemoryQuotaStore({
+    idempotencyMs: quotas.idempotencySeconds * 1000,
+    divisor: options.quotaStore ? quotas.replicas : 1,
+  });
   const breaker = options.quotaStore ? new StoreBreaker(options.quotaStore, options.breaker) : null;
   metrics.watchQuotaStore(() => breaker?.state() ?? 'local');
-  const stages = createStages(
-    {
-      tokens: tokens.verifier,
-      apiKeys: new ApiKeyVerifier(options.apiKeyPepper),
-      certificates: new CertificateReader(),
-      revocations: options.revocations ?? new StaticRevocations(),
-      clock,
+  const apiKeys = new ApiKeyVerifier(options.apiKeyPepper);
+  const certificates = new CertificateReader();
+  const overLimit = new OverLimitCache();
+  const quotaEvents = {
+    charged: metrics.quotaCharged.bind(metrics),
+    storeFailed: (behaviour: 'fail_closed' | 'fail_open', error: unknown) => {
+      metrics.quotaStoreFailed(behaviour);
+      if (logger.isLevelEnabled('warn')) logger.warn({ err: error, behaviour }, 'quota store failed');
     },
-    {
-      store: breaker ?? local,
-      fallback: breaker ? local : null,
-      windowAt,
-      overLimit: new OverLimitCache(),
-      clock,
-      events: {
-        charged: (partner, specs, result) => metrics.quotaCharged(partner, specs, result),
-        storeFailed: (behaviour, error) => {
-          metrics.quotaStoreFailed(behaviour);
-          if (logger.isLevelEnabled('warn')) logger.warn({ err: error, behaviour }, 'quota store failed');
-        },
+  };
+
+  const build = async (catalog: Catalog): Promise<Runtime> => {
+    if (catalog.apiKeysByHash.size > 0 && !options.apiKeyPepper) {
+      throw new Error(
+        'the catalog has API keys but no pepper is configured (PORTCULLIS_API_KEY_PEPPER[_FILE])',
+      );
+    }
+    const tokens = createTokens(catalog, { clock, logger });
+    await tokens.warm();
+    const stages = createStages(
+      {
+        tokens: tokens.verifier,
+        apiKeys,
+        certificates,
+        revocations: options.revocations ?? new StaticRevocations(),
+        clock,
       },
-    },
-  );
-  const pipeline = new Pipeline(options.stages ? options.stages(stages) : stages, clock);
+      {
+        store: breaker ?? local,
+        fallback: breaker ? local : null,
+        windowAt,
+        overLimit,
+        clock,
+        events: quotaEvents,
+      },
+    );
+    const pipeline = new Pipeline(options.stages ? options.stages(stages) : stages, clock);
+    return { catalog, pipeline, tokens };
+  };
+
+  let runtime = await build(first);
+  let lastReload: { result: 'success' | 'failure'; at: string; reason?: string } | null = null;
+  metrics.policyLoaded(first);
+  metrics.watchKeySets(() => runtime.tokens.keySets);
+
   const health = new HealthImplementation({ '': 'NOT_SERVING', [AUTHORIZATION_SERVICE]: 'NOT_SERVING' });
   const server = new grpc.Server({
     'grpc.max_receive_message_length': options.maxMessageBytes,
     'grpc.max_send_message_length': 4 * 1024 * 1024,
   });
   server.addService(authorizationService, {
-    Check: checkHandler({ catalogs: { current: () => catalog }, pipeline, logger, metrics }),
+    Check: checkHandler({ runtime: () => runtime, logger, metrics }),
   });
   health.addToServer(server);
 
@@ -130,9 +163,13 @@ export async function startApp(options: AppOptions): Promise<App> {
   });
   const admin = createAdminServer(metrics, {
     ready: () => !draining,
-    policy: () => ({ version: catalog.version, name: catalog.versionName }),
+    policy: () => ({
+      version: runtime.catalog.version,
+      name: runtime.catalog.versionName,
+      ...(lastReload ? { last_reload: lastReload } : {}),
+    }),
     quotaStatus: (partnerId) =>
-      quotaStatus(catalog, partnerId, options.quotaStore ?? local, clock.now(), windowAt),
+      quotaStatus(runtime.catalog, partnerId, options.quotaStore ?? local, clock.now(), windowAt),
   });
   const adminPort = await listen(admin, options.adminAddress);
 
@@ -144,10 +181,39 @@ export async function startApp(options: AppOptions): Promise<App> {
       grpc: options.grpcAddress,
       grpc_port: grpcPort,
       admin_port: adminPort,
-      policy_version: catalog.version,
+      policy_version: first.version,
     },
     'serving',
   );
+
+  const retiring = new Set<NodeJS.Timeout>();
+  const reload = async (next: Catalog, reloadOptions: { force?: boolean } = {}) => {
+    // Same bytes, same catalog, unless forced (SIGHUP: the files it references may have changed).
+    if (next.version === runtime.catalog.version && !reloadOptions.force) return;
+    const previous = runtime;
+    runtime = await build(next);
+    lastReload = { result: 'success', at: new Date(clock.now()).toISOString() };
+    metrics.policyLoaded(next);
+    metrics.policyReloaded('success');
+    logger.info(
+      { policy_version: next.version, previous_version: previous.catalog.version },
+      'policy reloaded',
+    );
+    const timer = setTimeout(() => {
+      retiring.delete(timer);
+      void previous.tokens.close();
+    }, RETIRE_AFTER_MS);
+    timer.unref();
+    retiring.add(timer);
+  };
+  const reloadFailed = (reason: string) => {
+    lastReload = { result: 'failure', at: new Date(clock.now()).toISOString(), reason };
+    metrics.policyReloaded('failure');
+    logger.error(
+      { reason, policy_version: runtime.catalog.version },
+      'policy reload refused: keeping the last good catalog',
+    );
+  };
 
   let stopping: Promise<void> | undefined;
   const stop = () => {
@@ -170,7 +236,8 @@ export async function startApp(options: AppOptions): Promise<App> {
       });
       await new Promise<void>((resolve) => admin.close(() => resolve()));
       admin.closeAllConnections();
-      await tokens.close();
+      for (const timer of retiring) clearTimeout(timer);
+      await runtime.tokens.close();
       breaker?.shutdown();
       logger.info('stopped');
     })();
@@ -181,6 +248,9 @@ export async function startApp(options: AppOptions): Promise<App> {
     grpcPort,
     adminPort,
     metrics,
+    catalog: () => runtime.catalog,
+    reload,
+    reloadFailed,
     stop,
   };
 }

@@ -7,7 +7,8 @@ import { catalogEntry, generateApiKey } from '../identity/apikeys.js';
 import { loadPepper } from '../identity/pepper.js';
 import { RedisRevocations } from '../identity/revocation.js';
 import { createLogger } from '../observability/audit.js';
-import { CatalogError, formatIssue, loadCatalogFile } from '../policy/load.js';
+import { CatalogError, formatIssue, loadCatalogFile, parseCatalog } from '../policy/load.js';
+import { watchCatalog } from '../policy/watch.js';
 import { createRedisClient, parseRedisUrl, type RedisClient, RedisQuotaStore } from '../quota/redis-store.js';
 import type { QuotaStatus } from '../quota/status.js';
 import { buildCheckRequest, renderResponse, sendCheck, UsageError } from './check.js';
@@ -215,11 +216,14 @@ async function serve(args: readonly string[]): Promise<number> {
     for (const issue of err.issues) process.stderr.write(`${formatIssue(issue)}\n`);
     return 1;
   }
-  // Signal handlers first: a SIGTERM that arrives while we start must still drain, not kill.
+  // Signal handlers first: a SIGTERM that arrives while we start must still drain, and a SIGHUP
+  // must reload, never kill (its default action).
   const signalled = new Promise<string>((resolve) => {
     process.once('SIGTERM', () => resolve('SIGTERM'));
     process.once('SIGINT', () => resolve('SIGINT'));
   });
+  let onHangup = () => {};
+  process.on('SIGHUP', () => onHangup());
   process.on('unhandledRejection', (reason) => logger.error({ err: reason }, 'unhandled rejection'));
   let revocations: RedisRevocations | undefined;
   let redis: RedisClient | undefined;
@@ -248,8 +252,30 @@ async function serve(args: readonly string[]): Promise<number> {
     redis?.disconnect();
     return 1;
   }
+  // Hot reload: the file (a mounted ConfigMap swaps it under a symlink) and SIGHUP. One at a time.
+  let reloading = Promise.resolve();
+  const reloadFrom = (text: string | null, force: boolean) => {
+    reloading = reloading.then(async () => {
+      try {
+        const next =
+          text === null ? await loadCatalogFile(config.catalogFile) : parseCatalog(text, config.catalogFile);
+        await app.reload(next, { force });
+      } catch (err: unknown) {
+        app.reloadFailed(err instanceof CatalogError ? err.issues.map(formatIssue).join('; ') : String(err));
+      }
+    });
+  };
+  const watcher = watchCatalog(config.catalogFile, (text) => reloadFrom(text, false), {
+    onError: (err) => logger.warn({ err }, 'catalog watch'),
+  });
+  onHangup = () => {
+    logger.info('SIGHUP: reloading the policy catalog');
+    reloadFrom(null, true);
+  };
   const signal = await signalled;
   logger.info({ signal }, 'shutting down');
+  watcher.close();
+  await reloading;
   await app.stop();
   await revocations?.close();
   redis?.disconnect();

@@ -24,14 +24,9 @@ interface Unreadable {
   readonly unreadable: string;
 }
 
-export interface CatalogSource {
-  /** The catalog to use for the next Check; read once per Check so a reload never mixes versions. */
-  current(): Catalog;
-}
-
 export interface CheckHandlerDeps {
-  readonly catalogs: CatalogSource;
-  readonly pipeline: Pipeline;
+  /** The catalog and its pipeline: read once per Check, so a reload never mixes versions. */
+  readonly runtime: () => { readonly catalog: Catalog; readonly pipeline: Pipeline };
   readonly logger: Logger;
   readonly metrics: Metrics;
 }
@@ -62,14 +57,14 @@ export function checkHandler(
 ): grpc.handleUnaryCall<WireCheckRequest | Unreadable, Uint8Array> {
   return (call, callback) => {
     const started = performance.now();
-    const catalog = deps.catalogs.current();
+    const { catalog, pipeline } = deps.runtime();
     const deadline = call.getDeadline();
     const ctx: CheckContext = {
       catalog,
       decisionId: randomUUID(),
       deadline: deadline instanceof Date ? deadline.getTime() : deadline,
     };
-    decide(deps, ctx, call.request).then(
+    decide(pipeline, ctx, call.request).then(
       ({ outcome, request }) => callback(null, answer(deps, ctx, outcome, request, started)),
       // decide() catches everything itself; this is the last line of defence.
       (err: unknown) => {
@@ -81,7 +76,7 @@ export function checkHandler(
 }
 
 async function decide(
-  deps: CheckHandlerDeps,
+  pipeline: Pipeline,
   ctx: CheckContext,
   wire: WireCheckRequest | Unreadable,
 ): Promise<{ outcome: Outcome; request: Request | null }> {
@@ -99,7 +94,7 @@ async function decide(
       request: null,
     };
   }
-  const outcome = await deps.pipeline.check(normalized.request, ctx);
+  const outcome = await pipeline.check(normalized.request, ctx);
   return { outcome, request: normalized.request };
 }
 

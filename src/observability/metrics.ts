@@ -55,7 +55,7 @@ export class Metrics {
   }
 
   /** Key set freshness and fetch outcomes, read at scrape time. */
-  watchKeySets(keySets: ReadonlyMap<string, JwksCache>): void {
+  watchKeySets(current: () => ReadonlyMap<string, JwksCache>): void {
     new Gauge({
       name: 'portcullis_jwks_age_seconds',
       help: "Seconds since the issuer's key set was last fetched successfully (+Inf: never).",
@@ -63,8 +63,10 @@ export class Metrics {
       registers: [this.registry],
       collect() {
         // +Inf, not a sentinel: an `age > N` alert must fire for keys that never loaded.
-        for (const [issuer, keys] of keySets)
+        this.reset();
+        for (const [issuer, keys] of current()) {
           this.set({ issuer }, keys.ageSeconds() ?? Number.POSITIVE_INFINITY);
+        }
       },
     });
     new Counter({
@@ -75,7 +77,7 @@ export class Metrics {
       collect() {
         // The key sets count; mirror their totals at scrape time.
         this.reset();
-        for (const [issuer, keys] of keySets) {
+        for (const [issuer, keys] of current()) {
           const stats = keys.stats();
           this.inc({ issuer, result: 'ok' }, stats.fetchesOk);
           this.inc({ issuer, result: 'failed' }, stats.fetchesFailed);
@@ -127,6 +129,17 @@ export class Metrics {
         this.set({ state: state() }, 1);
       },
     });
+  }
+
+  private readonly reloads = new Counter({
+    name: 'portcullis_policy_reloads_total',
+    help: 'Policy catalog reloads, by result (success, failure: the last good catalog kept serving).',
+    labelNames: ['result'] as const,
+    registers: [this.registry],
+  });
+
+  policyReloaded(result: 'success' | 'failure'): void {
+    this.reloads.inc({ result });
   }
 
   policyLoaded(catalog: Catalog): void {
