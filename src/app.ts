@@ -11,6 +11,7 @@ import { type Revocations, StaticRevocations } from './identity/revocation.js';
 import { createTokens, type Tokens } from './identity/tokens.js';
 import { createAdminServer } from './observability/admin.js';
 import { Metrics } from './observability/metrics.js';
+import { Tracing } from './observability/tracing.js';
 import { createAuthorizeStage } from './pipeline/authorize.js';
 import { Pipeline } from './pipeline/check.js';
 import { createIdentifyStage, type IdentityDeps } from './pipeline/identify.js';
@@ -53,6 +54,8 @@ export interface AppOptions {
   readonly quotaStore?: QuotaStore;
   /** Circuit breaker around the shared quota store. */
   readonly breaker?: BreakerOptions;
+  /** OTLP/HTTP traces endpoint ('' or absent = tracing off). */
+  readonly otlpEndpoint?: string;
   /** Replace or wrap stages (tests inject failures here). */
   readonly stages?: (defaults: Stages) => Stages;
   readonly clock?: Clock;
@@ -142,6 +145,7 @@ export async function startApp(options: AppOptions): Promise<App> {
   };
 
   let runtime = await build(first);
+  const tracing = options.otlpEndpoint ? new Tracing(options.otlpEndpoint) : null;
   let lastReload: { result: 'success' | 'failure'; at: string; reason?: string } | null = null;
   metrics.policyLoaded(first);
   metrics.watchKeySets(() => runtime.tokens.keySets);
@@ -152,7 +156,7 @@ export async function startApp(options: AppOptions): Promise<App> {
     'grpc.max_send_message_length': 4 * 1024 * 1024,
   });
   server.addService(authorizationService, {
-    Check: checkHandler({ runtime: () => runtime, logger, metrics }),
+    Check: checkHandler({ runtime: () => runtime, logger, metrics, tracing }),
   });
   health.addToServer(server);
 
@@ -239,6 +243,7 @@ export async function startApp(options: AppOptions): Promise<App> {
       for (const timer of retiring) clearTimeout(timer);
       await runtime.tokens.close();
       breaker?.shutdown();
+      await tracing?.shutdown();
       logger.info('stopped');
     })();
     return stopping;

@@ -7,6 +7,7 @@ import { catalogEntry, generateApiKey } from '../identity/apikeys.js';
 import { loadPepper } from '../identity/pepper.js';
 import { RedisRevocations } from '../identity/revocation.js';
 import { createLogger } from '../observability/audit.js';
+import { otlpEndpoint } from '../observability/tracing.js';
 import { CatalogError, formatIssue, loadCatalogFile, parseCatalog } from '../policy/load.js';
 import { watchCatalog } from '../policy/watch.js';
 import { createRedisClient, parseRedisUrl, type RedisClient, RedisQuotaStore } from '../quota/redis-store.js';
@@ -46,7 +47,12 @@ Flags (environment variable in brackets, then the default):
   --shutdown-grace-ms N     then let in-flight calls finish for at most this long [${SERVE_ENV.shutdownGraceMs}] (${SERVE_DEFAULTS.shutdownGraceMs})
   --api-key-pepper-file F   the secret API keys are hashed with [${SERVE_ENV.apiKeyPepperFile}], or the value
                             itself in ${PEPPER_ENV} (the example pepper with the example catalog)
-  --redis-url URL           Redis for live revocations [${SERVE_ENV.redisUrl}] (none: catalog lists only)
+  --redis-url URL           Redis for quotas and live revocations [${SERVE_ENV.redisUrl}] (none: in-process
+                            quotas, catalog revocation lists only)
+
+Tracing (OpenTelemetry, OTLP/HTTP) is on when OTEL_EXPORTER_OTLP_ENDPOINT (or
+OTEL_EXPORTER_OTLP_TRACES_ENDPOINT) is set: a span per Check, a child per stage, joined to Envoy's
+trace through traceparent.
 
 Exits 0 after a clean shutdown (SIGTERM or SIGINT), 1 when the catalog or a setting is invalid.
 `;
@@ -243,7 +249,15 @@ async function serve(args: readonly string[]): Promise<number> {
         await revocations.start();
       }
     }
-    app = await startApp({ ...config, catalog, logger, apiKeyPepper, revocations, quotaStore });
+    app = await startApp({
+      ...config,
+      catalog,
+      logger,
+      apiKeyPepper,
+      revocations,
+      quotaStore,
+      otlpEndpoint: otlpEndpoint(process.env),
+    });
   } catch (err: unknown) {
     logger.fatal({ err }, 'cannot start');
     logger.flush();

@@ -6,6 +6,7 @@ import type { Logger } from 'pino';
 import type { Decision } from '../decision.js';
 import { audit } from '../observability/audit.js';
 import type { Metrics } from '../observability/metrics.js';
+import type { Tracing } from '../observability/tracing.js';
 import {
   type CheckContext,
   failureDecision,
@@ -29,6 +30,8 @@ export interface CheckHandlerDeps {
   readonly runtime: () => { readonly catalog: Catalog; readonly pipeline: Pipeline };
   readonly logger: Logger;
   readonly metrics: Metrics;
+  /** null = tracing off: nothing is recorded, nothing is paid. */
+  readonly tracing: Tracing | null;
 }
 
 const codec = checkCodec();
@@ -124,6 +127,7 @@ function answer(
   }
   const latencyMs = performance.now() - started;
   record(deps, ctx.catalog, decision, request, latencyMs, outcome, error);
+  deps.tracing?.record(request, decision, outcome.timings, performance.timeOrigin + started, latencyMs);
   return bytes;
 }
 

@@ -68,10 +68,13 @@ export function createQuotaStage(deps: QuotaDeps) {
 
     let result: ChargeResult;
     let note = '';
+    let fromFallback = false;
     const charge = { partner: partner.id, requestId: request.requestId, limits: specs, nowMs: now };
     try {
       result = await deps.store.charge(charge);
     } catch (error: unknown) {
+      // The store refusing our own arguments is a bug of ours (internal_error), not Redis being down.
+      if (error instanceof RangeError) throw error;
       const behaviour = applicable.some((l) => (l.onStoreError ?? route.quota.onStoreError) === 'fail_closed')
         ? 'fail_closed'
         : 'fail_open';
@@ -84,6 +87,7 @@ export function createQuotaStage(deps: QuotaDeps) {
         });
       }
       result = await deps.fallback.charge(charge);
+      fromFallback = true;
       note = `quota store failed (${describe(error)}): charged this replica's share`;
     }
     deps.events.charged(partner.id, specs, result);
@@ -93,8 +97,9 @@ export function createQuotaStage(deps: QuotaDeps) {
       note = [note, `shadow limits would refuse: ${shadowRefusals.join(', ')}`].filter(Boolean).join('; ');
     if (!result.allowed) {
       for (const [i, s] of result.limits.entries()) {
-        // Cached only for unit-cost requests: a costlier request's wait says nothing about a cheaper one's.
-        if (s.exceeded && !s.shadow && s.retryAfterMs > 0 && specs[i]?.cost === 1) {
+        // Cached only for unit-cost requests (a costlier request's wait says nothing about a cheaper
+        // one's) and only from the shared store: a fallback refusal must not outlive the outage.
+        if (!fromFallback && s.exceeded && !s.shadow && s.retryAfterMs > 0 && specs[i]?.cost === 1) {
           deps.overLimit.remember(partner.id, s.id, now + s.retryAfterMs);
         }
       }
@@ -104,6 +109,18 @@ export function createQuotaStage(deps: QuotaDeps) {
   };
 }
 
+/** One unit per started `bytesPerUnit` of body, at least 1, clamped just past the limit's capacity. */
+function bodyCost(l: QuotaLimitPolicy, request: Request): number {
+  if (l.cost.kind !== 'body') return 1;
+  // A truncated body is charged for what it declared, not for the part Envoy forwarded.
+  const declared = request.bodyTruncated ? Number(request.headers.get('content-length')) || 0 : 0;
+  const bytes = Math.max(request.body.length, declared);
+  // Past the capacity a cost never fits whatever its size: clamping keeps it a 429 of this partner
+  // (within the stores' exact arithmetic), never a store failure.
+  const capacity = l.algorithm === 'gcra' ? l.burst : l.limit;
+  return Math.min(Math.max(1, Math.ceil(bytes / l.cost.bytesPerUnit)), capacity + 1);
+}
+
 function specFor(
   l: QuotaLimitPolicy,
   partner: Partner,
@@ -111,10 +128,7 @@ function specFor(
   now: number,
   deps: QuotaDeps,
 ): LimitSpec {
-  const cost =
-    l.cost.kind === 'constant'
-      ? l.cost.units
-      : Math.max(1, Math.ceil(request.body.length / l.cost.bytesPerUnit));
+  const cost = l.cost.kind === 'constant' ? l.cost.units : bodyCost(l, request);
   if (l.window) {
     const window = deps.windowAt(l.window, partner.timeZone, now);
     return {

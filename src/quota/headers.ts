@@ -33,7 +33,11 @@ export function quotaHeaders(
     // One limit for the trio: the one with the least left.
     let tightest = shown[0] as [LimitSpec, LimitState];
     for (const entry of shown) if (entry[1].remaining < tightest[1].remaining) tightest = entry;
-    headers.push({ name: 'x-ratelimit-limit', value: String(tightest[0].limit) });
+    const [spec] = tightest;
+    headers.push({
+      name: 'x-ratelimit-limit',
+      value: String(spec.algorithm === 'gcra' ? spec.burst : spec.limit),
+    });
     headers.push({ name: 'x-ratelimit-remaining', value: String(tightest[1].remaining) });
     headers.push({ name: 'x-ratelimit-reset', value: String(seconds(tightest[1].resetMs)) });
   }

@@ -291,7 +291,8 @@ export interface RedisClientOptions {
  */
 export function createRedisClient(url: string, options: RedisClientOptions = {}): RedisClient {
   const target = parseRedisUrl(url);
-  const backoff = (times: number) => Math.min(50 * 2 ** Math.min(times, 6), 2000);
+  // Capped at 200 ms: once Redis answers again, quotas are shared again within a second.
+  const backoff = (times: number) => Math.min(50 * 2 ** Math.min(times, 2), 200);
   const common: RedisOptions = {
     connectTimeout: options.connectTimeoutMs ?? 2000,
     commandTimeout: options.commandTimeoutMs ?? 100,

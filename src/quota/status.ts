@@ -60,7 +60,8 @@ export async function quotaStatus(
         limit: l.limit,
         period: periodText(l),
         burst: l.algorithm === 'gcra' ? l.burst : null,
-        used: Math.max(0, l.limit - remaining),
+        // A gcra `remaining` counts the bucket (burst), not the rate.
+        used: Math.max(0, (l.algorithm === 'gcra' ? l.burst : l.limit) - remaining),
         remaining,
         reset_seconds: Math.ceil((state?.resetMs ?? 0) / 1000),
         shadow: l.shadow,

@@ -181,6 +181,40 @@ const CASES: Readonly<Record<string, Case>> = {
     lines: ['8:11: partners[0].identities.api_keys[1].id: duplicate API key id "ci-key"'],
   },
 
+  // Quotas: the shape of a limit (schema)
+  // A missing key is located at its nearest existing ancestor: the limit's mapping.
+  'quota-fixed-window-without-window': {
+    lines: ['5:9: partners[0].limits[0].window: fixed_window needs "window" (and no "period")'],
+  },
+  'quota-gcra-with-window': {
+    lines: ['8:9: partners[0].limits[0].period: gcra needs "period" (and no "window")'],
+  },
+  'quota-burst-on-sliding-window': {
+    lines: ['9:9: partners[0].limits[0].burst: only gcra limits have a burst'],
+  },
+  'quota-bad-duration': {
+    lines: ['8:9: partners[0].limits[0].period: must be a duration such as 1s, 30s, 1m, 1h or 1d'],
+  },
+
+  // Quotas: references and names (cross-checks)
+  'quota-unknown-plan': { lines: ['8:5: partners[0].plan: unknown plan "premium"'] },
+  'quota-limit-defined-twice': {
+    lines: [
+      '10:11: partners[0].limits[0].name: limit "daily" is already defined (by the partner or its plan)',
+    ],
+  },
+  'quota-limit-unknown-route': {
+    lines: ['9:23: partners[0].limits[0].routes[1]: unknown route "documents"'],
+  },
+  'quota-limit-named-rid': {
+    lines: ['5:9: partners[0].limits[0].name: "rid" is reserved (it names request ids in the quota store)'],
+  },
+  'quota-bad-time-zone': { lines: ['4:5: partners[0].time_zone: "Mars/Olympus" is not an IANA time zone'] },
+  // What the quota stores would refuse at charge time (integer-exact arithmetic), refused at load.
+  'quota-limit-too-large': {
+    lines: ['5:9: partners[0].limits[0].name: limit·periodMs and cost·periodMs must be ≤ 2^51'],
+  },
+
   // Several problems at once: all schema problems in one report...
   'many-problems': {
     lines: [

@@ -1,0 +1,399 @@
+// JSON bodies, parsed with limits and validated against a JSON Schema.
+//
+// Order, cheapest refusal first: size → UTF-8 → a linear pre-scan of the bytes (depth, member count,
+// string length, duplicate keys) → JSON.parse → prototype-poisoning scan → schema. The pre-scan is a
+// loop with an explicit stack of container kinds (no recursion), so a 10^5-level nesting bomb is refused
+// at level maxDepth + 1 after reading that many bytes, and JSON.parse, the poisoning scan and ajv only
+// ever see documents within the limits. It does not check the grammar: JSON.parse does that next.
+import { Buffer, isUtf8 } from 'node:buffer';
+import { Ajv, type AnySchema, type ErrorObject, type Options, type ValidateFunction } from 'ajv';
+import { Ajv2019 } from 'ajv/dist/2019.js';
+import { Ajv2020 } from 'ajv/dist/2020.js';
+import addFormatsModule from 'ajv-formats';
+import sjson from 'secure-json-parse';
+import {
+  type CompiledSchema,
+  type ContentFailure,
+  fail,
+  type JsonPolicy,
+  MAX_SCHEMA_ERRORS,
+  type Outcome,
+  ok,
+  type SchemaError,
+} from './types.js';
+
+// ajv-formats is CommonJS with `exports.default`: under NodeNext its default import is the module object.
+const addFormats = addFormatsModule.default;
+
+/** What the pre-scan measured. */
+export interface JsonStats {
+  readonly bytes: number;
+  readonly depth: number;
+  readonly keys: number;
+  /** Longest string or key, in bytes as sent. */
+  readonly longestString: number;
+}
+
+export interface ParsedJson {
+  readonly value: unknown;
+  readonly stats: JsonStats;
+}
+
+type Limits = Omit<JsonPolicy, 'schema'>;
+
+const QUOTE = 0x22;
+const BACKSLASH = 0x5c;
+const OBJECT = 1;
+const ARRAY = 2;
+
+const limitsExceeded = (detail: string, reason: string): ContentFailure => ({
+  code: 'json_limits_exceeded',
+  detail,
+  reason,
+});
+const malformed = (detail: string, reason: string): ContentFailure => ({
+  code: 'json_malformed',
+  detail,
+  reason,
+});
+
+/**
+ * One linear pass over the bytes, outside and across strings: nesting depth, object members, string
+ * lengths and — when `duplicateKeys` is 'deny' — a key repeated within one object (keys compared after
+ * unescaping, so `"a"` and `"\u0061"` are the same key). Refuses as soon as a limit is crossed.
+ */
+export function prescanJson(bytes: Uint8Array, limits: Limits): Outcome<JsonStats> {
+  const buf = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const n = buf.length;
+  const dupCheck = limits.duplicateKeys === 'deny';
+  const kinds = new Uint8Array(limits.maxDepth + 1);
+  const seen: (Set<string> | undefined)[] = [];
+  let depth = 0;
+  let maxDepth = 0;
+  let keys = 0;
+  let longest = 0;
+  let expectKey = false;
+  let i = 0;
+  while (i < n) {
+    const b = buf[i] as number;
+    if (b === QUOTE) {
+      const start = i + 1;
+      let end = buf.indexOf(QUOTE, start);
+      // A quote preceded by an odd number of backslashes is escaped: look further.
+      while (end !== -1) {
+        let k = end - 1;
+        while (k >= start && buf[k] === BACKSLASH) k--;
+        if ((end - 1 - k) % 2 === 0) break;
+        end = buf.indexOf(QUOTE, end + 1);
+      }
+      if (end === -1)
+        return fail(
+          malformed('The body is not valid JSON: unterminated string.', `unterminated string at ${i}`),
+        );
+      const length = end - start;
+      if (length > longest) longest = length;
+      if (length > limits.maxStringLength) {
+        return fail(
+          limitsExceeded(
+            `The JSON body has a string longer than ${limits.maxStringLength} bytes.`,
+            `string of ${length} bytes at byte ${i} (limit ${limits.maxStringLength})`,
+          ),
+        );
+      }
+      if (expectKey && depth > 0 && kinds[depth - 1] === OBJECT) {
+        keys++;
+        if (keys > limits.maxKeys) {
+          return fail(
+            limitsExceeded(
+              `The JSON body has more than ${limits.maxKeys} object members.`,
+              `more than ${limits.maxKeys} keys (at byte ${i})`,
+            ),
+          );
+        }
+        if (dupCheck) {
+          const key = decodeKey(buf, start, end);
+          if (key === null)
+            return fail(malformed('The body is not valid JSON: bad escape in a key.', `bad escape at ${i}`));
+          let set = seen[depth - 1];
+          if (!set) {
+            set = new Set();
+            seen[depth - 1] = set;
+          }
+          if (set.has(key)) {
+            return fail({
+              code: 'json_duplicate_key',
+              detail: `The JSON body repeats the key ${JSON.stringify(truncate(key, 64))} in one object; send each key once.`,
+              reason: `duplicate key at byte ${i}`,
+            });
+          }
+          set.add(key);
+        }
+        expectKey = false;
+      }
+      i = end + 1;
+      continue;
+    }
+    switch (b) {
+      case 0x7b: // {
+      case 0x5b: // [
+        depth++;
+        if (depth > limits.maxDepth) {
+          return fail(
+            limitsExceeded(
+              `The JSON body nests deeper than ${limits.maxDepth} levels.`,
+              `depth over ${limits.maxDepth} at byte ${i}`,
+            ),
+          );
+        }
+        if (depth > maxDepth) maxDepth = depth;
+        kinds[depth - 1] = b === 0x7b ? OBJECT : ARRAY;
+        seen[depth - 1] = undefined;
+        expectKey = b === 0x7b;
+        break;
+      case 0x7d: // }
+      case 0x5d: // ]
+        if (depth === 0)
+          return fail(malformed('The body is not valid JSON: unbalanced brackets.', `unbalanced at ${i}`));
+        depth--;
+        expectKey = false;
+        break;
+      case 0x2c: // ,
+        expectKey = depth > 0 && kinds[depth - 1] === OBJECT;
+        break;
+      case 0x3a: // :
+        expectKey = false;
+        break;
+      default:
+        break;
+    }
+    i++;
+  }
+  return ok({ bytes: n, depth: maxDepth, keys, longestString: longest });
+}
+
+function decodeKey(buf: Buffer, start: number, end: number): string | null {
+  const raw = buf.toString('utf8', start, end);
+  if (buf.subarray(start, end).indexOf(BACKSLASH) === -1) return raw;
+  try {
+    return JSON.parse(`"${raw}"`) as string;
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * Parses a JSON body within the policy's limits: valid UTF-8 (a leading byte order mark is ignored,
+ * RFC 8259 §8.1), the pre-scan limits, the JSON grammar, and no `__proto__` key or
+ * `constructor.prototype` object anywhere (secure-json-parse's scan).
+ */
+export function parseJson(bytes: Uint8Array, limits: Limits): Outcome<ParsedJson> {
+  if (bytes.length > limits.maxBytes) {
+    return fail(
+      limitsExceeded(
+        `The JSON body is larger than ${limits.maxBytes} bytes.`,
+        `${bytes.length} bytes (limit ${limits.maxBytes})`,
+      ),
+    );
+  }
+  if (!isUtf8(bytes)) {
+    const at = firstInvalidUtf8(bytes);
+    return fail(
+      malformed(
+        `The JSON body is not valid UTF-8 (first bad byte at offset ${at}).`,
+        `invalid UTF-8 at byte ${at}`,
+      ),
+    );
+  }
+  const scanned = prescanJson(bytes, limits);
+  if (!scanned.ok) return scanned;
+  let text = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('utf8');
+  if (text.charCodeAt(0) === 0xfeff) text = text.slice(1);
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch (error: unknown) {
+    const message = error instanceof Error ? error.message : String(error);
+    return fail(
+      malformed(`The body is not valid JSON: ${describeSyntaxError(message)}.`, truncate(message, 200)),
+    );
+  }
+  if (value !== null && typeof value === 'object' && mayHoldForbiddenKey(text)) {
+    try {
+      sjson.scan(value as Record<string, unknown>, { protoAction: 'error', constructorAction: 'error' });
+    } catch {
+      return fail({
+        code: 'json_forbidden_key',
+        detail: 'The JSON body uses a forbidden key ("__proto__", or "constructor" holding a "prototype").',
+        reason: 'prototype poisoning attempt',
+      });
+    }
+  }
+  return ok({ value, stats: scanned.value });
+}
+
+// The poisoning scan walks the whole document: run it only when the text could name one of the keys
+// (possibly with \u escapes).
+function mayHoldForbiddenKey(text: string): boolean {
+  return text.includes('__proto__') || text.includes('constructor') || text.includes('\\u');
+}
+
+/** V8's message without the quoted input it sometimes carries, with the position when it gives one. */
+function describeSyntaxError(message: string): string {
+  const position = /at position (\d+)/.exec(message)?.[1];
+  const what = message
+    .replace(/, ".*" is not valid JSON$/s, '')
+    .replace(/ in JSON at position \d+.*$/s, '')
+    .replace(/^Unexpected token '(.)'.*$/s, "unexpected character '$1'");
+  return position === undefined ? what : `${what} at character ${position}`;
+}
+
+/** Offset of the first byte that breaks UTF-8 (overlong forms and surrogates included). */
+export function firstInvalidUtf8(bytes: Uint8Array): number {
+  let i = 0;
+  while (i < bytes.length) {
+    const b = bytes[i] as number;
+    if (b < 0x80) {
+      i++;
+      continue;
+    }
+    let need: number;
+    let lo = 0x80;
+    let hi = 0xbf;
+    if (b >= 0xc2 && b <= 0xdf) need = 1;
+    else if (b >= 0xe0 && b <= 0xef) {
+      need = 2;
+      if (b === 0xe0) lo = 0xa0;
+      if (b === 0xed) hi = 0x9f;
+    } else if (b >= 0xf0 && b <= 0xf4) {
+      need = 3;
+      if (b === 0xf0) lo = 0x90;
+      if (b === 0xf4) hi = 0x8f;
+    } else return i;
+    for (let k = 1; k <= need; k++) {
+      const c = bytes[i + k];
+      if (c === undefined) return i;
+      if (k === 1 ? c < lo || c > hi : c < 0x80 || c > 0xbf) return i;
+    }
+    i += need + 1;
+  }
+  return -1;
+}
+
+/**
+ * Compiles a JSON Schema once, at load time. The draft follows `$schema` (2020-12, 2019-09, else
+ * draft-07); ajv runs in strict mode (unknown keywords, missing types and the like are errors; union
+ * types are allowed) with ajv-formats. No network and no files: every $ref must resolve inside the
+ * schema (ajv only fetches with compileAsync + loadSchema, never used here). Throws an Error naming the schema for an invalid one.
+ */
+export function compileSchema(schema: unknown, name: string): CompiledSchema {
+  if (typeof schema !== 'boolean' && (typeof schema !== 'object' || schema === null || Array.isArray(schema)))
+    throw new Error(`JSON schema "${name}" is invalid: a schema is an object or a boolean`);
+  const draft =
+    typeof schema === 'object' && typeof (schema as { $schema?: unknown }).$schema === 'string'
+      ? ((schema as { $schema: string }).$schema as string)
+      : '';
+  const options: Options = {
+    allErrors: true,
+    strict: true,
+    allowUnionTypes: true,
+  };
+  const ajv = draft.includes('2020-12')
+    ? new Ajv2020(options)
+    : draft.includes('2019-09')
+      ? new Ajv2019(options)
+      : new Ajv(options);
+  addFormats(ajv);
+  let validate: ValidateFunction;
+  try {
+    validate = ajv.compile(schema as AnySchema);
+  } catch (error: unknown) {
+    const message = error instanceof Error ? error.message : String(error);
+    throw new Error(`JSON schema "${name}" is invalid: ${message}`);
+  }
+  return Object.freeze({
+    name,
+    validate(value: unknown) {
+      let valid: boolean;
+      try {
+        valid = validate(value) as boolean;
+      } catch (error: unknown) {
+        // Only a document nested deeper than the stack allows (a maxDepth set far too high) gets here.
+        const message = error instanceof Error ? error.message : String(error);
+        return { errors: [{ pointer: '/', message: `could not be validated: ${message}` }], total: 1 };
+      }
+      if (valid) return null;
+      const all = validate.errors ?? [];
+      return { errors: all.slice(0, MAX_SCHEMA_ERRORS).map(toSchemaError), total: Math.max(all.length, 1) };
+    },
+  });
+}
+
+function toSchemaError(e: ErrorObject): SchemaError {
+  const base = e.instancePath;
+  const params = e.params as Record<string, unknown>;
+  const child = (key: unknown) => `${base}/${String(key).replace(/~/g, '~0').replace(/\//g, '~1')}`;
+  switch (e.keyword) {
+    case 'required':
+    case 'dependentRequired':
+    case 'dependencies':
+      return { pointer: child(params.missingProperty), message: 'is required' };
+    case 'additionalProperties':
+      return { pointer: child(params.additionalProperty), message: 'is not allowed' };
+    case 'unevaluatedProperties':
+      return { pointer: child(params.unevaluatedProperty), message: 'is not allowed' };
+    default:
+      return { pointer: base || '/', message: e.message ?? `fails "${e.keyword}"` };
+  }
+}
+
+/** Validates a parsed document; the failure lists at most MAX_SCHEMA_ERRORS pointers. */
+export function checkSchema(value: unknown, schema: CompiledSchema): ContentFailure | null {
+  const result = schema.validate(value);
+  if (!result) return null;
+  const shown = result.errors.map((e) => `${e.pointer} ${e.message}`).join('; ');
+  const more =
+    result.total > result.errors.length ? ` (and ${result.total - result.errors.length} more)` : '';
+  return {
+    code: 'schema_violation',
+    detail: `The body does not match the schema of this route: ${shown}${more}.`,
+    reason: `schema "${schema.name}": ${result.total} error(s)`,
+    errors: result.errors,
+    totalErrors: result.total,
+  };
+}
+
+/** parseJson, then the policy's schema when it has one. */
+export function inspectJson(bytes: Uint8Array, policy: JsonPolicy): Outcome<ParsedJson> {
+  const parsed = parseJson(bytes, policy);
+  if (!parsed.ok || !policy.schema) return parsed;
+  const violation = checkSchema(parsed.value.value, policy.schema);
+  return violation ? fail(violation) : parsed;
+}
+
+/**
+ * Every string of a parsed document (keys and values), unescaped, one per line: what a malware scanner
+ * must see when a payload hides in a JSON string, where escaping (`\\`, `\u0000`, `\/`) changes its bytes.
+ * Iterative; the document is already within the depth limit.
+ */
+export function jsonStrings(value: unknown): Uint8Array {
+  const out: string[] = [];
+  const stack: unknown[] = [value];
+  while (stack.length > 0) {
+    const v = stack.pop();
+    if (typeof v === 'string') out.push(v);
+    else if (Array.isArray(v)) for (let k = v.length - 1; k >= 0; k--) stack.push(v[k]);
+    else if (v !== null && typeof v === 'object') {
+      const entries = Object.entries(v as Record<string, unknown>);
+      for (let k = entries.length - 1; k >= 0; k--) {
+        const [key, item] = entries[k] as [string, unknown];
+        stack.push(item);
+        stack.push(key);
+      }
+    }
+  }
+  return Buffer.from(out.join('\n'), 'utf8');
+}
+
+function truncate(s: string, max: number): string {
+  return s.length > max ? `${s.slice(0, max)}…` : s;
+}
