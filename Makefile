@@ -7,7 +7,7 @@ TIER_FILES = $(shell find test/$(1) -name '*.test.ts' 2>/dev/null | sort)
 .PHONY: help install tools build run test typecheck lint format test-unit test-contract test-integration bench clean
 
 # Programs the integration tests start themselves (on free loopback ports); installed when missing.
-TEST_TOOLS := redis-server
+TEST_TOOLS := redis-server openssl promtool
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -39,7 +39,7 @@ format: install ## biome: apply formatting and safe fixes
 test-unit: install ## pure logic, fast (no servers but a loopback decoy)
 	$(NODE_TEST) $(call TIER_FILES,unit)
 
-test-contract: install ## our protos and envoy.yaml against Envoy's official protos
+test-contract: install tools ## our protos, envoy.yaml and deploy/ against the official schemas (and promtool)
 	$(NODE_TEST) $(call TIER_FILES,contract)
 
 test-integration: install tools ## real gRPC servers, clients and redis-server on loopback

@@ -19,6 +19,7 @@ package_for() {
     freshclam) echo clamav-freshclam ;;
     clamscan) echo clamav ;;
     h2load | nghttp) echo nghttp2-client ;;
+    promtool) echo prometheus ;;
     *) echo "$1" ;;
   esac
 }

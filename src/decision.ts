@@ -37,6 +37,8 @@ export interface Allow extends DecisionBase {
   /** Query parameters Envoy removes before the upstream (a token the route let come in the URL). */
   readonly removeQueryParams: readonly string[];
   readonly responseHeaders: readonly Header[];
+  /** Dry run: the denial that was not enforced. */
+  readonly dryRun?: DenyCode;
 }
 
 export interface Deny extends DecisionBase {

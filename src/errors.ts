@@ -202,6 +202,12 @@ export const DENY_CODES = {
     title: 'Partner not allowed',
     detail: 'This API route is open to a restricted set of partners, and this partner is not one of them.',
   },
+  rule_denied: {
+    grpc: GrpcCode.PERMISSION_DENIED,
+    http: 403,
+    title: 'Refused by policy',
+    detail: 'A policy rule refused this request.',
+  },
   source_ip_denied: {
     grpc: GrpcCode.PERMISSION_DENIED,
     http: 403,

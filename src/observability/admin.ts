@@ -4,6 +4,12 @@ import { createServer, type Server, type ServerResponse } from 'node:http';
 import type { QuotaStatus } from '../quota/status.js';
 import type { Metrics } from './metrics.js';
 
+function isLoopback(address: string | undefined): boolean {
+  return (
+    address === '::1' || address?.startsWith('127.') === true || address?.startsWith('::ffff:127.') === true
+  );
+}
+
 function json(res: ServerResponse, status: number, body: unknown): void {
   res.writeHead(status, { 'content-type': 'application/json' }).end(`${JSON.stringify(body)}\n`);
 }
@@ -45,6 +51,15 @@ export function createAdminServer(metrics: Metrics, state: AdminState): Server {
         return;
       default: {
         const partner = QUOTA_PATH.exec(path ?? '')?.[1];
+        // Partner usage is for operators on the pod (kubectl port-forward, portcullis quota status),
+        // even when the admin port listens on the pod IP for probes and Prometheus.
+        if (partner && !isLoopback(req.socket.remoteAddress)) {
+          json(res, 403, {
+            status: 'forbidden',
+            detail: 'partner quota status is served to loopback callers only',
+          });
+          return;
+        }
         if (partner) {
           state.quotaStatus(partner).then(
             (status) =>

@@ -50,6 +50,11 @@ export class Metrics {
   private readonly stageChildren = new Map<string, Histogram.Internal<'stage'>>();
 
   constructor(options: { defaultMetrics?: boolean } = {}) {
+    // Series that alerts use with increase() exist from the start, at 0: a first increment is then
+    // an increase, not the appearance of a new series.
+    for (const result of ['success', 'failure'] as const) this.reloads.inc({ result }, 0);
+    for (const behaviour of ['fail_closed', 'fail_open'] as const)
+      this.quotaStoreFailures.inc({ behaviour }, 0);
     if (options.defaultMetrics !== false)
       collectDefaultMetrics({ register: this.registry, prefix: 'portcullis_' });
   }
@@ -137,6 +142,17 @@ export class Metrics {
     labelNames: ['result'] as const,
     registers: [this.registry],
   });
+
+  private readonly dryRuns = new Counter({
+    name: 'portcullis_dry_run_denials_total',
+    help: 'Denials a dry-run rule or route would have made, by route and code (the requests passed).',
+    labelNames: ['route', 'code'] as const,
+    registers: [this.registry],
+  });
+
+  dryRun(route: string, code: string): void {
+    this.dryRuns.inc({ route, code });
+  }
 
   policyReloaded(result: 'success' | 'failure'): void {
     this.reloads.inc({ result });

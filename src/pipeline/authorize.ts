@@ -4,8 +4,9 @@ import type { Denial } from '../decision.js';
 import { challenge } from '../identity/challenge.js';
 import { normalizeAddress } from '../net/cidr.js';
 import type { AccessPolicy, Catalog, RoutePolicy } from '../policy/catalog.js';
+import type { RuleInput } from '../policy/rules.js';
 import type { Request } from '../request.js';
-import { type Clock, type Identity, pass, refuse, type StageResult } from './types.js';
+import { type AuthorizeOutcome, type Clock, type Identity, pass, refuse, type StageResult } from './types.js';
 
 export function createAuthorizeStage(clock: Clock) {
   return function authorize(
@@ -13,13 +14,67 @@ export function createAuthorizeStage(clock: Clock) {
     catalog: Catalog,
     route: RoutePolicy,
     identity: Identity,
-  ): StageResult<null> {
+  ): StageResult<AuthorizeOutcome> {
+    const now = clock.now();
     const denial =
       checkAccess(catalog.access, 'global', request, identity) ??
       checkAccess(route.access, `route ${route.name}`, request, identity) ??
       checkScopes(catalog, route, identity) ??
-      checkStepUp(catalog, route, identity, clock.now() / 1000);
-    return denial ? refuse(denial) : pass(null);
+      checkStepUp(catalog, route, identity, now / 1000);
+    if (denial) return refuse(denial);
+    return checkRules(request, route, identity, now);
+  };
+}
+
+const NOTHING: AuthorizeOutcome = Object.freeze({ dryRun: null });
+
+/**
+ * The route's rules, then the partner's: the first that applies decides. A deny rule in dry-run
+ * is remembered (the first one) and evaluation goes on as if it had not applied.
+ */
+function checkRules(
+  request: Request,
+  route: RoutePolicy,
+  identity: Identity,
+  now: number,
+): StageResult<AuthorizeOutcome> {
+  const partnerRules = identity.partner?.rules ?? [];
+  if (route.rules.length === 0 && partnerRules.length === 0) return pass(NOTHING);
+  const input = ruleInput(request, route, identity, now);
+  let dryRun: Denial | null = null;
+  for (const rule of [...route.rules, ...partnerRules]) {
+    if (!rule.evaluate(input)) continue;
+    if (rule.action === 'allow') break;
+    const denial: Denial = { code: 'rule_denied', detail: rule.message, reason: `rule ${rule.name}` };
+    if (!rule.dryRun) return refuse(denial);
+    dryRun ??= denial;
+  }
+  return pass(dryRun ? { dryRun } : NOTHING);
+}
+
+function ruleInput(request: Request, route: RoutePolicy, identity: Identity, now: number): RuleInput {
+  const date = new Date(now);
+  return {
+    method: request.method,
+    path: request.path,
+    host: request.host,
+    route: route.name,
+    source_ip: request.source.address,
+    content_type: request.headers.get('content-type') ?? '',
+    headers: request.headers,
+    query: request.query,
+    body_bytes: BigInt(request.body.length),
+    partner: identity.partner?.id ?? '',
+    partner_name: identity.partner?.name ?? '',
+    application: identity.application,
+    user: identity.user,
+    principal: identity.principal,
+    scopes: [...identity.scopes],
+    claims: new Map(Object.entries(identity.claims)),
+    credentials: identity.credentials,
+    now: BigInt(Math.floor(now / 1000)),
+    hour: BigInt(date.getUTCHours()),
+    weekday: BigInt(date.getUTCDay()),
   };
 }
 

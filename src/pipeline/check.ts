@@ -13,7 +13,14 @@ import type { Allow, Decision, Denial, Deny, Header } from '../decision.js';
 import { DENY_CODES } from '../errors.js';
 import type { Catalog, RoutePolicy } from '../policy/catalog.js';
 import type { Request } from '../request.js';
-import { type Clock, DependencyUnavailable, type Identity, type QuotaOutcome, type Stages } from './types.js';
+import {
+  ANONYMOUS,
+  type Clock,
+  DependencyUnavailable,
+  type Identity,
+  type QuotaOutcome,
+  type Stages,
+} from './types.js';
 
 export const STAGE_NAMES = ['route', 'identify', 'authorize', 'quota'] as const;
 export type StageName = (typeof STAGE_NAMES)[number];
@@ -30,6 +37,7 @@ export function deadlineMargin(remainingMs: number): number {
 export const HEADER_PREFIX = 'x-portcullis-';
 export const DECISION_ID_HEADER = 'x-portcullis-decision-id';
 export const ON_ERROR_HEADER = 'x-portcullis-on-error';
+export const DRY_RUN_HEADER = 'x-portcullis-dry-run';
 
 export interface CheckContext {
   readonly catalog: Catalog;
@@ -109,20 +117,26 @@ export class Pipeline {
     if (!route.ok) return deny(request, ctx, undefined, null, route.denial);
     p.route = route.value;
 
+    // On a dry-run route a denial is only recorded: the request goes on, marked upstream.
+    const refused = (who: Identity | null, denial: Denial) =>
+      route.value.dryRun
+        ? allow(request, ctx, route.value, who ?? ANONYMOUS, NO_QUOTA, denial)
+        : deny(request, ctx, route.value, who, denial);
+
     const identity = await this.stages.identify(request, catalog, route.value);
     lap('identify');
-    if (!identity.ok) return deny(request, ctx, route.value, null, identity.denial);
+    if (!identity.ok) return refused(null, identity.denial);
     p.identity = identity.value;
 
     const access = await this.stages.authorize(request, catalog, route.value, identity.value);
     lap('authorize');
-    if (!access.ok) return deny(request, ctx, route.value, identity.value, access.denial);
+    if (!access.ok) return refused(identity.value, access.denial);
 
     const quota = await this.stages.quota(request, catalog, route.value, identity.value);
     lap('quota');
-    if (!quota.ok) return deny(request, ctx, route.value, identity.value, quota.denial);
+    if (!quota.ok) return refused(identity.value, quota.denial);
 
-    return allow(request, ctx, route.value, identity.value, quota.value);
+    return allow(request, ctx, route.value, identity.value, quota.value, access.value.dryRun);
   }
 
   private failure(
@@ -197,12 +211,15 @@ function deny(
   };
 }
 
+const NO_QUOTA: QuotaOutcome = Object.freeze({ headers: [], note: '' });
+
 function allow(
   request: Request,
   ctx: CheckContext,
   route: RoutePolicy,
   identity: Identity,
   quota: QuotaOutcome,
+  dryRun: Denial | null = null,
 ): Allow {
   const names = ctx.catalog.settings.identityHeaders;
   const upstreamHeaders: Header[] = [{ name: DECISION_ID_HEADER, value: ctx.decisionId }];
@@ -215,6 +232,7 @@ function allow(
   add(names.subject, identity.user);
   add(names.scopes, [...identity.scopes].join(' '));
   for (const h of route.upstreamSet) upstreamHeaders.push(h);
+  if (dryRun) upstreamHeaders.push({ name: DRY_RUN_HEADER, value: dryRun.code });
   const ours = upstreamHeaders.map((h) => h.name);
   const removeHeaders = [
     ...route.upstreamRemove,
@@ -233,7 +251,14 @@ function allow(
     route: route.name,
     partner,
     policyVersion: ctx.catalog.version,
-    reason: quota.note ? `${describeIdentity(identity)}; ${quota.note}` : describeIdentity(identity),
+    reason: [
+      describeIdentity(identity),
+      quota.note,
+      dryRun ? `dry run: would deny ${dryRun.code} (${dryRun.reason ?? ''})` : '',
+    ]
+      .filter(Boolean)
+      .join('; '),
+    ...(dryRun ? { dryRun: dryRun.code } : {}),
   };
 }
 

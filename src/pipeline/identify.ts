@@ -149,6 +149,7 @@ export function createIdentifyStage(deps: IdentityDeps) {
       user: token?.subject ?? '',
       principal: presented.mtls?.principal ?? '',
       scopes: token?.scopes ?? ANONYMOUS.scopes,
+      claims: token?.claims ?? ANONYMOUS.claims,
       authTime: token?.authTime,
       acr: token?.acr,
       credentialHeaders: policy.keepCredentials

@@ -35,7 +35,7 @@ export interface QuotaDeps {
 export function createQuotaStage(deps: QuotaDeps) {
   return async function quota(
     request: Request,
-    catalog: Catalog,
+    _catalog: Catalog,
     route: RoutePolicy,
     identity: Identity,
   ): Promise<StageResult<QuotaOutcome>> {

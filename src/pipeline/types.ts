@@ -24,6 +24,8 @@ export interface Identity {
   /** The mTLS principal (SPIFFE id, DNS SAN or subject). '' when none. */
   readonly principal: string;
   readonly scopes: ReadonlySet<string>;
+  /** The token's claims ({} without a token), for rules. */
+  readonly claims: Readonly<Record<string, unknown>>;
   /** Step-up inputs from the token: `auth_time` (epoch s) and `acr`. */
   readonly authTime: number | undefined;
   readonly acr: string | undefined;
@@ -39,6 +41,7 @@ export const ANONYMOUS: Identity = Object.freeze({
   user: '',
   principal: '',
   scopes: new Set<string>(),
+  claims: Object.freeze({}),
   authTime: undefined,
   acr: undefined,
   credentialHeaders: [],
@@ -57,6 +60,11 @@ export class DependencyUnavailable extends Error {
     super(`${dependency}: ${message}`);
     this.name = 'DependencyUnavailable';
   }
+}
+
+/** A denial a dry-run rule (or a dry-run route) would have made: logged, counted, not enforced. */
+export interface AuthorizeOutcome {
+  readonly dryRun: Denial | null;
 }
 
 /** What the quota stage adds to an allow. */
@@ -78,7 +86,7 @@ export interface Stages {
     catalog: Catalog,
     route: RoutePolicy,
     identity: Identity,
-  ): MaybePromise<StageResult<null>>;
+  ): MaybePromise<StageResult<AuthorizeOutcome>>;
   quota(
     request: Request,
     catalog: Catalog,

@@ -5,6 +5,7 @@ import type { Header } from '../decision.js';
 import type { JwksSource } from '../identity/jwks.js';
 import type { Revocations } from '../identity/revocation.js';
 import type { Algorithm } from '../quota/types.js';
+import type { CompiledRule } from './rules.js';
 
 export interface AccessPolicy {
   readonly allowPartners: ReadonlySet<string>;
@@ -42,6 +43,7 @@ export interface Partner {
   readonly timeZone: string;
   /** The plan's limits, then the partner's own. */
   readonly limits: readonly QuotaLimitPolicy[];
+  readonly rules: readonly CompiledRule[];
 }
 
 export interface RouteMatcher {
@@ -83,6 +85,9 @@ export interface RoutePolicy {
   readonly match: RouteMatcher;
   readonly identity: RouteIdentity;
   readonly quota: RouteQuota;
+  readonly rules: readonly CompiledRule[];
+  /** Denials become allows, logged, counted and marked upstream. */
+  readonly dryRun: boolean;
   readonly access: AccessPolicy;
   readonly onError: 'deny' | 'allow';
   readonly upstreamSet: readonly Header[];

@@ -24,6 +24,7 @@ import {
   type RoutePolicy,
 } from './catalog.js';
 import { compilePathMatch, patternError } from './match.js';
+import { type CompiledRule, compileRule } from './rules.js';
 import {
   type AccessDocument,
   type CatalogDocument,
@@ -31,6 +32,7 @@ import {
   type IssuerDocument,
   type QuotaLimitDocument,
   type RouteDocument,
+  type RuleDocument,
 } from './schema.js';
 
 export type DocPath = readonly (string | number)[];
@@ -248,6 +250,21 @@ function crossCheck(doc: CatalogDocument): Problem[] {
     });
   });
 
+  const checkRules = (rules: readonly RuleDocument[], base: DocPath) => {
+    const seen = new Set<string>();
+    rules.forEach((r, j) => {
+      unique(seen, r.name, [...base, j, 'name'], 'rule name');
+      const compiled = compileRule(ruleSpec(r));
+      if (typeof compiled === 'string') problems.push({ path: [...base, j, 'when'], message: compiled });
+    });
+  };
+  doc.partners.forEach((p, i) => {
+    checkRules(p.rules, ['partners', i, 'rules']);
+  });
+  doc.routes.forEach((r, i) => {
+    checkRules(r.rules, ['routes', i, 'rules']);
+  });
+
   const issuerNames = new Set<string>();
   const issuerValues = new Map<string, string>();
   doc.issuers.forEach((iss, i) => {
@@ -334,6 +351,7 @@ function compile(doc: CatalogDocument, version: string, file: string): Catalog {
       status: p.status,
       timeZone: p.time_zone,
       limits: [...((p.plan && plans.get(p.plan)) || []), ...p.limits.map(compileLimit)],
+      rules: p.rules.map(compileChecked),
     };
     partners.set(p.id, partner);
     for (const principal of p.identities.principals) partnersByPrincipal.set(principal, partner);
@@ -386,6 +404,21 @@ function compile(doc: CatalogDocument, version: string, file: string): Catalog {
       api_key: doc.revocations.api_keys,
     }),
   };
+}
+
+const ruleSpec = (r: RuleDocument) => ({
+  name: r.name,
+  when: r.when,
+  action: r.action,
+  message: r.message,
+  dryRun: r.dry_run,
+});
+
+/** Compiles a rule crossCheck has already accepted. */
+function compileChecked(r: RuleDocument): CompiledRule {
+  const compiled = compileRule(ruleSpec(r));
+  if (typeof compiled === 'string') throw new Error(`rule ${r.name}: ${compiled}`);
+  return compiled;
 }
 
 /** What the quota stores would refuse at charge time, found at load time instead. */
@@ -490,6 +523,8 @@ function compileRoute(r: RouteDocument): RoutePolicy {
       keepCredentials: id.keep_credentials,
     },
     quota: { headers: r.quota.headers, onStoreError: r.quota.on_store_error },
+    rules: r.rules.map(compileChecked),
+    dryRun: r.dry_run,
     access: compileAccess(r.access),
     onError: r.on_error,
     upstreamSet: headersOf(r.upstream_headers.set),

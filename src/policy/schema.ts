@@ -119,6 +119,17 @@ const quotaLimit = z
     }
   });
 
+/** A CEL rule: `when` true → `action`. See docs/configuration.md#rules for the input. */
+const rule = z.strictObject({
+  name: name('rule name'),
+  when: z.string().min(1),
+  action: z.enum(['deny', 'allow']).default('deny'),
+  /** Partner-facing reason of a denial (the problem's `detail`). */
+  message: z.string().max(500).default('A policy rule refused this request.'),
+  /** Log and count a would-deny, but let the request through (marked upstream). */
+  dry_run: z.boolean().default(false),
+});
+
 const plan = z.strictObject({
   name: name('plan name'),
   description: z.string().optional(),
@@ -135,6 +146,8 @@ const partner = z.strictObject({
   time_zone: z.string().default('UTC'),
   /** Limits of this partner's own, on top of its plan's. */
   limits: z.array(quotaLimit).default([]),
+  /** Rules for this partner on every route, evaluated after the route's own. */
+  rules: z.array(rule).default([]),
   identities: z
     .strictObject({
       /** mTLS principals as Envoy reports them: SPIFFE id (URI SAN), DNS SAN or subject. */
@@ -286,6 +299,10 @@ const route = z.strictObject({
   identity: routeIdentity,
   quota: routeQuota,
   access,
+  /** CEL rules, in order; the first that applies decides. */
+  rules: z.array(rule).default([]),
+  /** Every denial on this route is logged and counted, and the request let through (marked upstream). */
+  dry_run: z.boolean().default(false),
   /** What an internal failure, a missed deadline or an unavailable dependency means on this route. */
   on_error: z.enum(['deny', 'allow']).default('deny'),
   upstream_headers: z
@@ -366,3 +383,4 @@ export type PathMatchDocument = RouteDocument['match']['path'];
 export type IssuerDocument = CatalogDocument['issuers'][number];
 export type Credential = (typeof CREDENTIALS)[number];
 export type QuotaLimitDocument = z.output<typeof quotaLimit>;
+export type RuleDocument = z.output<typeof rule>;
