@@ -9,7 +9,7 @@ import { ApiKeyVerifier } from './identity/apikeys.js';
 import { CertificateReader } from './identity/certificates.js';
 import { type Revocations, StaticRevocations } from './identity/revocation.js';
 import { createTokens, type Tokens } from './identity/tokens.js';
-import { createAdminServer } from './observability/admin.js';
+import { type AdminState, createAdminServer, registrySource } from './observability/admin.js';
 import { Metrics } from './observability/metrics.js';
 import { Tracing } from './observability/tracing.js';
 import { createAuthorizeStage } from './pipeline/authorize.js';
@@ -63,8 +63,11 @@ export interface AppOptions {
 
 export interface App {
   readonly grpcPort: number;
+  /** 0 when there is no admin server (a worker). */
   readonly adminPort: number;
   readonly metrics: Metrics;
+  /** What the admin endpoints report (a worker answers its primary with it). */
+  readonly adminState: AdminState;
   /** The catalog being served. */
   catalog(): Catalog;
   /**
@@ -165,7 +168,7 @@ export async function startApp(options: AppOptions): Promise<App> {
       err ? reject(err) : resolve(port),
     );
   });
-  const admin = createAdminServer(metrics, {
+  const adminState: AdminState = {
     ready: () => !draining,
     policy: () => ({
       version: runtime.catalog.version,
@@ -174,8 +177,10 @@ export async function startApp(options: AppOptions): Promise<App> {
     }),
     quotaStatus: (partnerId) =>
       quotaStatus(runtime.catalog, partnerId, options.quotaStore ?? local, clock.now(), windowAt),
-  });
-  const adminPort = await listen(admin, options.adminAddress);
+  };
+  // No admin address: a worker of `serve --workers`, whose primary serves the admin endpoints.
+  const admin = options.adminAddress ? createAdminServer(registrySource(metrics), adminState) : null;
+  const adminPort = admin ? await listen(admin, options.adminAddress) : 0;
 
   // The catalog is loaded (it was validated before we got here): ready to serve.
   health.setStatus('', 'SERVING');
@@ -238,8 +243,10 @@ export async function startApp(options: AppOptions): Promise<App> {
           resolve();
         });
       });
-      await new Promise<void>((resolve) => admin.close(() => resolve()));
-      admin.closeAllConnections();
+      if (admin) {
+        await new Promise<void>((resolve) => admin.close(() => resolve()));
+        admin.closeAllConnections();
+      }
       for (const timer of retiring) clearTimeout(timer);
       await runtime.tokens.close();
       breaker?.shutdown();
@@ -253,6 +260,7 @@ export async function startApp(options: AppOptions): Promise<App> {
     grpcPort,
     adminPort,
     metrics,
+    adminState,
     catalog: () => runtime.catalog,
     reload,
     reloadFailed,

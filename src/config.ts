@@ -29,6 +29,8 @@ export interface ServeConfig {
   readonly apiKeyPepperFile: string;
   /** Redis for live revocations (and quotas): redis://[user:pass@]host:port[/db]. '' = none. */
   readonly redisUrl: string;
+  /** Processes sharing the gRPC port (a primary serves the admin endpoints). 1 = this process. */
+  readonly workers: number;
 }
 
 export const SERVE_DEFAULTS: ServeConfig = {
@@ -41,6 +43,7 @@ export const SERVE_DEFAULTS: ServeConfig = {
   shutdownGraceMs: 10_000,
   apiKeyPepperFile: '',
   redisUrl: '',
+  workers: 1,
 };
 
 export const SERVE_ENV = {
@@ -53,6 +56,7 @@ export const SERVE_ENV = {
   shutdownGraceMs: 'PORTCULLIS_SHUTDOWN_GRACE_MS',
   apiKeyPepperFile: 'PORTCULLIS_API_KEY_PEPPER_FILE',
   redisUrl: 'PORTCULLIS_REDIS_URL',
+  workers: 'PORTCULLIS_WORKERS',
 } as const satisfies Record<keyof ServeConfig, string>;
 
 const LEVELS: readonly LogLevel[] = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
@@ -87,6 +91,7 @@ export function resolveServeConfig(
     shutdownGraceMs: int('shutdownGraceMs', 0, 600_000),
     apiKeyPepperFile: pick('apiKeyPepperFile') ?? '',
     redisUrl: redisUrl(pick('redisUrl') ?? ''),
+    workers: int('workers', 1, 64),
   };
 }
 

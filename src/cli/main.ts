@@ -1,6 +1,8 @@
 #!/usr/bin/env node
 // The `portcullis` command: serve, check, policy validate.
+import cluster from 'node:cluster';
 import { parseArgs } from 'node:util';
+import { AggregatorRegistry } from 'prom-client';
 import { startApp } from '../app.js';
 import { PEPPER_ENV, resolveServeConfig, SERVE_DEFAULTS, SERVE_ENV, type ServeConfig } from '../config.js';
 import { catalogEntry, generateApiKey } from '../identity/apikeys.js';
@@ -14,13 +16,14 @@ import { createRedisClient, parseRedisUrl, type RedisClient, RedisQuotaStore } f
 import type { QuotaStatus } from '../quota/status.js';
 import { buildCheckRequest, renderResponse, sendCheck, UsageError } from './check.js';
 import { changeRevocation, EXAMPLE_SIGNING_KEYS, mintToken, parseKind } from './identity.js';
+import { runPrimary, serveWorkerQueries } from './workers.js';
 
 const HELP = `portcullis — Envoy ext_authz sidecar for partner APIs
 
 Usage:
   portcullis serve [--config FILE] [--grpc-address HOST:PORT] [--admin-address HOST:PORT]
                    [--log-level LEVEL] [--max-message-bytes N] [--drain-delay-ms N] [--shutdown-grace-ms N]
-                   [--api-key-pepper-file FILE] [--redis-url URL]
+                   [--api-key-pepper-file FILE] [--redis-url URL] [--workers N]
   portcullis check URL|PATH [-X METHOD] [-H 'name: value']... [--data TEXT|@FILE]
                    [--principal ID] [--cert FILE] [--route NAME] [--source IP] [--server HOST:PORT] [--json]
   portcullis policy validate FILE
@@ -47,6 +50,8 @@ Flags (environment variable in brackets, then the default):
   --shutdown-grace-ms N     then let in-flight calls finish for at most this long [${SERVE_ENV.shutdownGraceMs}] (${SERVE_DEFAULTS.shutdownGraceMs})
   --api-key-pepper-file F   the secret API keys are hashed with [${SERVE_ENV.apiKeyPepperFile}], or the value
                             itself in ${PEPPER_ENV} (the example pepper with the example catalog)
+  --workers N               processes sharing the gRPC port; the primary serves the admin endpoints
+                            [${SERVE_ENV.workers}] (${SERVE_DEFAULTS.workers})
   --redis-url URL           Redis for quotas and live revocations [${SERVE_ENV.redisUrl}] (none: in-process
                             quotas, catalog revocation lists only)
 
@@ -184,6 +189,7 @@ async function serve(args: readonly string[]): Promise<number> {
       'shutdown-grace-ms': { type: 'string' },
       'api-key-pepper-file': { type: 'string' },
       'redis-url': { type: 'string' },
+      workers: { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
   });
@@ -204,6 +210,7 @@ async function serve(args: readonly string[]): Promise<number> {
   set('shutdownGraceMs', values['shutdown-grace-ms']);
   set('apiKeyPepperFile', values['api-key-pepper-file']);
   set('redisUrl', values['redis-url']);
+  set('workers', values.workers);
   let config: ServeConfig;
   try {
     config = resolveServeConfig(flags, process.env);
@@ -212,6 +219,7 @@ async function serve(args: readonly string[]): Promise<number> {
     return 1;
   }
   const logger = createLogger(config.logLevel);
+  const isWorker = cluster.isWorker;
   let catalog: Awaited<ReturnType<typeof loadCatalogFile>>;
   try {
     catalog = await loadCatalogFile(config.catalogFile);
@@ -222,6 +230,13 @@ async function serve(args: readonly string[]): Promise<number> {
     for (const issue of err.issues) process.stderr.write(`${formatIssue(issue)}\n`);
     return 1;
   }
+  // Several workers: this process supervises them and serves the admin endpoints.
+  if (config.workers > 1 && cluster.isPrimary) {
+    const code = await runPrimary(config.workers, config.adminAddress, logger);
+    logger.flush();
+    return code;
+  }
+
   // Signal handlers first: a SIGTERM that arrives while we start must still drain, and a SIGHUP
   // must reload, never kill (its default action).
   const signalled = new Promise<string>((resolve) => {
@@ -251,6 +266,8 @@ async function serve(args: readonly string[]): Promise<number> {
     }
     app = await startApp({
       ...config,
+      // A worker's admin endpoints are its primary's.
+      adminAddress: isWorker ? '' : config.adminAddress,
       catalog,
       logger,
       apiKeyPepper,
@@ -266,6 +283,13 @@ async function serve(args: readonly string[]): Promise<number> {
     redis?.disconnect();
     return 1;
   }
+  if (isWorker) {
+    // Constructing one installs prom-client's answer to the primary's metrics requests.
+    new AggregatorRegistry();
+    AggregatorRegistry.setRegistries([app.metrics.registry]);
+    serveWorkerQueries(app.adminState);
+  }
+
   // Hot reload: the file (a mounted ConfigMap swaps it under a symlink) and SIGHUP. One at a time.
   let reloading = Promise.resolve();
   const reloadFrom = (text: string | null, force: boolean) => {

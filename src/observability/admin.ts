@@ -24,7 +24,17 @@ export interface AdminState {
 
 const QUOTA_PATH = /^\/v1\/partners\/([a-z0-9][a-z0-9._-]{0,62})\/quota$/;
 
-export function createAdminServer(metrics: Metrics, state: AdminState): Server {
+/** Where /metrics comes from: this process's registry, or (with --workers) every worker's. */
+export interface MetricsSource {
+  text(): Promise<string>;
+  readonly contentType: string;
+}
+
+export function registrySource(metrics: Metrics): MetricsSource {
+  return { text: () => metrics.registry.metrics(), contentType: metrics.registry.contentType };
+}
+
+export function createAdminServer(metrics: MetricsSource, state: AdminState): Server {
   return createServer((req, res) => {
     const path = (req.url ?? '/').split('?')[0];
     if (req.method !== 'GET' && req.method !== 'HEAD') {
@@ -44,8 +54,8 @@ export function createAdminServer(metrics: Metrics, state: AdminState): Server {
         return;
       }
       case '/metrics':
-        metrics.registry.metrics().then(
-          (text) => res.writeHead(200, { 'content-type': metrics.registry.contentType }).end(text),
+        metrics.text().then(
+          (text) => res.writeHead(200, { 'content-type': metrics.contentType }).end(text),
           (err: unknown) => res.writeHead(500).end(String(err)),
         );
         return;
