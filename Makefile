@@ -7,7 +7,7 @@ TIER_FILES = $(shell find test/$(1) -name '*.test.ts' 2>/dev/null | sort)
 .PHONY: help install tools build run test typecheck lint format test-unit test-contract test-integration bench clean
 
 # Programs the integration tests start themselves (on free loopback ports); installed when missing.
-TEST_TOOLS := redis-server openssl promtool
+TEST_TOOLS := redis-server openssl promtool clamd
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'

@@ -4,6 +4,7 @@ import * as grpc from '@grpc/grpc-js';
 import { HealthImplementation } from 'grpc-health-check';
 import type { Logger } from 'pino';
 import { splitHostPort } from './config.js';
+import { type ClamdAddress, ClamdScanner, type MalwareScanner } from './content/scanner.js';
 import { authorizationService, checkHandler } from './envoy/server.js';
 import { ApiKeyVerifier } from './identity/apikeys.js';
 import { CertificateReader } from './identity/certificates.js';
@@ -14,6 +15,7 @@ import { Metrics } from './observability/metrics.js';
 import { Tracing } from './observability/tracing.js';
 import { createAuthorizeStage } from './pipeline/authorize.js';
 import { Pipeline } from './pipeline/check.js';
+import { createScanStage, inspectStage, NO_SCANNER } from './pipeline/content.js';
 import { createIdentifyStage, type IdentityDeps } from './pipeline/identify.js';
 import { createQuotaStage, type QuotaDeps } from './pipeline/quota.js';
 import { routeStage } from './pipeline/route.js';
@@ -29,12 +31,18 @@ import type { QuotaStore } from './quota/types.js';
 export const AUTHORIZATION_SERVICE = 'envoy.service.auth.v3.Authorization';
 
 /** The stages in pipeline order, over their dependencies. */
-export function createStages(identity: IdentityDeps, quota: QuotaDeps): Stages {
+export function createStages(
+  identity: IdentityDeps,
+  quota: QuotaDeps,
+  scanner: MalwareScanner = NO_SCANNER,
+): Stages {
   return {
     route: routeStage,
     identify: createIdentifyStage(identity),
     authorize: createAuthorizeStage(identity.clock),
+    inspect: inspectStage,
     quota: createQuotaStage(quota),
+    scan: createScanStage(scanner),
   };
 }
 
@@ -54,6 +62,8 @@ export interface AppOptions {
   readonly quotaStore?: QuotaStore;
   /** Circuit breaker around the shared quota store. */
   readonly breaker?: BreakerOptions;
+  /** clamd (host:port or socket path) and its StreamMaxLength; absent = no scanner: routes that scan follow their scan.on_error. */
+  readonly clamd?: { readonly address: string; readonly maxBytes: number };
   /** OTLP/HTTP traces endpoint ('' or absent = tracing off). */
   readonly otlpEndpoint?: string;
   /** Replace or wrap stages (tests inject failures here). */
@@ -108,6 +118,14 @@ export async function startApp(options: AppOptions): Promise<App> {
   const breaker = options.quotaStore ? new StoreBreaker(options.quotaStore, options.breaker) : null;
   metrics.watchQuotaStore(() => breaker?.state() ?? 'local');
   const apiKeys = new ApiKeyVerifier(options.apiKeyPepper);
+  const scanner: MalwareScanner = options.clamd?.address
+    ? new ClamdScanner({
+        address: clamdAddressOf(options.clamd.address),
+        maxBytes: options.clamd.maxBytes,
+        clock,
+        events: { scanned: metrics.scanned.bind(metrics) },
+      })
+    : NO_SCANNER;
   const certificates = new CertificateReader();
   const overLimit = new OverLimitCache();
   const quotaEvents = {
@@ -142,6 +160,7 @@ export async function startApp(options: AppOptions): Promise<App> {
         clock,
         events: quotaEvents,
       },
+      scanner,
     );
     const pipeline = new Pipeline(options.stages ? options.stages(stages) : stages, clock);
     return { catalog, pipeline, tokens };
@@ -266,6 +285,12 @@ export async function startApp(options: AppOptions): Promise<App> {
     reloadFailed,
     stop,
   };
+}
+
+function clamdAddressOf(address: string): ClamdAddress {
+  if (address.startsWith('/')) return { path: address };
+  const { host, port } = splitHostPort(address);
+  return { host, port };
 }
 
 function listen(server: HttpServer, address: string): Promise<number> {

@@ -31,6 +31,10 @@ export interface ServeConfig {
   readonly redisUrl: string;
   /** Processes sharing the gRPC port (a primary serves the admin endpoints). 1 = this process. */
   readonly workers: number;
+  /** clamd for malware scans: host:port or a unix socket path. '' = none. */
+  readonly clamd: string;
+  /** clamd's StreamMaxLength: larger content is refused as scan_too_large, never sent. */
+  readonly clamdMaxBytes: number;
 }
 
 export const SERVE_DEFAULTS: ServeConfig = {
@@ -44,6 +48,8 @@ export const SERVE_DEFAULTS: ServeConfig = {
   apiKeyPepperFile: '',
   redisUrl: '',
   workers: 1,
+  clamd: '',
+  clamdMaxBytes: 25 * 1024 * 1024,
 };
 
 export const SERVE_ENV = {
@@ -57,6 +63,8 @@ export const SERVE_ENV = {
   apiKeyPepperFile: 'PORTCULLIS_API_KEY_PEPPER_FILE',
   redisUrl: 'PORTCULLIS_REDIS_URL',
   workers: 'PORTCULLIS_WORKERS',
+  clamd: 'PORTCULLIS_CLAMD',
+  clamdMaxBytes: 'PORTCULLIS_CLAMD_MAX_BYTES',
 } as const satisfies Record<keyof ServeConfig, string>;
 
 const LEVELS: readonly LogLevel[] = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
@@ -92,7 +100,18 @@ export function resolveServeConfig(
     apiKeyPepperFile: pick('apiKeyPepperFile') ?? '',
     redisUrl: redisUrl(pick('redisUrl') ?? ''),
     workers: int('workers', 1, 64),
+    clamd: clamdAddress(pick('clamd') ?? ''),
+    clamdMaxBytes: int('clamdMaxBytes', 1024, 4 * 1024 * 1024 * 1024),
   };
+}
+
+function clamdAddress(value: string): string {
+  if (value !== '' && !value.startsWith('/') && !/^(\[[0-9a-fA-F:.]+\]|[^:\s/]+):\d{1,5}$/.test(value)) {
+    throw new Error(
+      `clamd (PORTCULLIS_CLAMD) must be host:port or an absolute unix socket path, got "${value}"`,
+    );
+  }
+  return value;
 }
 
 function redisUrl(value: string): string {

@@ -14,6 +14,8 @@ export interface Denial {
   readonly headers?: readonly Header[];
   /** The partner, when known before the denial (e.g. suspended), for the audit log and metrics. */
   readonly partner?: string;
+  /** Extra members of the RFC 9457 problem body (e.g. a schema violation's `errors`). */
+  readonly problem?: Readonly<Record<string, unknown>>;
 }
 
 interface DecisionBase {
@@ -25,6 +27,8 @@ interface DecisionBase {
   readonly policyVersion: string;
   /** Internal explanation for the audit log; never sent to the partner. */
   readonly reason: string;
+  /** What the content stages found (body SHA-256, scan verdict), for the audit line. */
+  readonly content?: { readonly sha256: string; readonly scan: string };
   /** Set when this decision is the route's `on_error` answer to an internal failure or a missed deadline. */
   readonly failure?: 'internal_error' | 'deadline_exceeded' | 'dependency_unavailable';
 }
@@ -46,6 +50,7 @@ export interface Deny extends DecisionBase {
   readonly code: DenyCode;
   readonly detail: string;
   readonly headers: readonly Header[];
+  readonly problem?: Readonly<Record<string, unknown>>;
 }
 
 export type Decision = Allow | Deny;

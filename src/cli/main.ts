@@ -23,7 +23,7 @@ const HELP = `portcullis — Envoy ext_authz sidecar for partner APIs
 Usage:
   portcullis serve [--config FILE] [--grpc-address HOST:PORT] [--admin-address HOST:PORT]
                    [--log-level LEVEL] [--max-message-bytes N] [--drain-delay-ms N] [--shutdown-grace-ms N]
-                   [--api-key-pepper-file FILE] [--redis-url URL] [--workers N]
+                   [--api-key-pepper-file FILE] [--redis-url URL] [--clamd ADDRESS] [--workers N]
   portcullis check URL|PATH [-X METHOD] [-H 'name: value']... [--data TEXT|@FILE]
                    [--principal ID] [--cert FILE] [--route NAME] [--source IP] [--server HOST:PORT] [--json]
   portcullis policy validate FILE
@@ -50,6 +50,10 @@ Flags (environment variable in brackets, then the default):
   --shutdown-grace-ms N     then let in-flight calls finish for at most this long [${SERVE_ENV.shutdownGraceMs}] (${SERVE_DEFAULTS.shutdownGraceMs})
   --api-key-pepper-file F   the secret API keys are hashed with [${SERVE_ENV.apiKeyPepperFile}], or the value
                             itself in ${PEPPER_ENV} (the example pepper with the example catalog)
+  --clamd ADDRESS           clamd for malware scans: host:port or /path/to/clamd.ctl [${SERVE_ENV.clamd}]
+                            (none: routes that scan follow their content.scan.on_error)
+  --clamd-max-bytes N       clamd's StreamMaxLength; larger content is refused as scan_too_large
+                            [${SERVE_ENV.clamdMaxBytes}] (${SERVE_DEFAULTS.clamdMaxBytes})
   --workers N               processes sharing the gRPC port; the primary serves the admin endpoints
                             [${SERVE_ENV.workers}] (${SERVE_DEFAULTS.workers})
   --redis-url URL           Redis for quotas and live revocations [${SERVE_ENV.redisUrl}] (none: in-process
@@ -190,6 +194,8 @@ async function serve(args: readonly string[]): Promise<number> {
       'api-key-pepper-file': { type: 'string' },
       'redis-url': { type: 'string' },
       workers: { type: 'string' },
+      clamd: { type: 'string' },
+      'clamd-max-bytes': { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
   });
@@ -211,6 +217,8 @@ async function serve(args: readonly string[]): Promise<number> {
   set('apiKeyPepperFile', values['api-key-pepper-file']);
   set('redisUrl', values['redis-url']);
   set('workers', values.workers);
+  set('clamd', values.clamd);
+  set('clamdMaxBytes', values['clamd-max-bytes']);
   let config: ServeConfig;
   try {
     config = resolveServeConfig(flags, process.env);
@@ -274,6 +282,7 @@ async function serve(args: readonly string[]): Promise<number> {
       revocations,
       quotaStore,
       otlpEndpoint: otlpEndpoint(process.env),
+      clamd: config.clamd ? { address: config.clamd, maxBytes: config.clamdMaxBytes } : undefined,
     });
   } catch (err: unknown) {
     logger.fatal({ err }, 'cannot start');

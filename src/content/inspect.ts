@@ -13,6 +13,7 @@ import {
   formatRange,
   isFormType,
   isJsonType,
+  isTextType,
   type MediaType,
   matchesAny,
   parseMediaType,
@@ -155,7 +156,7 @@ export async function inspectCheap(request: ContentRequest, policy: ContentPolic
   }
 
   let detected: DetectedType | null = null;
-  if (policy.magic || policy.scan) detected = await detectType(body);
+  if (policy.magic || policy.scan) detected = await detectType(body, media !== null && isTextType(media));
   if (policy.magic && media && detected) {
     // Text that is not UTF-8 on a JSON route: the JSON parser says where (json_malformed) — binary
     // content or another format's signature is a type mismatch.
@@ -176,11 +177,14 @@ export async function inspectCheap(request: ContentRequest, policy: ContentPolic
     if (!parsed.ok) return parsed;
     form = parsed.value;
     for (const file of form.files) {
-      const partDetected = policy.magic || policy.scan ? await detectType(file.bytes) : null;
+      const partType = parseMediaType(file.declaredType);
+      const partDetected =
+        policy.magic || policy.scan
+          ? await detectType(file.bytes, partType.ok && isTextType(partType.value))
+          : null;
       detectedParts.push(partDetected);
       if (!policy.magic || !partDetected) continue;
-      const declared = parseMediaType(file.declaredType);
-      const why = declared.ok ? checkDeclaredType(declared.value, partDetected) : null;
+      const why = partType.ok ? checkDeclaredType(partType.value, partDetected) : null;
       if (why)
         return fail(mismatch(`Part ${JSON.stringify(file.field)}`, file.declaredType, partDetected, why));
     }

@@ -65,14 +65,15 @@ const malformed = (detail: string, reason: string): ContentFailure => ({
 export function prescanJson(bytes: Uint8Array, limits: Limits): Outcome<JsonStats> {
   const buf = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   const n = buf.length;
-  const dupCheck = limits.duplicateKeys === 'deny';
+  const objectKeys = limits.duplicateKeys === 'deny' ? new ObjectKeys(buf) : null;
   const kinds = new Uint8Array(limits.maxDepth + 1);
-  const seen: (Set<string> | undefined)[] = [];
   let depth = 0;
   let maxDepth = 0;
   let keys = 0;
   let longest = 0;
   let expectKey = false;
+  // Where the next backslash is, found once and reused until passed: keeps key decoding linear.
+  let nextBackslash = -2;
   let i = 0;
   while (i < n) {
     const b = buf[i] as number;
@@ -110,23 +111,18 @@ export function prescanJson(bytes: Uint8Array, limits: Limits): Outcome<JsonStat
             ),
           );
         }
-        if (dupCheck) {
-          const key = decodeKey(buf, start, end);
-          if (key === null)
+        if (objectKeys) {
+          if (nextBackslash !== -1 && nextBackslash < start) nextBackslash = buf.indexOf(BACKSLASH, start);
+          const added = objectKeys.add(depth - 1, start, end, nextBackslash !== -1 && nextBackslash < end);
+          if (added === BAD_ESCAPE)
             return fail(malformed('The body is not valid JSON: bad escape in a key.', `bad escape at ${i}`));
-          let set = seen[depth - 1];
-          if (!set) {
-            set = new Set();
-            seen[depth - 1] = set;
-          }
-          if (set.has(key)) {
+          if (added !== NEW_KEY) {
             return fail({
               code: 'json_duplicate_key',
-              detail: `The JSON body repeats the key ${JSON.stringify(truncate(key, 64))} in one object; send each key once.`,
+              detail: `The JSON body repeats the key ${JSON.stringify(truncate(added, 64))} in one object; send each key once.`,
               reason: `duplicate key at byte ${i}`,
             });
           }
-          set.add(key);
         }
         expectKey = false;
       }
@@ -147,7 +143,7 @@ export function prescanJson(bytes: Uint8Array, limits: Limits): Outcome<JsonStat
         }
         if (depth > maxDepth) maxDepth = depth;
         kinds[depth - 1] = b === 0x7b ? OBJECT : ARRAY;
-        seen[depth - 1] = undefined;
+        if (b === 0x7b) objectKeys?.open(depth - 1);
         expectKey = b === 0x7b;
         break;
       case 0x7d: // }
@@ -171,13 +167,75 @@ export function prescanJson(bytes: Uint8Array, limits: Limits): Outcome<JsonStat
   return ok({ bytes: n, depth: maxDepth, keys, longestString: longest });
 }
 
-function decodeKey(buf: Buffer, start: number, end: number): string | null {
-  const raw = buf.toString('utf8', start, end);
-  if (buf.subarray(start, end).indexOf(BACKSLASH) === -1) return raw;
-  try {
-    return JSON.parse(`"${raw}"`) as string;
-  } catch {
-    return null;
+const NEW_KEY = 0;
+const BAD_ESCAPE = 1;
+
+/** Objects with up to this many keys compare keys as byte ranges, in place; bigger ones use a Set. */
+const SMALL_OBJECT = 16;
+
+/**
+ * The keys of the object open at each depth. A small object keeps its keys as byte ranges of the body
+ * and compares a new key with each (no string made); past SMALL_OBJECT keys, or at the first escaped key,
+ * it switches to a Set of key identities: the key's UTF-8 bytes as a latin1 string (exact, since the
+ * body is valid UTF-8, whose encoding is unique), an escaped key being unescaped first.
+ */
+class ObjectKeys {
+  readonly #buf: Buffer;
+  readonly #ranges: number[][] = [];
+  readonly #sets: (Set<string> | undefined)[] = [];
+
+  constructor(buf: Buffer) {
+    this.#buf = buf;
+  }
+
+  open(level: number): void {
+    const ranges = this.#ranges[level];
+    if (ranges) ranges.length = 0;
+    else this.#ranges[level] = [];
+    this.#sets[level] = undefined;
+  }
+
+  /** NEW_KEY, BAD_ESCAPE, or the repeated key's text. */
+  add(
+    level: number,
+    start: number,
+    end: number,
+    escaped: boolean,
+  ): typeof NEW_KEY | typeof BAD_ESCAPE | string {
+    const buf = this.#buf;
+    const ranges = this.#ranges[level] as number[];
+    let set = this.#sets[level];
+    if (!set && (escaped || ranges.length >= 2 * SMALL_OBJECT)) {
+      set = new Set();
+      for (let r = 0; r < ranges.length; r += 2) set.add(buf.toString('latin1', ranges[r], ranges[r + 1]));
+      this.#sets[level] = set;
+    }
+    if (set) {
+      let id: string;
+      if (escaped) {
+        try {
+          const key = JSON.parse(`"${buf.toString('utf8', start, end)}"`) as string;
+          id = Buffer.from(key, 'utf8').toString('latin1');
+        } catch {
+          return BAD_ESCAPE;
+        }
+      } else {
+        id = buf.toString('latin1', start, end);
+      }
+      if (set.has(id)) return Buffer.from(id, 'latin1').toString('utf8');
+      set.add(id);
+      return NEW_KEY;
+    }
+    const length = end - start;
+    for (let r = 0; r < ranges.length; r += 2) {
+      const s = ranges[r] as number;
+      if ((ranges[r + 1] as number) - s !== length) continue;
+      let k = 0;
+      while (k < length && buf[s + k] === buf[start + k]) k++;
+      if (k === length) return buf.toString('utf8', start, end);
+    }
+    ranges.push(start, end);
+    return NEW_KEY;
   }
 }
 

@@ -182,7 +182,8 @@ export class ClamdScanner implements MalwareScanner {
       this.#cacheHits++;
       return this.#record({ verdict: 'clean', cached: true }, 0, true);
     }
-    const budgetEnd = Math.min(deadlineMs, this.#clock.now() + (options.timeoutMs ?? this.#timeoutMs));
+    const timeout = this.#clock.now() + (options.timeoutMs ?? this.#timeoutMs);
+    const budgetEnd = Number.isNaN(deadlineMs) ? timeout : Math.min(deadlineMs, timeout);
     const wait = budgetEnd - this.#clock.now();
     if (wait <= 0)
       return this.#record({ verdict: 'error', reason: 'no time left before the deadline' }, 0, false);

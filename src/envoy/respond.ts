@@ -51,6 +51,7 @@ export function problemBody(decision: Deny, problemBaseUrl: string): string {
     code: decision.code,
     detail: decision.detail,
     request_id: decision.requestId,
+    ...decision.problem,
   });
 }
 

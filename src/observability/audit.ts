@@ -71,6 +71,10 @@ export function audit(logger: Logger, entry: AuditEntry): void {
     line.body_bytes = r.body.length;
     if (entry.includeHeaders) line.headers = redactHeaders(r.headers);
   }
+  if (d.content) {
+    line.body_sha256 = d.content.sha256;
+    line.scan = d.content.scan;
+  }
   if (d.kind === 'allow' && d.dryRun) line.dry_run = d.dryRun;
   if (entry.error !== undefined) line.err = entry.error;
   logger.info(line, 'decision');

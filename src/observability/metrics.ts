@@ -143,6 +143,24 @@ export class Metrics {
     registers: [this.registry],
   });
 
+  private readonly scanResults = new Counter({
+    name: 'portcullis_scan_results_total',
+    help: 'Malware scan verdicts (clean, infected, too_large, error), and whether the clean-result cache answered.',
+    labelNames: ['result', 'cached'] as const,
+    registers: [this.registry],
+  });
+  private readonly scanLatency = new Histogram({
+    name: 'portcullis_scan_duration_seconds',
+    help: 'clamd round trips (cache hits excluded).',
+    buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
+    registers: [this.registry],
+  });
+
+  scanned(verdict: string, ms: number, cached: boolean): void {
+    this.scanResults.inc({ result: verdict, cached: String(cached) });
+    if (!cached && ms > 0) this.scanLatency.observe(ms / 1000);
+  }
+
   private readonly dryRuns = new Counter({
     name: 'portcullis_dry_run_denials_total',
     help: 'Denials a dry-run rule or route would have made, by route and code (the requests passed).',

@@ -22,7 +22,7 @@ import {
   type Stages,
 } from './types.js';
 
-export const STAGE_NAMES = ['route', 'identify', 'authorize', 'quota'] as const;
+export const STAGE_NAMES = ['route', 'identify', 'authorize', 'inspect', 'quota', 'scan'] as const;
 export type StageName = (typeof STAGE_NAMES)[number];
 
 /**
@@ -132,11 +132,30 @@ export class Pipeline {
     lap('authorize');
     if (!access.ok) return refused(identity.value, access.denial);
 
+    const inspected = await this.stages.inspect(request, route.value, identity.value);
+    lap('inspect');
+    if (!inspected.ok) return refused(identity.value, inspected.denial);
+    const findings = inspected.value;
+
     const quota = await this.stages.quota(request, catalog, route.value, identity.value);
     lap('quota');
     if (!quota.ok) return refused(identity.value, quota.denial);
 
-    return allow(request, ctx, route.value, identity.value, quota.value, access.value.dryRun);
+    // The scan gets what is left of Envoy's deadline, less the margin our own answer needs.
+    const scanned = await this.stages.scan(
+      findings,
+      ctx.deadline - deadlineMargin(ctx.deadline - this.clock.now()),
+    );
+    lap('scan');
+    const content = findings
+      ? { sha256: findings.inspected.sha256, scan: scanned.ok ? scanned.value : 'refused' }
+      : undefined;
+    if (!scanned.ok) return withContent(refused(identity.value, scanned.denial), content);
+
+    return withContent(
+      allow(request, ctx, route.value, identity.value, quota.value, access.value.dryRun),
+      content,
+    );
   }
 
   private failure(
@@ -202,6 +221,7 @@ function deny(
     code: denial.code,
     detail: denial.detail ?? DENY_CODES[denial.code].detail,
     headers: denial.headers ?? [],
+    ...(denial.problem ? { problem: denial.problem } : {}),
     decisionId: ctx.decisionId,
     requestId: request.requestId || ctx.decisionId,
     route: route?.name ?? '',
@@ -209,6 +229,10 @@ function deny(
     policyVersion: ctx.catalog.version,
     reason: denial.reason ?? '',
   };
+}
+
+function withContent(decision: Decision, content: Decision['content']): Decision {
+  return content ? { ...decision, content } : decision;
 }
 
 const NO_QUOTA: QuotaOutcome = Object.freeze({ headers: [], note: '' });

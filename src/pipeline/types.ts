@@ -4,6 +4,7 @@
 import type { Denial, Header } from '../decision.js';
 import type { Catalog, Credential, Partner, RoutePolicy } from '../policy/catalog.js';
 import type { Request } from '../request.js';
+import type { ContentFindings } from './content.js';
 
 export type StageResult<T> =
   | { readonly ok: true; readonly value: T }
@@ -87,12 +88,19 @@ export interface Stages {
     route: RoutePolicy,
     identity: Identity,
   ): MaybePromise<StageResult<AuthorizeOutcome>>;
+  inspect(
+    request: Request,
+    route: RoutePolicy,
+    identity: Identity,
+  ): MaybePromise<StageResult<ContentFindings | null>>;
   quota(
     request: Request,
     catalog: Catalog,
     route: RoutePolicy,
     identity: Identity,
   ): MaybePromise<StageResult<QuotaOutcome>>;
+  /** `deadlineMs`: epoch ms by which the scan must be done (inside Envoy's deadline). */
+  scan(findings: ContentFindings | null, deadlineMs: number): MaybePromise<StageResult<string>>;
 }
 
 /** Time, injected so decisions stay pure and tests can fix it. Milliseconds since the epoch. */

@@ -1,6 +1,7 @@
 // The compiled, frozen catalog the pipeline reads. Everything the hot path needs is precomputed
 // here at load time (matchers, CIDR block lists, lookup maps), so a Check never parses config.
 import type { BlockList } from 'node:net';
+import type { ContentPolicy } from '../content/types.js';
 import type { Header } from '../decision.js';
 import type { JwksSource } from '../identity/jwks.js';
 import type { Revocations } from '../identity/revocation.js';
@@ -75,6 +76,12 @@ export interface RouteIdentity {
   readonly keepCredentials: boolean;
 }
 
+export interface RouteContent {
+  readonly policy: ContentPolicy;
+  /** Partners with their own content rules on this route. */
+  readonly byPartner: ReadonlyMap<string, ContentPolicy>;
+}
+
 export interface RouteQuota {
   readonly headers: 'draft' | 'legacy' | 'both' | 'none';
   readonly onStoreError: 'fail_closed' | 'fail_open';
@@ -85,6 +92,8 @@ export interface RoutePolicy {
   readonly match: RouteMatcher;
   readonly identity: RouteIdentity;
   readonly quota: RouteQuota;
+  /** null = the body is not inspected. */
+  readonly content: RouteContent | null;
   readonly rules: readonly CompiledRule[];
   /** Denials become allows, logged, counted and marked upstream. */
   readonly dryRun: boolean;

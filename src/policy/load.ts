@@ -20,9 +20,11 @@ import {
   type IssuerPolicy,
   type Partner,
   type QuotaLimitPolicy,
+  type RouteContent,
   type RouteMatcher,
   type RoutePolicy,
 } from './catalog.js';
+import { type ContentFields, compileContent, mergeContent } from './content.js';
 import { compilePathMatch, patternError } from './match.js';
 import { type CompiledRule, compileRule } from './rules.js';
 import {
@@ -94,7 +96,7 @@ export function parseCatalog(text: string, file: string): Catalog {
 
   const parsed = catalogSchema.safeParse(doc.toJS() ?? {}, { reportInput: true });
   if (!parsed.success) throw new CatalogError(parsed.error.issues.flatMap((i) => schemaIssues(i, locate)));
-  const problems = crossCheck(parsed.data).map((p) => locate(p.path, p.message));
+  const problems = crossCheck(parsed.data, dirname(file)).map((p) => locate(p.path, p.message));
   if (problems.length > 0) throw new CatalogError(problems);
 
   const version = `sha256:${createHash('sha256').update(text).digest('hex').slice(0, 16)}`;
@@ -155,7 +157,7 @@ interface Problem {
 }
 
 /** Checks the schema cannot express: uniqueness, references, CIDRs, patterns. */
-function crossCheck(doc: CatalogDocument): Problem[] {
+function crossCheck(doc: CatalogDocument, dir: string): Problem[] {
   const problems: Problem[] = [];
   /** Records `value` as owned by `owner`; a second owner is a problem at `path`. */
   const claim = (owners: Map<string, string>, value: string, owner: string, path: DocPath, what: string) => {
@@ -263,6 +265,21 @@ function crossCheck(doc: CatalogDocument): Problem[] {
   });
   doc.routes.forEach((r, i) => {
     checkRules(r.rules, ['routes', i, 'rules']);
+    if (!r.content) return;
+    const { partners, ...base } = r.content;
+    const tryCompile = (fields: ContentFields, path: DocPath) => {
+      try {
+        compileContent(fields, dir);
+      } catch (err: unknown) {
+        problems.push({ path, message: err instanceof Error ? err.message : String(err) });
+      }
+    };
+    tryCompile(base, ['routes', i, 'content']);
+    for (const [id, over] of Object.entries(partners)) {
+      const path = ['routes', i, 'content', 'partners', id];
+      if (!doc.partners.some((p) => p.id === id)) problems.push({ path, message: `unknown partner "${id}"` });
+      else tryCompile(mergeContent(base, over), path);
+    }
   });
 
   const issuerNames = new Set<string>();
@@ -372,7 +389,7 @@ function compile(doc: CatalogDocument, version: string, file: string): Catalog {
       });
     }
   }
-  const routes = doc.routes.map(compileRoute);
+  const routes = doc.routes.map((r) => compileRoute(r, dirname(file)));
   const routesByName = new Map(routes.map((r) => [r.name, r]));
   const dir = dirname(file);
   const s = doc.settings;
@@ -496,7 +513,18 @@ function compileIssuer(iss: IssuerDocument, dir: string): IssuerPolicy {
   };
 }
 
-function compileRoute(r: RouteDocument): RoutePolicy {
+function compileRouteContent(content: RouteDocument['content'], dir: string): RouteContent | null {
+  if (!content) return null;
+  const { partners, ...base } = content;
+  return {
+    policy: compileContent(base, dir),
+    byPartner: new Map(
+      Object.entries(partners).map(([id, over]) => [id, compileContent(mergeContent(base, over), dir)]),
+    ),
+  };
+}
+
+function compileRoute(r: RouteDocument, dir: string): RoutePolicy {
   const hosts = r.match.hosts.map((h) => h.toLowerCase());
   const match: RouteMatcher = {
     anyHost: hosts.includes('*'),
@@ -523,6 +551,7 @@ function compileRoute(r: RouteDocument): RoutePolicy {
       keepCredentials: id.keep_credentials,
     },
     quota: { headers: r.quota.headers, onStoreError: r.quota.on_store_error },
+    content: compileRouteContent(r.content, dir),
     rules: r.rules.map(compileChecked),
     dryRun: r.dry_run,
     access: compileAccess(r.access),

@@ -263,6 +263,74 @@ const routeIdentity = z
   })
   .prefault({});
 
+/** Every key optional: a route's content policy, or a partner's override of it (merged key by key). */
+const contentFields = {
+  /** Largest body, in bytes (also checked against Content-Length). */
+  max_body_bytes: z
+    .number()
+    .int()
+    .min(0)
+    .max(1024 * 1024 * 1024)
+    .optional(),
+  /** Accepted media types (`application/json`, `image/*`, `text/plain; charset=utf-8`); empty = any. */
+  types: z.array(z.string().min(1)).optional(),
+  body: z
+    .strictObject({
+      required_for: z.array(z.string().regex(/^[A-Z]+$/)).optional(),
+      forbidden_for: z.array(z.string().regex(/^[A-Z]+$/)).optional(),
+    })
+    .optional(),
+  /** Envoy forwarded only part of the body: refuse (413), or skip the checks that need all of it. */
+  on_truncated: z.enum(['deny', 'skip']).optional(),
+  /** Compare the declared type with the content's magic bytes. */
+  magic: z.boolean().optional(),
+  /** Content-Encodings accepted besides identity (the body is then not parsed). */
+  encodings: z.array(z.string().min(1)).optional(),
+  json: z
+    .strictObject({
+      max_depth: z.number().int().min(1).max(10_000).optional(),
+      max_keys: z.number().int().min(0).max(10_000_000).optional(),
+      max_string_length: z.number().int().min(1).optional(),
+      max_bytes: z.number().int().min(1).optional(),
+      duplicate_keys: z.enum(['deny', 'allow']).optional(),
+      /** A JSON Schema file, relative to the catalog, compiled when the catalog loads. */
+      schema: z.string().min(1).optional(),
+    })
+    .optional(),
+  digest: z
+    .strictObject({
+      require: z.boolean().optional(),
+      legacy: z.array(z.enum(['content-md5', 'x-checksum-sha256'])).optional(),
+    })
+    .optional(),
+  multipart: z
+    .strictObject({
+      max_parts: z.number().int().min(1).max(100_000).optional(),
+      max_part_bytes: z.number().int().min(1).optional(),
+      types: z.array(z.string().min(1)).optional(),
+      /** A regular expression file names must also match. */
+      filename_pattern: z.string().optional(),
+    })
+    .optional(),
+  scan: z
+    .strictObject({
+      /** Media types scanned (declared or detected); empty = everything. */
+      types: z.array(z.string().min(1)).optional(),
+      /** clamd unreachable or slow: refuse (503 scan_unavailable) or let through. */
+      on_error: z.enum(['deny', 'allow']).optional(),
+      timeout_ms: z.number().int().min(10).max(60_000).optional(),
+      /** clamd's StreamMaxLength: larger content is refused as scan_too_large. */
+      max_bytes: z.number().int().min(1).optional(),
+    })
+    .optional(),
+};
+
+const routeContent = z.strictObject({
+  ...contentFields,
+  /** Per-partner overrides, merged over the route's (e.g. one partner may upload 20 MB PDFs). */
+  partners: z.record(z.string(), z.strictObject(contentFields)).default({}),
+});
+
 const routeQuota = z
   .strictObject({
     /** Rate limit headers for the partner: IETF draft (RateLimit, RateLimit-Policy), legacy X-RateLimit-*, both or none. */
@@ -297,6 +365,8 @@ const route = z.strictObject({
     })
     .prefault({}),
   identity: routeIdentity,
+  /** Body inspection; absent = the body is not inspected. */
+  content: routeContent.optional(),
   quota: routeQuota,
   access,
   /** CEL rules, in order; the first that applies decides. */
@@ -384,3 +454,4 @@ export type IssuerDocument = CatalogDocument['issuers'][number];
 export type Credential = (typeof CREDENTIALS)[number];
 export type QuotaLimitDocument = z.output<typeof quotaLimit>;
 export type RuleDocument = z.output<typeof rule>;
+export type ContentDocument = z.output<typeof routeContent>;

@@ -43,8 +43,8 @@ export const CONFIGMAPS: readonly ConfigMapSpec[] = [
     manifest: 'deploy/kubernetes/configmap-catalog.yaml',
     name: 'partner-gateway-catalog',
     header: [
-      'The policy catalog portcullis serves: examples/catalog.yaml and the JWKS file it names',
-      '(keys/jwks.json, laid out by the volume items in deployment.yaml), byte for byte.',
+      'The policy catalog portcullis serves: examples/catalog.yaml and the files it names',
+      '(keys/jwks.json, schemas/order.json: laid out by the volume items in deployment.yaml), byte for byte.',
       'Replace them with your own catalog (validate it first: `portcullis policy validate FILE`).',
       'Mounted as a directory, not with subPath, so an edit reaches the pod: kubelet swaps the',
       'volume\'s "..data" symlink within its sync period (about a minute).',
@@ -52,6 +52,7 @@ export const CONFIGMAPS: readonly ConfigMapSpec[] = [
     files: [
       { key: 'catalog.yaml', source: 'examples/catalog.yaml' },
       { key: 'jwks.json', source: 'examples/keys/jwks.json' },
+      { key: 'order.schema.json', source: 'examples/schemas/order.json' },
     ],
   },
 ];

@@ -1,0 +1,65 @@
+// Stages 5 and 7, content: the cheap checks (size, type, magic bytes, JSON limits and schema,
+// digests, forms) before quotas — a malformed request burns no quota — and the malware scan after
+// them — a partner over its limit cannot make us scan.
+import { type Inspected, inspectCheap, inspectScan } from '../content/inspect.js';
+import type { MalwareScanner } from '../content/scanner.js';
+import type { ContentFailure, ContentPolicy } from '../content/types.js';
+import type { Denial } from '../decision.js';
+import type { RoutePolicy } from '../policy/catalog.js';
+import type { Request } from '../request.js';
+import { type Identity, pass, refuse, type StageResult } from './types.js';
+
+/** What the content stages found, for the audit line. null when the route inspects nothing. */
+export interface ContentFindings {
+  readonly policy: ContentPolicy;
+  readonly inspected: Inspected;
+}
+
+/** When no clamd is configured: every scan fails, and the route's scan.on_error decides. */
+export const NO_SCANNER: MalwareScanner = {
+  scan: async () => ({ verdict: 'error', reason: 'no clamd configured (serve --clamd)' }),
+};
+
+export function contentPolicyFor(route: RoutePolicy, identity: Identity): ContentPolicy | null {
+  if (!route.content) return null;
+  const partner = identity.partner?.id;
+  return (partner && route.content.byPartner.get(partner)) || route.content.policy;
+}
+
+export async function inspectStage(
+  request: Request,
+  route: RoutePolicy,
+  identity: Identity,
+): Promise<StageResult<ContentFindings | null>> {
+  const policy = contentPolicyFor(route, identity);
+  if (!policy) return pass(null);
+  const result = await inspectCheap(request, policy);
+  return result.ok ? pass({ policy, inspected: result.value }) : refuse(denialOf(result.failure));
+}
+
+export function createScanStage(scanner: MalwareScanner) {
+  return async function scan(
+    findings: ContentFindings | null,
+    deadlineMs: number,
+  ): Promise<StageResult<string>> {
+    if (!findings?.policy.scan) return pass('');
+    const result = await inspectScan(findings.inspected, findings.policy, scanner, deadlineMs);
+    const verdict = result.ok ? result.value : result.report;
+    const note = `scan ${verdict.verdict}${verdict.note ? ` (${verdict.note})` : ''}`;
+    if (!result.ok)
+      return refuse({ ...denialOf(result.failure), reason: `${result.failure.reason}; ${note}` });
+    return pass(note);
+  };
+}
+
+function denialOf(failure: ContentFailure): Denial {
+  return {
+    code: failure.code,
+    detail: failure.detail,
+    reason: failure.reason,
+    ...(failure.headers ? { headers: failure.headers } : {}),
+    ...(failure.code === 'schema_violation'
+      ? { problem: { errors: failure.errors, total_errors: failure.totalErrors } }
+      : {}),
+  };
+}
