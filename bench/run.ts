@@ -116,7 +116,38 @@ const CASES: Case[] = [
     tool: 'node',
     rate: 1000,
   },
+  {
+    name: 'full (jwt+quota+schema)',
+    what: '+ a 4 KiB JSON order validated against a JSON Schema: the full pipeline',
+    server: 'portcullis',
+    redis: true,
+    payloads: () => {
+      const token = mintTokens('RS256', 1, 'quota-app')[0] as string;
+      const body = Buffer.from(JSON.stringify(order4k()));
+      return Array.from({ length: 20_000 }, () =>
+        frame({
+          path: '/content',
+          method: 'POST',
+          body,
+          headers: { ...bearer(token), 'content-type': 'application/json' },
+        }),
+      );
+    },
+    tool: 'node',
+    rate: 1000,
+  },
 ];
+
+/** A realistic order of about 4 KiB. */
+function order4k() {
+  const lines = Array.from({ length: 40 }, (_, i) => ({
+    sku: `SKU-${String(i).padStart(6, '0')}`,
+    quantity: (i % 7) + 1,
+    price: 19.99 + i,
+    note: 'deliver to the loading dock, gate 4',
+  }));
+  return { order_id: 'ORD-20261128', currency: 'EUR', lines };
+}
 
 async function freePort(): Promise<number> {
   return new Promise((resolve) => {
