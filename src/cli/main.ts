@@ -16,6 +16,7 @@ import { createRedisClient, parseRedisUrl, type RedisClient, RedisQuotaStore } f
 import type { QuotaStatus } from '../quota/status.js';
 import { buildCheckRequest, renderResponse, sendCheck, UsageError } from './check.js';
 import { changeRevocation, EXAMPLE_SIGNING_KEYS, mintToken, parseKind } from './identity.js';
+import { POLICY_DIFF_HELP, POLICY_TEST_HELP, policyDiff, policyTest } from './policy.js';
 import { runPrimary, serveWorkerQueries } from './workers.js';
 
 const HELP = `portcullis — Envoy ext_authz sidecar for partner APIs
@@ -27,6 +28,8 @@ Usage:
   portcullis check URL|PATH [-X METHOD] [-H 'name: value']... [--data TEXT|@FILE]
                    [--principal ID] [--cert FILE] [--route NAME] [--source IP] [--server HOST:PORT] [--json]
   portcullis policy validate FILE
+  portcullis policy test DIR [--catalog FILE] [--json]
+  portcullis policy diff OLD NEW [--tests DIR] [--audit FILE] [--json]
   portcullis key create --partner ID [--id KEY_ID] [--expires ISO8601] [--pepper-file FILE]
   portcullis token mint --client-id ID [--sub USER] [--scope 'a b'] [--ttl SECONDS] [--cert FILE] ...
   portcullis revoke|unrevoke jti|application|api_key ID [--ttl SECONDS] [--redis-url URL]
@@ -137,7 +140,9 @@ Nothing is charged. Exit codes: 0 shown, 1 no such partner, 2 error.
 const POLICY_HELP = `portcullis policy validate FILE: check a policy catalog.
 
 Prints every problem as FILE:LINE:COLUMN: PATH: MESSAGE and exits 1, or prints a summary and exits 0.
-`;
+
+${POLICY_TEST_HELP}
+${POLICY_DIFF_HELP}`;
 
 export async function main(argv: readonly string[]): Promise<number> {
   const [command, ...rest] = argv;
@@ -537,6 +542,8 @@ function renderQuota(status: QuotaStatus): string {
 
 async function policy(args: readonly string[]): Promise<number> {
   const [sub, file, ...extra] = args;
+  if (sub === 'test') return policyTest(args.slice(1));
+  if (sub === 'diff') return policyDiff(args.slice(1));
   if (sub !== 'validate' || !file || extra.length > 0) {
     process.stderr.write(POLICY_HELP);
     return 2;
