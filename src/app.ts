@@ -12,7 +12,7 @@ import { type Revocations, StaticRevocations } from './identity/revocation.js';
 import { createTokens, type Tokens } from './identity/tokens.js';
 import { type AdminState, createAdminServer, registrySource } from './observability/admin.js';
 import { Metrics } from './observability/metrics.js';
-import { Tracing } from './observability/tracing.js';
+import type { Tracing } from './observability/tracing.js';
 import { createAuthorizeStage } from './pipeline/authorize.js';
 import { Pipeline } from './pipeline/check.js';
 import { createScanStage, inspectStage, NO_SCANNER } from './pipeline/content.js';
@@ -167,7 +167,10 @@ export async function startApp(options: AppOptions): Promise<App> {
   };
 
   let runtime = await build(first);
-  const tracing = options.otlpEndpoint ? new Tracing(options.otlpEndpoint) : null;
+  // Loaded only when configured: the OpenTelemetry SDK costs start-up time and memory otherwise.
+  const tracing: Tracing | null = options.otlpEndpoint
+    ? new (await import('./observability/tracing.js')).Tracing(options.otlpEndpoint)
+    : null;
   let lastReload: { result: 'success' | 'failure'; at: string; reason?: string } | null = null;
   metrics.policyLoaded(first);
   metrics.watchKeySets(() => runtime.tokens.keySets);

@@ -136,3 +136,11 @@ export function splitHostPort(value: string): { host: string; port: number } {
   const host = value.slice(0, colon).replace(/^\[(.*)\]$/, '$1');
   return { host, port: Number(value.slice(colon + 1)) };
 }
+
+/** The OTLP/HTTP traces endpoint, from the standard variables; '' = tracing off. */
+export function otlpEndpoint(env: NodeJS.ProcessEnv): string {
+  const traces = env.OTEL_EXPORTER_OTLP_TRACES_ENDPOINT;
+  if (traces) return traces;
+  const base = env.OTEL_EXPORTER_OTLP_ENDPOINT;
+  return base ? `${base.replace(/\/$/, '')}/v1/traces` : '';
+}

@@ -4,12 +4,18 @@ import cluster from 'node:cluster';
 import { parseArgs } from 'node:util';
 import { AggregatorRegistry } from 'prom-client';
 import { startApp } from '../app.js';
-import { PEPPER_ENV, resolveServeConfig, SERVE_DEFAULTS, SERVE_ENV, type ServeConfig } from '../config.js';
+import {
+  otlpEndpoint,
+  PEPPER_ENV,
+  resolveServeConfig,
+  SERVE_DEFAULTS,
+  SERVE_ENV,
+  type ServeConfig,
+} from '../config.js';
 import { catalogEntry, generateApiKey } from '../identity/apikeys.js';
 import { loadPepper } from '../identity/pepper.js';
 import { RedisRevocations } from '../identity/revocation.js';
 import { createLogger } from '../observability/audit.js';
-import { otlpEndpoint } from '../observability/tracing.js';
 import { CatalogError, formatIssue, loadCatalogFile, parseCatalog } from '../policy/load.js';
 import { watchCatalog } from '../policy/watch.js';
 import { createRedisClient, parseRedisUrl, type RedisClient, RedisQuotaStore } from '../quota/redis-store.js';

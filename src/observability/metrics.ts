@@ -110,10 +110,18 @@ export class Metrics {
     registers: [this.registry],
   });
 
+  private readonly usageChildren = new Map<string, Gauge.Internal<'partner' | 'limit'>>();
+
   quotaCharged(partner: string, specs: readonly LimitSpec[], result: ChargeResult): void {
     result.limits.forEach((state, i) => {
       const limit = specs[i]?.limit ?? state.limit;
-      this.quotaUsage.set({ partner, limit: state.id }, limit > 0 ? 1 - state.remaining / limit : 0);
+      const key = `${partner}\u0000${state.id}`;
+      let usage = this.usageChildren.get(key);
+      if (!usage) {
+        usage = this.quotaUsage.labels(partner, state.id);
+        this.usageChildren.set(key, usage);
+      }
+      usage.set(limit > 0 ? 1 - state.remaining / limit : 0);
       if (state.exceeded) this.quotaRefusals.inc({ partner, limit: state.id, shadow: String(state.shadow) });
     });
   }

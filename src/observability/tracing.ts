@@ -11,14 +11,6 @@ import type { Decision } from '../decision.js';
 import type { StageName } from '../pipeline/check.js';
 import type { Request } from '../request.js';
 
-/** The OTLP/HTTP traces endpoint, from the standard variables; '' = tracing off. */
-export function otlpEndpoint(env: NodeJS.ProcessEnv): string {
-  const traces = env.OTEL_EXPORTER_OTLP_TRACES_ENDPOINT;
-  if (traces) return traces;
-  const base = env.OTEL_EXPORTER_OTLP_ENDPOINT;
-  return base ? `${base.replace(/\/$/, '')}/v1/traces` : '';
-}
-
 const headerGetter: TextMapGetter<ReadonlyMap<string, string>> = {
   keys: (carrier) => [...carrier.keys()],
   get: (carrier, key) => carrier.get(key),

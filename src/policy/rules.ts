@@ -14,34 +14,50 @@
 //   claims: map<string, dyn>              the token's claims ({} without a token)
 //   credentials: list<string>             'mtls', 'jwt', 'api_key'
 //   now: int (epoch seconds), hour: int (0-23, UTC), weekday: int (0 = Sunday, UTC)
-import { CelScalar, celEnv, isCelError, listType, mapType, parse, plan } from '@bufbuild/cel';
+import { createRequire } from 'node:module';
 
-const DYN = { kind: 'dyn' } as unknown as typeof CelScalar.STRING;
+type Cel = typeof import('@bufbuild/cel');
 
-const env = celEnv({
-  variables: {
-    method: CelScalar.STRING,
-    path: CelScalar.STRING,
-    host: CelScalar.STRING,
-    route: CelScalar.STRING,
-    source_ip: CelScalar.STRING,
-    content_type: CelScalar.STRING,
-    headers: mapType(CelScalar.STRING, CelScalar.STRING),
-    query: mapType(CelScalar.STRING, listType(CelScalar.STRING)),
-    body_bytes: CelScalar.INT,
-    partner: CelScalar.STRING,
-    partner_name: CelScalar.STRING,
-    application: CelScalar.STRING,
-    user: CelScalar.STRING,
-    principal: CelScalar.STRING,
-    scopes: listType(CelScalar.STRING),
-    claims: mapType(CelScalar.STRING, DYN),
-    credentials: listType(CelScalar.STRING),
-    now: CelScalar.INT,
-    hour: CelScalar.INT,
-    weekday: CelScalar.INT,
-  },
-});
+let loaded: { cel: Cel; env: ReturnType<Cel['celEnv']> } | undefined;
+
+/**
+ * The CEL library and our environment, loaded on the first rule: it takes ~0.1 s to load, which a
+ * catalog without rules should not pay at start-up (its CommonJS build loads synchronously).
+ */
+function cel(): { cel: Cel; env: ReturnType<Cel['celEnv']> } {
+  if (loaded) return loaded;
+  const lib = createRequire(import.meta.url)('@bufbuild/cel') as Cel;
+  loaded = { cel: lib, env: environment(lib) };
+  return loaded;
+}
+
+function environment({ CelScalar, celEnv, listType, mapType }: Cel) {
+  const DYN = { kind: 'dyn' } as unknown as typeof CelScalar.STRING;
+  return celEnv({
+    variables: {
+      method: CelScalar.STRING,
+      path: CelScalar.STRING,
+      host: CelScalar.STRING,
+      route: CelScalar.STRING,
+      source_ip: CelScalar.STRING,
+      content_type: CelScalar.STRING,
+      headers: mapType(CelScalar.STRING, CelScalar.STRING),
+      query: mapType(CelScalar.STRING, listType(CelScalar.STRING)),
+      body_bytes: CelScalar.INT,
+      partner: CelScalar.STRING,
+      partner_name: CelScalar.STRING,
+      application: CelScalar.STRING,
+      user: CelScalar.STRING,
+      principal: CelScalar.STRING,
+      scopes: listType(CelScalar.STRING),
+      claims: mapType(CelScalar.STRING, DYN),
+      credentials: listType(CelScalar.STRING),
+      now: CelScalar.INT,
+      hour: CelScalar.INT,
+      weekday: CelScalar.INT,
+    },
+  });
+}
 
 export interface RuleInput {
   readonly method: string;
@@ -93,9 +109,11 @@ const LOAD_ERRORS = /no matching overload|unresolved attribute|undeclared refere
 export function compileRule(spec: RuleSpec): CompiledRule | string {
   if (spec.when.length > MAX_EXPRESSION_LENGTH)
     return `expression longer than ${MAX_EXPRESSION_LENGTH} characters`;
+  const { cel: lib, env } = cel();
+  const { isCelError } = lib;
   let run: (input: RuleInput) => unknown;
   try {
-    run = plan(env, parse(spec.when)) as unknown as (input: RuleInput) => unknown;
+    run = lib.plan(env, lib.parse(spec.when)) as unknown as (input: RuleInput) => unknown;
   } catch (err: unknown) {
     return `CEL: ${err instanceof Error ? err.message : String(err)}`;
   }
