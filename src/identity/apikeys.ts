@@ -39,22 +39,23 @@ export class ApiKeyVerifier {
     if (!entry || !timingSafeEqual(entry.hash, digest)) {
       return { ok: false, failure: 'api_key_invalid', reason: 'API key matches no catalog entry' };
     }
-    if (entry.status === 'revoked') {
-      return {
-        ok: false,
-        failure: 'api_key_revoked',
-        reason: `API key ${entry.id} is revoked in the catalog`,
-      };
-    }
-    if (entry.expiresAt !== null && nowMs >= entry.expiresAt) {
-      return {
-        ok: false,
-        failure: 'api_key_expired',
-        reason: `API key ${entry.id} expired at ${new Date(entry.expiresAt).toISOString()}`,
-      };
-    }
-    return { ok: true, key: entry };
+    return checkKeyEntry(entry, nowMs);
   }
+}
+
+/** A key found in the catalog: is it still good (status, expiry)? */
+export function checkKeyEntry(entry: ApiKeyEntry, nowMs: number): ApiKeyResult {
+  if (entry.status === 'revoked') {
+    return { ok: false, failure: 'api_key_revoked', reason: `API key ${entry.id} is revoked in the catalog` };
+  }
+  if (entry.expiresAt !== null && nowMs >= entry.expiresAt) {
+    return {
+      ok: false,
+      failure: 'api_key_expired',
+      reason: `API key ${entry.id} expired at ${new Date(entry.expiresAt).toISOString()}`,
+    };
+  }
+  return { ok: true, key: entry };
 }
 
 /** The catalog line for a new key: what `portcullis key create` prints. */

@@ -31,7 +31,7 @@ import type { Decision } from '../decision.js';
 import { checkCodec, type WireCheckRequest, type WireCheckResponse } from '../envoy/codec.js';
 import { normalize } from '../envoy/normalize.js';
 import { toCheckResponse } from '../envoy/respond.js';
-import { type ApiKeyResult, ApiKeyVerifier } from '../identity/apikeys.js';
+import { type ApiKeyResult, ApiKeyVerifier, checkKeyEntry } from '../identity/apikeys.js';
 import { CertificateReader } from '../identity/certificates.js';
 import type { KeyHeader, KeyLookup, KeySet } from '../identity/jwks.js';
 import { JwtVerifier, type VerifyResult } from '../identity/jwt.js';
@@ -351,21 +351,7 @@ class HarnessApiKeys extends ApiKeyVerifier {
     const entry = this.byId.get(id);
     if (!entry)
       return { ok: false, failure: 'api_key_invalid', reason: `no API key with id ${id} in the catalog` };
-    if (entry.status === 'revoked') {
-      return {
-        ok: false,
-        failure: 'api_key_revoked',
-        reason: `API key ${entry.id} is revoked in the catalog`,
-      };
-    }
-    if (entry.expiresAt !== null && nowMs >= entry.expiresAt) {
-      return {
-        ok: false,
-        failure: 'api_key_expired',
-        reason: `API key ${entry.id} expired at ${new Date(entry.expiresAt).toISOString()}`,
-      };
-    }
-    return { ok: true, key: entry };
+    return checkKeyEntry(entry, nowMs);
   }
 }
 

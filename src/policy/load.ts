@@ -4,8 +4,6 @@ import { createHash } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { dirname, resolve } from 'node:path';
 import { IANAZone } from 'luxon';
-import { isMap, isPair, isScalar, isSeq, LineCounter, type Node, parseDocument } from 'yaml';
-import type { z } from 'zod';
 import type { Header } from '../decision.js';
 import type { JwksSource } from '../identity/jwks.js';
 import { StaticRevocations } from '../identity/revocation.js';
@@ -36,20 +34,9 @@ import {
   type RouteDocument,
   type RuleDocument,
 } from './schema.js';
+import { type CatalogIssue, type DocPath, formatIssue, parseYaml } from './yaml-issues.js';
 
-export type DocPath = readonly (string | number)[];
-
-export interface CatalogIssue {
-  readonly file: string;
-  readonly line: number;
-  readonly column: number;
-  readonly path: string;
-  readonly message: string;
-}
-
-export function formatIssue(issue: CatalogIssue): string {
-  return `${issue.file}:${issue.line}:${issue.column}: ${issue.path}: ${issue.message}`;
-}
+export { type CatalogIssue, type DocPath, formatIssue } from './yaml-issues.js';
 
 export class CatalogError extends Error {
   constructor(readonly issues: readonly CatalogIssue[]) {
@@ -72,60 +59,14 @@ export async function loadCatalogFile(file: string): Promise<Catalog> {
 }
 
 export function parseCatalog(text: string, file: string): Catalog {
-  const lines = new LineCounter();
-  const doc = parseDocument(text, { lineCounter: lines, uniqueKeys: true, prettyErrors: false });
-  const at = (offset: number) => lines.linePos(offset);
-  if (doc.errors.length > 0) {
-    throw new CatalogError(
-      doc.errors.map((e) => {
-        const pos = at(e.pos[0]);
-        return {
-          file,
-          line: pos.line,
-          column: pos.col,
-          path: '(yaml)',
-          message: e.message.split('\n')[0] ?? '',
-        };
-      }),
-    );
-  }
-  const locate = (path: DocPath, message: string): CatalogIssue => {
-    const pos = at(offsetOf(doc.contents, path));
-    return { file, line: pos.line, column: pos.col, path: pathText(path), message };
-  };
-
-  const parsed = catalogSchema.safeParse(doc.toJS() ?? {}, { reportInput: true });
-  if (!parsed.success) throw new CatalogError(parsed.error.issues.flatMap((i) => schemaIssues(i, locate)));
+  const parsed = parseYaml(text, file, catalogSchema, unionMessage);
+  if (!parsed.ok) throw new CatalogError(parsed.issues);
+  const { locate } = parsed;
   const problems = crossCheck(parsed.data, dirname(file)).map((p) => locate(p.path, p.message));
   if (problems.length > 0) throw new CatalogError(problems);
 
   const version = `sha256:${createHash('sha256').update(text).digest('hex').slice(0, 16)}`;
   return deepFreeze(compile(parsed.data, version, file));
-}
-
-function schemaIssues(
-  issue: z.core.$ZodIssue,
-  locate: (path: DocPath, message: string) => CatalogIssue,
-): CatalogIssue[] {
-  const path = issue.path.filter((p): p is string | number => typeof p !== 'symbol');
-  switch (issue.code) {
-    case 'unrecognized_keys':
-      return issue.keys.map((k) => locate([...path, k], `unknown key "${k}"`));
-    case 'invalid_type':
-      return [locate(path, `expected ${issue.expected}, got ${describe(issue.input)}`)];
-    case 'invalid_value': {
-      const allowed = `must be one of ${issue.values.map((v) => JSON.stringify(v)).join(', ')}`;
-      // Say why the algorithms people reach for first are missing.
-      const hmac = path.at(-2) === 'algorithms' ? ' (HMAC and "none" are never accepted)' : '';
-      return [locate(path, allowed + hmac)];
-    }
-    case 'invalid_key':
-      return issue.issues.map((i) => locate(path, i.message));
-    case 'invalid_union':
-      return [locate(path, unionMessage(path))];
-    default:
-      return [locate(path, issue.message)];
-  }
 }
 
 function unionMessage(path: DocPath): string {
@@ -139,13 +80,6 @@ function unionMessage(path: DocPath): string {
     default:
       return 'does not match any allowed form';
   }
-}
-
-function describe(value: unknown): string {
-  if (value === undefined) return 'nothing (the key is required)';
-  if (value === null) return 'null';
-  if (Array.isArray(value)) return 'a list';
-  return typeof value === 'object' ? 'a mapping' : typeof value;
 }
 
 /** A host name (or IP literal) without port, `*.suffix`, or `*`. */
@@ -573,40 +507,6 @@ function compileAccess(a: AccessDocument): AccessPolicy {
 
 const headersOf = (record: Record<string, string>): Header[] =>
   Object.entries(record).map(([name, value]) => ({ name, value }));
-
-/** Offset of the node at `path`, or of its nearest existing ancestor (e.g. for a missing key). */
-function offsetOf(root: unknown, path: DocPath): number {
-  let node: unknown = root;
-  let offset = rangeStart(root);
-  for (const key of path) {
-    if (isMap(node)) {
-      const pair = node.items.find((p) => isPair(p) && isScalar(p.key) && p.key.value === key);
-      if (!pair) return offset;
-      // Point at the key for unknown keys and scalars, which is where a reader looks.
-      offset = rangeStart(pair.key);
-      node = pair.value;
-      if (isMap(node) || isSeq(node)) offset = rangeStart(pair.key);
-    } else if (isSeq(node) && typeof key === 'number') {
-      const item = node.items[key];
-      if (item === undefined) return offset;
-      node = item;
-      offset = rangeStart(item);
-    } else {
-      return offset;
-    }
-  }
-  return offset;
-}
-
-function rangeStart(node: unknown): number {
-  const range = (node as Node | null)?.range;
-  return range ? range[0] : 0;
-}
-
-function pathText(path: DocPath): string {
-  if (path.length === 0) return '(root)';
-  return path.map((p, i) => (typeof p === 'number' ? `[${p}]` : i === 0 ? p : `.${p}`)).join('');
-}
 
 function deepFreeze<T>(value: T): T {
   if (value && typeof value === 'object' && !Object.isFrozen(value)) {

@@ -4,7 +4,6 @@
 import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { isIP } from 'node:net';
 import { basename, dirname, join, relative, resolve } from 'node:path';
-import { isMap, isPair, isScalar, isSeq, LineCounter, type Node, parseDocument } from 'yaml';
 import { z } from 'zod';
 import { ALL_CODES } from '../errors.js';
 import type { Catalog } from './catalog.js';
@@ -17,7 +16,7 @@ import {
   sampleCheckRequest,
   TestClock,
 } from './harness.js';
-import type { CatalogIssue } from './load.js';
+import { type CatalogIssue, type DocPath, parseYaml } from './yaml-issues.js';
 
 /** The instant a fixture file runs at when it sets no `clock`. */
 export const DEFAULT_CLOCK = '2026-01-01T00:00:00Z';
@@ -115,8 +114,6 @@ export interface FixtureFile {
   readonly cases: readonly FixtureCase[];
 }
 
-export type DocPath = readonly (string | number)[];
-
 /** `*.yaml` and `*.yml` under `target` (recursively, sorted), or `target` itself when it is a file. */
 export function findFixtureFiles(target: string): string[] {
   if (!existsSync(target)) throw new HarnessInputError(`${target}: no such file or directory`);
@@ -158,28 +155,9 @@ function loadFixtureFile(file: string, root: string): { fixture: FixtureFile } |
     const message = err instanceof Error ? err.message : String(err);
     return { issues: [{ file, line: 0, column: 0, path: '(file)', message: `cannot read: ${message}` }] };
   }
-  const lines = new LineCounter();
-  const doc = parseDocument(text, { lineCounter: lines, uniqueKeys: true, prettyErrors: false });
-  if (doc.errors.length > 0) {
-    return {
-      issues: doc.errors.map((e) => {
-        const pos = lines.linePos(e.pos[0]);
-        return {
-          file,
-          line: pos.line,
-          column: pos.col,
-          path: '(yaml)',
-          message: e.message.split('\n')[0] ?? '',
-        };
-      }),
-    };
-  }
-  const locate = (path: DocPath, message: string): CatalogIssue => {
-    const pos = lines.linePos(offsetOf(doc.contents, path));
-    return { file, line: pos.line, column: pos.col, path: pathText(path), message };
-  };
-  const parsed = fileSchema.safeParse(doc.toJS() ?? {}, { reportInput: true });
-  if (!parsed.success) return { issues: parsed.error.issues.flatMap((i) => schemaIssues(i, locate)) };
+  const parsed = parseYaml(text, file, fileSchema, unionMessage);
+  if (!parsed.ok) return { issues: parsed.issues };
+  const { locate } = parsed;
 
   const dir = dirname(file);
   const display = relative(root, file) || basename(file);
@@ -232,7 +210,7 @@ function loadFixtureFile(file: string, root: string): { fixture: FixtureFile } |
     if (requestIdHeader !== undefined) delete headers[requestIdHeader];
     cases.push({
       name: c.name,
-      line: lines.linePos(offsetOf(doc.contents, ['cases', i])).line,
+      line: locate(['cases', i], '').line,
       request: {
         method: r.method,
         url: r.url,
@@ -554,25 +532,6 @@ const show = (text: string) => (text === '' ? '(none)' : text);
 // ---------------------------------------------------------------------------------------------
 // Problem positions (the catalog loader's approach: zod paths → YAML nodes → line and column)
 
-function schemaIssues(
-  issue: z.core.$ZodIssue,
-  locate: (path: DocPath, message: string) => CatalogIssue,
-): CatalogIssue[] {
-  const path = issue.path.filter((p): p is string | number => typeof p !== 'symbol');
-  switch (issue.code) {
-    case 'unrecognized_keys':
-      return issue.keys.map((k) => locate([...path, k], `unknown key "${k}"`));
-    case 'invalid_type':
-      return [locate(path, `expected ${issue.expected}, got ${describe(issue.input)}`)];
-    case 'invalid_value':
-      return [locate(path, `must be one of ${issue.values.map((v) => JSON.stringify(v)).join(', ')}`)];
-    case 'invalid_union':
-      return [locate(path, unionMessage(path))];
-    default:
-      return [locate(path, issue.message)];
-  }
-}
-
 function unionMessage(path: DocPath): string {
   switch (path.at(-1)) {
     case 'body':
@@ -584,43 +543,4 @@ function unionMessage(path: DocPath): string {
     default:
       return 'does not match any allowed form';
   }
-}
-
-function describe(value: unknown): string {
-  if (value === undefined) return 'nothing (the key is required)';
-  if (value === null) return 'null';
-  if (Array.isArray(value)) return 'a list';
-  return typeof value === 'object' ? 'a mapping' : typeof value;
-}
-
-/** Offset of the node at `path`, or of its nearest existing ancestor (e.g. for a missing key). */
-function offsetOf(root: unknown, path: DocPath): number {
-  let node: unknown = root;
-  let offset = rangeStart(root);
-  for (const key of path) {
-    if (isMap(node)) {
-      const pair = node.items.find((p) => isPair(p) && isScalar(p.key) && p.key.value === key);
-      if (!pair) return offset;
-      offset = rangeStart(pair.key);
-      node = pair.value;
-    } else if (isSeq(node) && typeof key === 'number') {
-      const item = node.items[key];
-      if (item === undefined) return offset;
-      node = item;
-      offset = rangeStart(item);
-    } else {
-      return offset;
-    }
-  }
-  return offset;
-}
-
-function rangeStart(node: unknown): number {
-  const range = (node as Node | null)?.range;
-  return range ? range[0] : 0;
-}
-
-function pathText(path: DocPath): string {
-  if (path.length === 0) return '(root)';
-  return path.map((p, i) => (typeof p === 'number' ? `[${p}]` : i === 0 ? p : `.${p}`)).join('');
 }

@@ -3,6 +3,7 @@
 // Sections for identity (JWT, API keys), quotas and content slot in as new keys of `partners[]`
 // and `routes[]` without reshaping what is here.
 import { z } from 'zod';
+import { SUPPORTED_ALGORITHMS } from '../identity/jwt.js';
 
 /** RFC 7230 token: what an HTTP header name may be. */
 export const HEADER_NAME = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
@@ -167,18 +168,8 @@ const partner = z.strictObject({
     .prefault({}),
 });
 
-const JWT_ALGORITHMS = [
-  'RS256',
-  'RS384',
-  'RS512',
-  'PS256',
-  'PS384',
-  'PS512',
-  'ES256',
-  'ES384',
-  'ES512',
-  'EdDSA',
-] as const;
+/** The verifier's list (never `none`, never HMAC): one list for the schema and the verifier. */
+const JWT_ALGORITHMS = SUPPORTED_ALGORITHMS;
 
 const issuer = z.strictObject({
   /** Catalog name, referenced by routes. */

@@ -113,12 +113,12 @@ const CASES: Readonly<Record<string, Case>> = {
   // HMAC and "none" are not in the algorithm enum: refused by the schema, never reaching the verifier.
   'issuer-algorithm-hs256': {
     lines: [
-      '6:25: issuers[0].algorithms[1]: must be one of "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA" (HMAC and "none" are never accepted)',
+      '6:25: issuers[0].algorithms[1]: must be one of "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA", "Ed25519" (HMAC and "none" are never accepted)',
     ],
   },
   'issuer-algorithm-none': {
     lines: [
-      '7:9: issuers[0].algorithms[0]: must be one of "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA" (HMAC and "none" are never accepted)',
+      '7:9: issuers[0].algorithms[0]: must be one of "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA", "Ed25519" (HMAC and "none" are never accepted)',
     ],
   },
   // `jwks` is a union of two strict objects ({url, …} or {file, …}): both at once match neither.
