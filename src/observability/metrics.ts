@@ -185,6 +185,12 @@ export class Metrics {
   }
 
   policyLoaded(catalog: Catalog): void {
+    // Error-path series exist from the start, at 0, for every route: alerts and panels see them.
+    for (const route of catalog.routes) {
+      for (const cause of ['internal_error', 'deadline_exceeded', 'dependency_unavailable']) {
+        this.failures.inc({ route: route.name, cause }, 0);
+      }
+    }
     this.policy.reset();
     this.policy.set({ version: catalog.version, name: catalog.versionName }, 1);
   }
