@@ -18,7 +18,13 @@ import { RedisRevocations } from '../identity/revocation.js';
 import { createLogger } from '../observability/audit.js';
 import { CatalogError, formatIssue, loadCatalogFile, parseCatalog } from '../policy/load.js';
 import { watchCatalog } from '../policy/watch.js';
-import { createRedisClient, parseRedisUrl, type RedisClient, RedisQuotaStore } from '../quota/redis-store.js';
+import {
+  createRedisClient,
+  parseRedisUrl,
+  type RedisClient,
+  RedisQuotaStore,
+  waitForReady,
+} from '../quota/redis-store.js';
 import type { QuotaStatus } from '../quota/status.js';
 import { buildCheckRequest, renderResponse, sendCheck, UsageError } from './check.js';
 import { changeRevocation, EXAMPLE_SIGNING_KEYS, mintToken, parseKind } from './identity.js';
@@ -274,6 +280,11 @@ async function serve(args: readonly string[]): Promise<number> {
     if (config.redisUrl) {
       redis = createRedisClient(config.redisUrl);
       redis.on('error', () => {}); // reconnects by itself; failures surface per call, metered
+      // Start warm: Checks that arrive before the connection is up would fail and open the breaker.
+      // A Redis that is down at start is not fatal: the routes' on_store_error applies until it is up.
+      await waitForReady(redis, 5000).catch((err: unknown) =>
+        logger.warn({ err: String(err) }, 'quota store not reachable at start: serving with on_store_error'),
+      );
       quotaStore = new RedisQuotaStore(redis, {
         idempotencyMs: catalog.settings.quotas.idempotencySeconds * 1000,
       });
