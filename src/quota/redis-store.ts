@@ -282,6 +282,7 @@ export interface RedisClientOptions {
  * - connectTimeout (connectTimeoutMs, 2 s) and commandTimeout (commandTimeoutMs, 100 ms): see above;
  * - enableOfflineQueue: false — while disconnected, commands fail at once instead of queueing until
  *   long after the Check's deadline; the stage then applies the route's on_error/fallback;
+ * - enableAutoPipelining: one write per event-loop tick instead of one per charge (measured: +14%);
  * - maxRetriesPerRequest: 0 and autoResendUnfulfilledCommands: false — a charge in flight when the
  *   connection drops fails; it is never re-sent after reconnecting (that could charge it twice, late);
  * - retryStrategy / clusterRetryStrategy: reconnect forever in the background, backing off from 50 ms
@@ -299,6 +300,10 @@ export function createRedisClient(url: string, options: RedisClientOptions = {})
     connectionName: options.connectionName ?? 'portcullis-quota',
     maxRetriesPerRequest: 0,
     autoResendUnfulfilledCommands: false,
+    // Charges issued in one event-loop tick go out in one write. Measured side by side in
+    // bench/run.ts (jwt+quota, two pairs of runs): 4,003 / 4,496 → 4,636 / 5,157 Check/s,
+    // 246 / 218 → 212 / 187 µs of CPU per Check.
+    enableAutoPipelining: true,
   };
   switch (target.kind) {
     case 'standalone':
