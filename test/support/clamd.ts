@@ -6,11 +6,11 @@
 import { Buffer } from 'node:buffer';
 import { type ChildProcess, spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { accessSync, constants, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { connect, createServer } from 'node:net';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { delimiter, isAbsolute, join } from 'node:path';
+import { join } from 'node:path';
 import type { TestContext } from 'node:test';
+import { freePort, probe, resolveBinary } from './processes.js';
 
 export const CLAMD_HOST = '127.0.0.1';
 
@@ -77,7 +77,7 @@ function installExitHook(): void {
 }
 
 export async function startClamd(t?: TestContext, opts: ClamdOptions = {}): Promise<ClamdServer> {
-  const binary = resolveBinary(opts.binary ?? 'clamd');
+  const binary = resolveBinary(opts.binary ?? 'clamd', opts.binary ? `${opts.binary} not found` : NOT_FOUND);
   const streamMaxBytes = opts.streamMaxBytes ?? 2 * 1024 * 1024;
   const startTimeoutMs = opts.startTimeoutMs ?? 30_000;
   const dir = mkdtempSync(join(tmpdir(), 'portcullis-clamd-'));
@@ -194,7 +194,7 @@ export async function startClamd(t?: TestContext, opts: ClamdOptions = {}): Prom
 
   try {
     for (let attempt = 1; ; attempt++) {
-      port = await freePort();
+      port = await freePort(CLAMD_HOST);
       const result = await launch(port);
       if (result === 'ready') break;
       // Someone took the port between our probe and clamd's bind: try another one.
@@ -213,51 +213,9 @@ function isAlive(proc: ChildProcess): boolean {
   return proc.exitCode === null && proc.signalCode === null;
 }
 
-function resolveBinary(name: string): string {
-  const dirs = [...(process.env.PATH ?? '').split(delimiter), '/usr/sbin', '/usr/local/sbin'];
-  const candidates = isAbsolute(name) ? [name] : dirs.map((dir) => join(dir || '.', name));
-  for (const candidate of candidates) {
-    try {
-      accessSync(candidate, constants.X_OK);
-      return candidate;
-    } catch {
-      // not here
-    }
-  }
-  throw new Error(name === 'clamd' ? NOT_FOUND : `${name} not found`);
-}
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const probe = createServer();
-    probe.unref();
-    probe.once('error', reject);
-    probe.listen(0, CLAMD_HOST, () => {
-      const address = probe.address();
-      const p = typeof address === 'object' && address ? address.port : 0;
-      probe.close(() => resolve(p));
-    });
-  });
-}
+/** `zPING\0` on a fresh connection; true on `PONG\0`. */
 
 /** `zPING\0` on a fresh connection; true on `PONG\0`. */
-function ping(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const socket = connect({ host: CLAMD_HOST, port });
-    let reply = '';
-    const done = (ok: boolean) => {
-      socket.destroy();
-      resolve(ok);
-    };
-    socket.setTimeout(1000, () => done(false));
-    socket.once('error', () => done(false));
-    socket.once('connect', () => socket.write('zPING\0'));
-    socket.on('data', (chunk) => {
-      reply += chunk.toString('latin1');
-      if (reply.includes('\0')) done(reply === 'PONG\0');
-    });
-    socket.once('end', () => done(false));
-  });
-}
+const ping = (port: number) => probe(CLAMD_HOST, port, 'zPING\0', 'PONG\0', (r) => r.includes('\0'), 1000);
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));

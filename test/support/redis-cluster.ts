@@ -4,9 +4,9 @@
 // directory; everything (processes, directories, clients) is removed on t.after, and at once if
 // anything fails while starting.
 import { execFile } from 'node:child_process';
-import { createServer } from 'node:net';
 import type { TestContext } from 'node:test';
 import { promisify } from 'node:util';
+import { freePort } from './processes.js';
 import { REDIS_HOST, type RedisServer, startRedis } from './redis.js';
 
 const run = promisify(execFile);
@@ -69,7 +69,7 @@ export async function startRedisCluster(
  */
 async function startNode(): Promise<RedisServer> {
   for (let attempt = 1; ; attempt++) {
-    const busPort = await freePort();
+    const busPort = await freePort(REDIS_HOST);
     try {
       return await startRedis(undefined, {
         args: [
@@ -101,17 +101,4 @@ async function waitClusterOk(node: RedisServer, deadline: number): Promise<void>
   } finally {
     client.disconnect();
   }
-}
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const probe = createServer();
-    probe.unref();
-    probe.once('error', reject);
-    probe.listen(0, REDIS_HOST, () => {
-      const address = probe.address();
-      const port = typeof address === 'object' && address ? address.port : 0;
-      probe.close(() => resolve(port));
-    });
-  });
 }

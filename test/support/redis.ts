@@ -3,12 +3,12 @@
 // kill when the test process exits).
 import { type ChildProcess, spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { accessSync, constants, mkdtempSync, rmSync } from 'node:fs';
-import { connect, createServer } from 'node:net';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { delimiter, isAbsolute, join } from 'node:path';
+import { join } from 'node:path';
 import type { TestContext } from 'node:test';
 import { Redis, type RedisOptions } from 'ioredis';
+import { freePort, probe, resolveBinary } from './processes.js';
 
 export const REDIS_HOST = '127.0.0.1';
 
@@ -72,7 +72,10 @@ function installExitHook(): void {
 }
 
 export async function startRedis(t?: TestContext, opts: RedisServerOptions = {}): Promise<RedisServer> {
-  const binary = resolveBinary(opts.binary ?? 'redis-server');
+  const binary = resolveBinary(
+    opts.binary ?? 'redis-server',
+    opts.binary ? `${opts.binary} not found` : NOT_FOUND,
+  );
   const startTimeoutMs = opts.startTimeoutMs ?? 10_000;
   const dir = mkdtempSync(join(tmpdir(), 'portcullis-redis-'));
   const clients = new Set<Redis>();
@@ -205,7 +208,7 @@ export async function startRedis(t?: TestContext, opts: RedisServerOptions = {})
 
   try {
     for (let attempt = 1; ; attempt++) {
-      port = await freePort();
+      port = await freePort(REDIS_HOST);
       try {
         await launch(port, false);
         break;
@@ -227,51 +230,9 @@ function isAlive(proc: ChildProcess): boolean {
   return proc.exitCode === null && proc.signalCode === null;
 }
 
-function resolveBinary(name: string): string {
-  const candidates = isAbsolute(name)
-    ? [name]
-    : (process.env.PATH ?? '').split(delimiter).map((dir) => join(dir || '.', name));
-  for (const candidate of candidates) {
-    try {
-      accessSync(candidate, constants.X_OK);
-      return candidate;
-    } catch {
-      // not here
-    }
-  }
-  throw new Error(name === 'redis-server' ? NOT_FOUND : `${name} not found`);
-}
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const probe = createServer();
-    probe.unref();
-    probe.once('error', reject);
-    probe.listen(0, REDIS_HOST, () => {
-      const address = probe.address();
-      const port = typeof address === 'object' && address ? address.port : 0;
-      probe.close(() => resolve(port));
-    });
-  });
-}
-
 /** One raw `PING` on a fresh socket; true on `+PONG`. */
-function ping(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const socket = connect({ host: REDIS_HOST, port });
-    let reply = '';
-    const done = (ok: boolean) => {
-      socket.destroy();
-      resolve(ok);
-    };
-    socket.setTimeout(500, () => done(false));
-    socket.once('error', () => done(false));
-    socket.once('connect', () => socket.write('PING\r\n'));
-    socket.on('data', (chunk) => {
-      reply += chunk.toString('latin1');
-      if (reply.includes('\r\n')) done(reply.startsWith('+PONG'));
-    });
-  });
-}
+
+const ping = (port: number) =>
+  probe(REDIS_HOST, port, 'PING\r\n', '+PONG\r\n', (r) => r.includes('\r\n'), 500);
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
