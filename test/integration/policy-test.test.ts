@@ -10,9 +10,10 @@ import { join } from 'node:path';
 import { test } from 'node:test';
 import { buildCheckRequest, sendCheck } from '../../src/cli/check.js';
 import { EXAMPLE_SIGNING_KEYS, mintToken } from '../../src/cli/identity.js';
-import { type Io, policyDiff, policyTest } from '../../src/cli/policy.js';
+import { policyDiff, policyTest } from '../../src/cli/policy.js';
 import { BROKEN_CATALOG, brokenCatalog } from '../fixtures/policy-tests/make-broken.js';
 import { startTestApp } from '../support/app.js';
+import { capture } from '../support/capture.js';
 import { EICAR } from '../support/clamd.js';
 
 const BROKEN = 'test/fixtures/policy-tests/broken-catalog.yaml';
@@ -38,21 +39,6 @@ const INVALID_LINES = [
   `${INVALID}/schema-problems.yaml:14:7: cases[1].expect.code: unknown decision code (see docs/errors.md)`,
   '8 problems in the policy tests',
 ];
-
-function capture(): Io & { stdout: () => string; stderr: () => string } {
-  let out = '';
-  let err = '';
-  return {
-    out: (t) => {
-      out += t;
-    },
-    err: (t) => {
-      err += t;
-    },
-    stdout: () => out,
-    stderr: () => err,
-  };
-}
 
 const failLines = (text: string) => text.split('\n').filter((l) => l.startsWith('FAIL '));
 

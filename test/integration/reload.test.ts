@@ -4,13 +4,13 @@
 // invalid, while Checks keep flowing. No Check may fail, every answer must belong to exactly one
 // valid version, and an invalid version must never be served.
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
+import { type ChildProcess, spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { mkdirSync, mkdtempSync, renameSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
-import { test } from 'node:test';
+import { type TestContext, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { envoyRequest } from '../support/envoy-request.js';
 import { OfficialCheckClient, type OfficialCheckResponse } from '../support/official-client.js';
@@ -36,6 +36,44 @@ function publish(dir: string, n: number, text: string): void {
   renameSync(join(dir, '..data_tmp'), join(dir, '..data'));
 }
 
+interface Served {
+  /** Every log line but decisions, as they come. */
+  readonly logs: Record<string, unknown>[];
+  readonly grpcPort: number;
+  readonly adminPort: number;
+}
+
+/** `portcullis serve --config FILE` as a real process on free ports, killed after the test. */
+async function serve(t: TestContext, file: string): Promise<Served & { child: ChildProcess }> {
+  const child = spawn(
+    process.execPath,
+    [
+      '--import',
+      'tsx',
+      'src/cli/main.ts',
+      'serve',
+      '--config',
+      file,
+      '--grpc-address',
+      '127.0.0.1:0',
+      '--admin-address',
+      '127.0.0.1:0',
+    ],
+    { stdio: ['ignore', 'pipe', 'inherit'] },
+  );
+  t.after(() => child.kill('SIGKILL'));
+  const logs: Record<string, unknown>[] = [];
+  return new Promise((resolve) => {
+    createInterface({ input: child.stdout as NodeJS.ReadableStream }).on('line', (line) => {
+      const entry = JSON.parse(line) as Record<string, unknown>;
+      if (entry.msg !== 'decision') logs.push(entry);
+      if (entry.msg === 'serving') {
+        resolve({ child, logs, grpcPort: entry.grpc_port as number, adminPort: entry.admin_port as number });
+      }
+    });
+  });
+}
+
 const meta = (res: OfficialCheckResponse, key: string) =>
   res.dynamic_metadata?.fields[key]?.stringValue ?? '';
 const header = (res: OfficialCheckResponse, name: string) =>
@@ -49,32 +87,8 @@ test('reload under load: 20 replacements, some invalid; no failed Check, one ver
   publish(dir, 0, catalogText(0));
   symlinkSync('..data/catalog.yaml', join(dir, 'catalog.yaml'));
 
-  const child = spawn(
-    process.execPath,
-    [
-      '--import',
-      'tsx',
-      'src/cli/main.ts',
-      'serve',
-      '--config',
-      join(dir, 'catalog.yaml'),
-      '--grpc-address',
-      '127.0.0.1:0',
-      '--admin-address',
-      '127.0.0.1:0',
-    ],
-    { stdio: ['ignore', 'pipe', 'inherit'] },
-  );
-  t.after(() => child.kill('SIGKILL'));
-  const logs: Record<string, unknown>[] = [];
-  const ports = await new Promise<{ grpc: number; admin: number }>((resolve) => {
-    createInterface({ input: child.stdout }).on('line', (line) => {
-      const entry = JSON.parse(line) as Record<string, unknown>;
-      if (entry.msg !== 'decision') logs.push(entry);
-      if (entry.msg === 'serving')
-        resolve({ grpc: entry.grpc_port as number, admin: entry.admin_port as number });
-    });
-  });
+  const { logs, grpcPort, adminPort } = await serve(t, join(dir, 'catalog.yaml'));
+  const ports = { grpc: grpcPort, admin: adminPort };
   const client = new OfficialCheckClient(`127.0.0.1:${ports.grpc}`);
   t.after(() => client.close());
 
@@ -164,31 +178,7 @@ test('SIGHUP forces a reload of the same file', { timeout: 30_000 }, async (t) =
   t.after(() => rmSync(dir, { recursive: true, force: true }));
   const file = join(dir, 'catalog.yaml');
   writeFileSync(file, catalogText(1));
-  const child = spawn(
-    process.execPath,
-    [
-      '--import',
-      'tsx',
-      'src/cli/main.ts',
-      'serve',
-      '--config',
-      file,
-      '--grpc-address',
-      '127.0.0.1:0',
-      '--admin-address',
-      '127.0.0.1:0',
-    ],
-    { stdio: ['ignore', 'pipe', 'inherit'] },
-  );
-  t.after(() => child.kill('SIGKILL'));
-  const lines: Record<string, unknown>[] = [];
-  await new Promise<void>((resolve) => {
-    createInterface({ input: child.stdout }).on('line', (line) => {
-      const entry = JSON.parse(line) as Record<string, unknown>;
-      lines.push(entry);
-      if (entry.msg === 'serving') resolve();
-    });
-  });
+  const { child, logs: lines } = await serve(t, file);
   child.kill('SIGHUP');
   const deadline = Date.now() + 5000;
   while (!lines.some((l) => l.msg === 'policy reloaded') && Date.now() < deadline) await sleep(50);

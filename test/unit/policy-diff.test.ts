@@ -5,7 +5,7 @@
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { test } from 'node:test';
-import { type Io, policyDiff } from '../../src/cli/policy.js';
+import { policyDiff } from '../../src/cli/policy.js';
 import {
   compareDecisions,
   diffDocuments,
@@ -16,6 +16,7 @@ import {
   parseAuditLog,
 } from '../../src/policy/diff.js';
 import { type FixtureFile, findFixtureFiles, loadFixtures } from '../../src/policy/policy-test.js';
+import { capture } from '../support/capture.js';
 
 const DIR = 'test/fixtures/policy-tests/diff';
 const AUDIT = `${DIR}/audit.jsonl`;
@@ -290,21 +291,6 @@ test('structure: routes added, removed, reordered; a path changing form; named i
     },
   ]);
 });
-
-function capture(): Io & { stdout: () => string; stderr: () => string } {
-  let out = '';
-  let err = '';
-  return {
-    out: (t) => {
-      out += t;
-    },
-    err: (t) => {
-      err += t;
-    },
-    stdout: () => out,
-    stderr: () => err,
-  };
-}
 
 test('policyDiff: a reviewer-readable report; exit 1 on flips, 0 without', async () => {
   const io = capture();
