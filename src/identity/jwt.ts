@@ -4,17 +4,19 @@
 // Order of checks, cheapest and least trusting first:
 //   size (16 KiB) → shape (3 base64url segments) → header (JSON object, no crit, no nested JWT,
 //   string alg and kid) → payload (JSON object) → issuer by the unverified `iss` → alg allowed for
-//   that issuer → key from the issuer's key set (by kid and alg only) → jose jwtVerify (signature,
-//   iss, aud, exp, nbf, required claims) → our own rules (iat, lifetime, exposed claims).
+//   that issuer → key from the issuer's key set (by kid and alg only) → signature (node:crypto,
+//   signature.ts) → jose's claim rules (iss, aud, exp, nbf, required claims) → our own rules (iat,
+//   lifetime, exposed claims).
 // The header's `jku`, `x5u`, `jwk` and `x5c` are never read: keys come from the issuer's JWKS only.
 //
 // Verified tokens are cached (bounded LRU keyed by the token's SHA-256): a hit skips parsing and the
 // signature, but expiry and nbf are judged again against the clock at every hit.
-import { createHash } from 'node:crypto';
-import { errors, type JWTPayload, jwtVerify } from 'jose';
+import { createHash, KeyObject } from 'node:crypto';
+import { type CryptoKey, errors, type JWTPayload, UnsecuredJWT } from 'jose';
 import { LRUCache } from 'lru-cache';
 import type { Clock } from '../pipeline/types.js';
 import { type KeyLookup, type KeySet, quote } from './jwks.js';
+import { keyMismatch, verifyJws } from './signature.js';
 
 export const TOKEN_FAILURES = [
   'token_malformed',
@@ -293,13 +295,28 @@ export class JwtVerifier {
       );
     }
 
+    // The signature first (node:crypto, synchronous), then the claims, judged by jose as an
+    // unsecured JWT: same rules and errors as jwtVerify, without WebCrypto's thread-pool round trip.
+    const keyObject = keyObjectOf(found.key);
+    const mismatch = keyMismatch(alg, keyObject);
+    if (mismatch !== null) {
+      return fail(
+        'token_signature_invalid',
+        `${describeKey(alg, found.kid)} of issuer ${issuer.name} cannot verify this token: ${mismatch}`,
+      );
+    }
+    if (!verifyJws(alg, keyObject, `${headerPart}.${payloadPart}`, Buffer.from(signaturePart, 'base64url'))) {
+      return fail(
+        'token_signature_invalid',
+        `signature does not verify with ${describeKey(alg, found.kid)} of issuer ${issuer.name}`,
+      );
+    }
     const nowMs = this.#clock.now();
     let payload: JWTPayload;
     try {
-      ({ payload } = await jwtVerify(token, found.key, {
+      ({ payload } = UnsecuredJWT.decode(`${UNSECURED_HEADER}.${payloadPart}.`, {
         issuer: issuer.issuer,
         audience: issuer.audiences,
-        algorithms: issuer.algorithmList,
         clockTolerance: issuer.skew,
         currentDate: new Date(nowMs),
         requiredClaims: issuer.requiredClaims,
@@ -440,7 +457,7 @@ function checkIssuer(config: IssuerConfig): Issuer {
 
 /** jose's verdict, in our words. `kid` and `alg` make the reason precise. */
 function mapJoseError(error: unknown, issuer: Issuer, kid: string | null, alg: string): VerifyResult {
-  const key = kid === null ? `${alg} key` : `${alg} key ${quote(kid)}`;
+  const key = describeKey(alg, kid);
   if (error instanceof errors.JWSSignatureVerificationFailed) {
     return fail('token_signature_invalid', `signature does not verify with ${key} of issuer ${issuer.name}`);
   }
@@ -488,6 +505,24 @@ function mapJoseError(error: unknown, issuer: Issuer, kid: string | null, alg: s
     );
   }
   return fail('token_malformed', `unexpected verifier error: ${errorText(error)}`);
+}
+
+function describeKey(alg: string, kid: string | null): string {
+  return kid === null ? `${alg} key` : `${alg} key ${quote(kid)}`;
+}
+
+/** `{"alg":"none"}`: the header under which jose judges the claims of a token we verified ourselves. */
+const UNSECURED_HEADER = Buffer.from('{"alg":"none"}').toString('base64url');
+
+/** node:crypto's view of a key set's WebCrypto key, made once per key. */
+const KEY_OBJECTS = new WeakMap<CryptoKey, KeyObject>();
+function keyObjectOf(key: CryptoKey): KeyObject {
+  let object = KEY_OBJECTS.get(key);
+  if (object === undefined) {
+    object = KeyObject.from(key);
+    KEY_OBJECTS.set(key, object);
+  }
+  return object;
 }
 
 /** A base64url segment decoded as a JSON object; null if it is not one. */
