@@ -6,12 +6,14 @@ import type { JwksCache } from '../identity/jwks.js';
 import type { StageName } from '../pipeline/check.js';
 import type { Catalog } from '../policy/catalog.js';
 import type { ChargeResult, LimitSpec } from '../quota/types.js';
+import { FastCounter, FastHistogram, type HistogramSeries } from './fast-metrics.js';
 
 const LATENCY_BUCKETS = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1];
 
 export class Metrics {
   readonly registry = new Registry();
-  private readonly decisions = new Counter({
+  // The per-Check metrics: fast-metrics.ts (label sets resolved once, not hashed per observation).
+  private readonly decisions = new FastCounter({
     name: 'portcullis_decisions_total',
     help: 'Check decisions by route, partner, decision (allow/deny) and code (docs/errors.md).',
     labelNames: ['route', 'partner', 'decision', 'code'] as const,
@@ -23,14 +25,14 @@ export class Metrics {
     labelNames: ['route', 'cause'] as const,
     registers: [this.registry],
   });
-  private readonly latency = new Histogram({
+  private readonly latency = new FastHistogram({
     name: 'portcullis_check_duration_seconds',
     help: 'Time from receiving a Check to handing back its answer.',
     labelNames: ['decision'] as const,
     buckets: LATENCY_BUCKETS,
     registers: [this.registry],
   });
-  private readonly stages = new Histogram({
+  private readonly stages = new FastHistogram({
     name: 'portcullis_stage_duration_seconds',
     help: 'Time spent in each pipeline stage.',
     labelNames: ['stage'] as const,
@@ -45,9 +47,7 @@ export class Metrics {
   });
   private readonly allowLatency = this.latency.labels('allow');
   private readonly denyLatency = this.latency.labels('deny');
-  // Children cached by label values: prom-client otherwise re-hashes the label set per call.
-  private readonly decisionChildren = new Map<string, Counter.Internal>();
-  private readonly stageChildren = new Map<string, Histogram.Internal<'stage'>>();
+  private readonly stageSeries = new Map<StageName, HistogramSeries>();
 
   constructor(options: { defaultMetrics?: boolean } = {}) {
     // Series that alerts use with increase() exist from the start, at 0: a first increment is then
@@ -196,21 +196,15 @@ export class Metrics {
   }
 
   observe(decision: Decision, seconds: number, timings: ReadonlyArray<readonly [StageName, number]>): void {
-    const key = `${decision.route}\u0000${decision.partner}\u0000${decision.code}`;
-    let child = this.decisionChildren.get(key);
-    if (!child) {
-      child = this.decisions.labels(decision.route, decision.partner, decision.kind, decision.code);
-      this.decisionChildren.set(key, child);
-    }
-    child.inc();
+    this.decisions.labels(decision.route, decision.partner, decision.kind, decision.code).inc();
     (decision.kind === 'allow' ? this.allowLatency : this.denyLatency).observe(seconds);
     for (const [stage, ms] of timings) {
-      let h = this.stageChildren.get(stage);
-      if (!h) {
-        h = this.stages.labels(stage);
-        this.stageChildren.set(stage, h);
+      let series = this.stageSeries.get(stage);
+      if (series === undefined) {
+        series = this.stages.labels(stage);
+        this.stageSeries.set(stage, series);
       }
-      h.observe(ms / 1000);
+      series.observe(ms / 1000);
     }
   }
 
