@@ -1,0 +1,3 @@
+module portcullis/bench/loadgen
+
+go 1.24
