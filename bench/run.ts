@@ -301,6 +301,9 @@ function peakRssMb(pid: number): number {
 
 interface Sample {
   rps: number;
+  /** Latency at saturation: mostly queueing behind 128 streams, but it shows each case's spread. */
+  saturatedP50: number;
+  saturatedP99: number;
   ratio: number | null;
   cpuUsPerCheck: number;
   peakRssMb: number;
@@ -331,6 +334,8 @@ async function measure(
       rps: r.rps,
       ratio: baseline ? r.rps / baseline.rps : c.server === 'baseline' ? 1 : null,
       cpuUsPerCheck: cpuUs,
+      saturatedP50: r.p50,
+      saturatedP99: r.p99,
       peakRssMb: peakRssMb(pid),
       startupMs: server.startupMs,
       h2loadRps: h2,
@@ -453,6 +458,8 @@ const rows = runs.map(({ c, build, name }) => {
     h2loadRps: med(list, (s) => s.h2loadRps),
     h2loadRatio: med(list, (s) => s.h2loadRatio),
     h2loadRatioRange: range(list, (s) => s.h2loadRatio),
+    saturatedP50ms: med(list, (s) => s.saturatedP50),
+    saturatedP99ms: med(list, (s) => s.saturatedP99),
     samples: list,
   };
 });
@@ -461,11 +468,11 @@ const f = (n: number | null, digits = 0) => (n === null ? '—' : n.toFixed(digi
 const spread = (r: [number, number] | null) =>
   r && REPEAT > 1 ? ` (${r[0].toFixed(2)}–${r[1].toFixed(2)})` : '';
 const table = [
-  `| case | Check/s | × baseline (min–max) | h2load Check/s | × baseline (min–max) | CPU µs/Check | p50 ms @${RATE}/s | p90 | p99 | p99.9 | peak RSS MB | RSS MB @${RATE}/s | start→SERVING ms |`,
-  '|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
+  `| case | Check/s | × baseline (min–max) | h2load Check/s | × baseline (min–max) | CPU µs/Check | p50 / p99 ms saturated | p50 ms @${RATE}/s | p90 | p99 | p99.9 | peak RSS MB | RSS MB @${RATE}/s | start→SERVING ms |`,
+  '|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
   ...rows.map(
     (r) =>
-      `| ${r.case} | ${f(r.rps)} | ${f(r.ratio, 2)}${spread(r.ratioRange)} | ${f(r.h2loadRps)} | ${f(r.h2loadRatio, 2)}${spread(r.h2loadRatioRange)} | ${f(r.cpuUsPerCheck)} | ${f(r.p50ms, 2)} | ${f(r.p90ms, 2)} | ${f(r.p99ms, 2)} | ${f(r.p999ms, 2)} | ${f(r.peakRssMb)} | ${f(r.rssAtRateMb)} | ${f(r.startupMs)} |`,
+      `| ${r.case} | ${f(r.rps)} | ${f(r.ratio, 2)}${spread(r.ratioRange)} | ${f(r.h2loadRps)} | ${f(r.h2loadRatio, 2)}${spread(r.h2loadRatioRange)} | ${f(r.cpuUsPerCheck)} | ${f(r.saturatedP50ms, 2)} / ${f(r.saturatedP99ms, 2)} | ${f(r.p50ms, 2)} | ${f(r.p90ms, 2)} | ${f(r.p99ms, 2)} | ${f(r.p999ms, 2)} | ${f(r.peakRssMb)} | ${f(r.rssAtRateMb)} | ${f(r.startupMs)} |`,
   ),
 ].join('\n');
 
