@@ -202,6 +202,9 @@ test('internal failure: on_error deny answers 503, on_error allow lets it throug
 
 test('deadline: a stalled stage is answered before Envoy gives up, per on_error', async (t) => {
   const { check } = await setup(t);
+  // Connected and warm first, as Envoy's connection to its sidecar is: the first call of a fresh
+  // client also pays the connection and the JIT, which a loaded CI host can stretch past the margin.
+  await check({ principal: ACME, path: '/v1/orders/1', host: 'api.example.com' });
   // 300 ms like an Envoy ext_authz timeout: the answer must arrive as a CheckResponse, not a gRPC error.
   const denied = await check({ principal: ACME, path: '/v1/slow-deny' }, 300);
   assertDenied(denied, 'ServiceUnavailable', 4, 'deadline_exceeded');
