@@ -322,7 +322,7 @@ export class JwtVerifier {
         requiredClaims: issuer.requiredClaims,
       }));
     } catch (error: unknown) {
-      return mapJoseError(error, issuer, found.kid, alg);
+      return mapJoseError(error, issuer);
     }
     const result = accept(issuer, payload, Math.floor(nowMs / 1000));
     if (result.ok) this.#remember(cacheKey, issuer, result.token);
@@ -455,15 +455,11 @@ function checkIssuer(config: IssuerConfig): Issuer {
   };
 }
 
-/** jose's verdict, in our words. `kid` and `alg` make the reason precise. */
-function mapJoseError(error: unknown, issuer: Issuer, kid: string | null, alg: string): VerifyResult {
-  const key = describeKey(alg, kid);
-  if (error instanceof errors.JWSSignatureVerificationFailed) {
-    return fail('token_signature_invalid', `signature does not verify with ${key} of issuer ${issuer.name}`);
-  }
-  if (error instanceof errors.JOSEAlgNotAllowed) {
-    return fail('token_algorithm_not_allowed', `${error.message} (issuer ${issuer.name})`);
-  }
+/**
+ * jose's verdict on the claims, in our words. The signature and the key were judged before
+ * (signature.ts), so only claim and format errors come from jose.
+ */
+function mapJoseError(error: unknown, issuer: Issuer): VerifyResult {
   if (error instanceof errors.JWTExpired) {
     return fail(
       'token_expired',
@@ -496,13 +492,6 @@ function mapJoseError(error: unknown, issuer: Issuer, kid: string | null, alg: s
     error instanceof errors.JOSENotSupported
   ) {
     return fail('token_malformed', error.message);
-  }
-  if (error instanceof TypeError) {
-    // The key cannot serve this token (jose checks key type, size and usages at verification).
-    return fail(
-      'token_signature_invalid',
-      `${key} of issuer ${issuer.name} cannot verify this token: ${error.message}`,
-    );
   }
   return fail('token_malformed', `unexpected verifier error: ${errorText(error)}`);
 }
