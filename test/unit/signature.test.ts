@@ -5,6 +5,7 @@
 import assert from 'node:assert/strict';
 import { constants, createPublicKey, generateKeyPairSync, type KeyObject, sign } from 'node:crypto';
 import { describe, it } from 'node:test';
+import { SUPPORTED_ALGORITHMS } from '../../src/identity/jwt.js';
 import { keyMismatch, verifyJws } from '../../src/identity/signature.js';
 
 const INPUT = `${Buffer.from('{"alg":"X"}').toString('base64url')}.${Buffer.from('{"sub":"a"}').toString('base64url')}`;
@@ -46,6 +47,10 @@ const CASES: Case[] = [
 ];
 
 describe('verifyJws: every accepted algorithm', () => {
+  it('covers exactly the algorithms an issuer may list (the lists cannot drift apart)', () => {
+    assert.deepEqual(CASES.map((c) => c.alg).sort(), [...SUPPORTED_ALGORITHMS].sort());
+  });
+
   for (const c of CASES) {
     it(`${c.alg}: a genuine signature verifies, a tampered one does not`, () => {
       const signature = c.sign(Buffer.from(INPUT), c.pair.privateKey);
