@@ -46,7 +46,7 @@ abstract class FastMetric<L extends string, S> {
     if (values.length !== this.labelNames.length) {
       throw new Error(`${this.name}: ${this.labelNames.length} label values expected, got ${values.length}`);
     }
-    const key = values.join('\u0000');
+    const key = values.length === 1 ? (values[0] as string) : values.join('\u0000');
     let entry = this.series.get(key);
     if (entry === undefined) {
       const labels: Record<string, string> = {};

@@ -6,7 +6,7 @@ import type { JwksCache } from '../identity/jwks.js';
 import type { StageName } from '../pipeline/check.js';
 import type { Catalog } from '../policy/catalog.js';
 import type { ChargeResult, LimitSpec } from '../quota/types.js';
-import { FastCounter, FastHistogram, type HistogramSeries } from './fast-metrics.js';
+import { FastCounter, FastHistogram } from './fast-metrics.js';
 
 const LATENCY_BUCKETS = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1];
 
@@ -47,7 +47,6 @@ export class Metrics {
   });
   private readonly allowLatency = this.latency.labels('allow');
   private readonly denyLatency = this.latency.labels('deny');
-  private readonly stageSeries = new Map<StageName, HistogramSeries>();
 
   constructor(options: { defaultMetrics?: boolean } = {}) {
     // Series that alerts use with increase() exist from the start, at 0: a first increment is then
@@ -198,14 +197,7 @@ export class Metrics {
   observe(decision: Decision, seconds: number, timings: ReadonlyArray<readonly [StageName, number]>): void {
     this.decisions.labels(decision.route, decision.partner, decision.kind, decision.code).inc();
     (decision.kind === 'allow' ? this.allowLatency : this.denyLatency).observe(seconds);
-    for (const [stage, ms] of timings) {
-      let series = this.stageSeries.get(stage);
-      if (series === undefined) {
-        series = this.stages.labels(stage);
-        this.stageSeries.set(stage, series);
-      }
-      series.observe(ms / 1000);
-    }
+    for (const [stage, ms] of timings) this.stages.labels(stage).observe(ms / 1000);
   }
 
   failure(route: string, cause: string): void {
