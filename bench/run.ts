@@ -9,9 +9,9 @@
 // cross-check of the load generator. Output: a Markdown table on stdout, bench/results/latest.json.
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
 import { closeSync, mkdirSync, openSync, readFileSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { cpus } from 'node:os';
 import { parseArgs } from 'node:util';
+import { freePort } from '../test/support/processes.js';
 import { startRedis } from '../test/support/redis.js';
 import { frame, mintTokens } from './payloads.js';
 
@@ -209,15 +209,6 @@ const hasH2load = (() => {
 })();
 
 // --- servers
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve) => {
-    const s = createServer().listen(0, '127.0.0.1', () => {
-      const port = (s.address() as { port: number }).port;
-      s.close(() => resolve(port));
-    });
-  });
-}
 
 interface Running {
   readonly child: ChildProcess;
