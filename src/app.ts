@@ -3,6 +3,7 @@ import type { Server as HttpServer } from 'node:http';
 import * as grpc from '@grpc/grpc-js';
 import { HealthImplementation } from 'grpc-health-check';
 import type { Logger } from 'pino';
+import { type Clock, systemClock } from './clock.js';
 import { splitHostPort } from './config.js';
 import { type ClamdAddress, ClamdScanner, type MalwareScanner } from './content/scanner.js';
 import { authorizationService, checkHandler } from './envoy/server.js';
@@ -19,7 +20,7 @@ import { createScanStage, inspectStage, NO_SCANNER } from './pipeline/content.js
 import { createIdentifyStage, type IdentityDeps } from './pipeline/identify.js';
 import { createQuotaStage, type QuotaDeps } from './pipeline/quota.js';
 import { routeStage } from './pipeline/route.js';
-import { type Clock, type Stages, systemClock } from './pipeline/types.js';
+import type { Stages } from './pipeline/types.js';
 import type { Catalog } from './policy/catalog.js';
 import { type BreakerOptions, StoreBreaker } from './quota/breaker.js';
 import { windowAt } from './quota/calendar.js';

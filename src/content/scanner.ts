@@ -11,7 +11,7 @@ import { Buffer } from 'node:buffer';
 import { connect, type Socket } from 'node:net';
 import { performance } from 'node:perf_hooks';
 import { LRUCache } from 'lru-cache';
-import { type Clock, systemClock } from '../pipeline/types.js';
+import { type Clock, systemClock } from '../clock.js';
 import { sha256Hex } from './digest.js';
 
 export type ScanVerdict =

@@ -15,7 +15,7 @@
 import { readFile } from 'node:fs/promises';
 import { type CryptoKey, importJWK, type JWK } from 'jose';
 import type { Logger } from 'pino';
-import type { Clock } from '../pipeline/types.js';
+import type { Clock } from '../clock.js';
 
 export type JwksSource =
   | {

@@ -14,7 +14,7 @@
 import { createHash, KeyObject } from 'node:crypto';
 import { type CryptoKey, errors, type JWTPayload, UnsecuredJWT } from 'jose';
 import { LRUCache } from 'lru-cache';
-import type { Clock } from '../pipeline/types.js';
+import type { Clock } from '../clock.js';
 import { type KeyLookup, type KeySet, quote } from './jwks.js';
 import { keyMismatch, verifyJws } from './signature.js';
 

@@ -37,7 +37,7 @@
 import { randomUUID } from 'node:crypto';
 import { Redis, type RedisOptions } from 'ioredis';
 import type { Logger } from 'pino';
-import { type Clock, systemClock } from '../pipeline/types.js';
+import { type Clock, systemClock } from '../clock.js';
 
 export type RevocationKind = 'jti' | 'application' | 'api_key';
 export const REVOCATION_KINDS: readonly RevocationKind[] = ['jti', 'application', 'api_key'];

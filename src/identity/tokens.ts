@@ -1,6 +1,6 @@
 // The token verifier of one catalog: a key set per issuer and one JwtVerifier over them.
 import type { Logger } from 'pino';
-import type { Clock } from '../pipeline/types.js';
+import type { Clock } from '../clock.js';
 import type { Catalog } from '../policy/catalog.js';
 import { JwksCache } from './jwks.js';
 import { JwtVerifier } from './jwt.js';

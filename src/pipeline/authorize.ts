@@ -1,12 +1,14 @@
 // Stage 4, authorize: may this partner, from this address, use this route?
 // Global lists first, then the route's; within each, deny lists win over allow lists.
+import type { Clock } from '../clock.js';
 import type { Denial } from '../decision.js';
 import { challenge } from '../identity/challenge.js';
 import { normalizeAddress } from '../net/cidr.js';
 import type { AccessPolicy, Catalog, RoutePolicy } from '../policy/catalog.js';
 import type { RuleInput } from '../policy/rules.js';
 import type { Request } from '../request.js';
-import { type AuthorizeOutcome, type Clock, type Identity, pass, refuse, type StageResult } from './types.js';
+import { pass, refuse, type StageResult } from '../stage.js';
+import type { AuthorizeOutcome, Identity } from './outcomes.js';
 
 export function createAuthorizeStage(clock: Clock) {
   return function authorize(

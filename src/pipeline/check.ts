@@ -9,18 +9,14 @@
 //   6. quota        charge every applicable limit at once, in one store call
 //   7. scan         malware                                   (content issue)
 //   8. edge out     (src/envoy/respond.ts, after this)
+import type { Clock } from '../clock.js';
 import type { Allow, Decision, Denial, Deny, Header } from '../decision.js';
 import { DENY_CODES } from '../errors.js';
 import type { Catalog, RoutePolicy } from '../policy/catalog.js';
 import type { Request } from '../request.js';
-import {
-  ANONYMOUS,
-  type Clock,
-  DependencyUnavailable,
-  type Identity,
-  type QuotaOutcome,
-  type Stages,
-} from './types.js';
+import { DependencyUnavailable } from '../stage.js';
+import { ANONYMOUS, type Identity, type QuotaOutcome } from './outcomes.js';
+import type { Stages } from './types.js';
 
 export const STAGE_NAMES = ['route', 'identify', 'authorize', 'inspect', 'quota', 'scan'] as const;
 export type StageName = (typeof STAGE_NAMES)[number];

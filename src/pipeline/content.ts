@@ -1,19 +1,14 @@
 // Stages 5 and 7, content: the cheap checks (size, type, magic bytes, JSON limits and schema,
 // digests, forms) before quotas — a malformed request burns no quota — and the malware scan after
 // them — a partner over its limit cannot make us scan.
-import { type Inspected, inspectCheap, inspectScan } from '../content/inspect.js';
+import { inspectCheap, inspectScan } from '../content/inspect.js';
 import type { MalwareScanner } from '../content/scanner.js';
 import type { ContentFailure, ContentPolicy } from '../content/types.js';
 import type { Denial } from '../decision.js';
 import type { RoutePolicy } from '../policy/catalog.js';
 import type { Request } from '../request.js';
-import { type Identity, pass, refuse, type StageResult } from './types.js';
-
-/** What the content stages found, for the audit line. null when the route inspects nothing. */
-export interface ContentFindings {
-  readonly policy: ContentPolicy;
-  readonly inspected: Inspected;
-}
+import { pass, refuse, type StageResult } from '../stage.js';
+import type { ContentFindings, Identity } from './outcomes.js';
 
 /** When no clamd is configured: every scan fails, and the route's scan.on_error decides. */
 export const NO_SCANNER: MalwareScanner = {

@@ -1,6 +1,7 @@
 // Stage 3, identify: which partner is calling, from the credentials the route accepts —
 // mTLS principal, JWT bearer token, API key — each verified, revocation-checked and mapped to a
 // partner; all of them must name the same partner. Scopes and step-up are judged in authorize.
+import type { Clock } from '../clock.js';
 import type { Denial, Header } from '../decision.js';
 import { DENY_CODES } from '../errors.js';
 import type { ApiKeyVerifier } from '../identity/apikeys.js';
@@ -18,15 +19,8 @@ import {
   type RoutePolicy,
 } from '../policy/catalog.js';
 import type { Request } from '../request.js';
-import {
-  ANONYMOUS,
-  type Clock,
-  DependencyUnavailable,
-  type Identity,
-  pass,
-  refuse,
-  type StageResult,
-} from './types.js';
+import { DependencyUnavailable, pass, refuse, type StageResult } from '../stage.js';
+import { ANONYMOUS, type Identity } from './outcomes.js';
 
 export interface TokenVerifier {
   verify(token: string): Promise<VerifyResult>;

@@ -1,6 +1,7 @@
 // Stage 6, quota: charge every limit that applies to this partner, route and method in one store
 // call — all or nothing. A refusal is a 429 naming the limit, with Retry-After; an allow carries
 // the RateLimit headers. When the store fails, each limit's declared behaviour applies.
+import type { Clock } from '../clock.js';
 import type { Header } from '../decision.js';
 import type { Catalog, Partner, QuotaLimitPolicy, RoutePolicy } from '../policy/catalog.js';
 import { periodText } from '../quota/describe.js';
@@ -8,7 +9,8 @@ import { quotaHeaders, retryAfterSeconds } from '../quota/headers.js';
 import type { OverLimitCache } from '../quota/over-limit.js';
 import type { CalendarWindow, ChargeResult, LimitSpec, LimitState, QuotaStore } from '../quota/types.js';
 import type { Request } from '../request.js';
-import { type Clock, type Identity, pass, type QuotaOutcome, refuse, type StageResult } from './types.js';
+import { pass, refuse, type StageResult } from '../stage.js';
+import type { Identity, QuotaOutcome } from './outcomes.js';
 
 const NONE: QuotaOutcome = Object.freeze({ headers: [], note: '' });
 

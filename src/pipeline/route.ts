@@ -2,7 +2,7 @@
 import type { Catalog, RoutePolicy } from '../policy/catalog.js';
 import { matchRoute } from '../policy/match.js';
 import type { Request } from '../request.js';
-import { pass, refuse, type StageResult } from './types.js';
+import { pass, refuse, type StageResult } from '../stage.js';
 
 /** The context extension Envoy sets per route (`check_settings.context_extensions`). */
 export const ROUTE_EXTENSION = 'route';

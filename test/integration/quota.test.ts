@@ -14,8 +14,8 @@ import { execFile } from 'node:child_process';
 import { describe, type TestContext, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { promisify } from 'node:util';
+import type { Clock } from '../../src/clock.js';
 import { DENY_CODES, type DenyCode } from '../../src/errors.js';
-import type { Clock } from '../../src/pipeline/types.js';
 import type { BreakerOptions } from '../../src/quota/breaker.js';
 import {
   createRedisClient,

@@ -12,7 +12,7 @@ import {
   type JWTPayload,
   SignJWT,
 } from 'jose';
-import type { Clock } from '../../src/pipeline/types.js';
+import type { Clock } from '../../src/clock.js';
 
 export type TestAlg = 'RS256' | 'PS256' | 'ES256';
 
