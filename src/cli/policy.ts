@@ -1,5 +1,5 @@
 // `portcullis policy test` and `portcullis policy diff`: argument parsing, help and rendering.
-// The work is in policy/policy-test.ts, policy/diff.ts and policy/harness.ts.
+// The work is in policy-tools/policy-test.ts, policy-tools/diff.ts and policy-tools/harness.ts.
 import { existsSync, statSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
@@ -7,6 +7,7 @@ import { type ParseArgsConfig, parseArgs } from 'node:util';
 import { SERVE_ENV } from '../config.js';
 import { loadPepper } from '../identity/pepper.js';
 import type { Catalog } from '../policy/catalog.js';
+import { CatalogError, formatIssue, loadCatalogFile } from '../policy/load.js';
 import {
   byPartner,
   compareDecisions,
@@ -18,9 +19,8 @@ import {
   type LoadedCatalog,
   loadForDiff,
   type Outcome,
-} from '../policy/diff.js';
-import { HarnessInputError } from '../policy/harness.js';
-import { CatalogError, formatIssue, loadCatalogFile } from '../policy/load.js';
+} from '../policy-tools/diff.js';
+import { HarnessInputError } from '../policy-tools/harness.js';
 import {
   type Actual,
   type CaseResult,
@@ -29,7 +29,7 @@ import {
   findFixtureFiles,
   loadFixtures,
   runFixtures,
-} from '../policy/policy-test.js';
+} from '../policy-tools/policy-test.js';
 
 /** Where output goes: the process by default, a buffer in tests. */
 export interface Io {

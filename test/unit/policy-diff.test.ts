@@ -14,8 +14,8 @@ import {
   type LoadedCatalog,
   loadForDiff,
   parseAuditLog,
-} from '../../src/policy/diff.js';
-import { type FixtureFile, findFixtureFiles, loadFixtures } from '../../src/policy/policy-test.js';
+} from '../../src/policy-tools/diff.js';
+import { type FixtureFile, findFixtureFiles, loadFixtures } from '../../src/policy-tools/policy-test.js';
 import { capture } from '../support/capture.js';
 
 const DIR = 'test/fixtures/policy-tests/diff';

@@ -16,7 +16,10 @@
 import { readFile } from 'node:fs/promises';
 import { parse as parseYaml } from 'yaml';
 import { ALL_CODES } from '../errors.js';
-import { applicationKey, type Catalog, type IssuerPolicy, type RoutePolicy } from './catalog.js';
+import { applicationKey, type Catalog, type IssuerPolicy, type RoutePolicy } from '../policy/catalog.js';
+import { loadCatalogFile } from '../policy/load.js';
+import { matchRoute } from '../policy/match.js';
+import { catalogSchema } from '../policy/schema.js';
 import {
   createHarness,
   type Harness,
@@ -26,10 +29,7 @@ import {
   sampleCheckRequest,
   TestClock,
 } from './harness.js';
-import { loadCatalogFile } from './load.js';
-import { matchRoute } from './match.js';
 import { CaseError, DEFAULT_CLOCK, type FixtureFile, playCase, type RunOptions } from './policy-test.js';
-import { catalogSchema } from './schema.js';
 
 // ---------------------------------------------------------------------------------------------
 // Structure

@@ -6,7 +6,8 @@ import { isIP } from 'node:net';
 import { basename, dirname, join, relative, resolve } from 'node:path';
 import { z } from 'zod';
 import { ALL_CODES } from '../errors.js';
-import type { Catalog } from './catalog.js';
+import type { Catalog } from '../policy/catalog.js';
+import { type CatalogIssue, type DocPath, parseYaml } from '../policy/yaml-issues.js';
 import {
   createHarness,
   type Harness,
@@ -16,7 +17,6 @@ import {
   sampleCheckRequest,
   TestClock,
 } from './harness.js';
-import { type CatalogIssue, type DocPath, parseYaml } from './yaml-issues.js';
 
 /** The instant a fixture file runs at when it sets no `clock`. */
 export const DEFAULT_CLOCK = '2026-01-01T00:00:00Z';

@@ -42,11 +42,11 @@ import { createLogger } from '../observability/audit.js';
 import { type CheckContext, failureDecision, Pipeline, rejectUnreadable } from '../pipeline/check.js';
 import type { TokenVerifier } from '../pipeline/identify.js';
 import { routeStage } from '../pipeline/route.js';
+import type { ApiKeyEntry, Catalog, IssuerPolicy, RoutePolicy } from '../policy/catalog.js';
 import { windowAt } from '../quota/calendar.js';
 import { MemoryQuotaStore } from '../quota/memory-store.js';
 import { OverLimitCache } from '../quota/over-limit.js';
 import type { Request } from '../request.js';
-import type { ApiKeyEntry, Catalog, IssuerPolicy, RoutePolicy } from './catalog.js';
 
 export interface HarnessOptions {
   readonly clock: Clock;
