@@ -1,7 +1,6 @@
 // Process settings (not policy): where to listen, what to load, how to log and stop.
 // Flags win over environment variables, which win over these defaults.
 import { fileURLToPath } from 'node:url';
-import type { LogLevel } from './observability/audit.js';
 
 export const DEFAULT_CATALOG = fileURLToPath(new URL('../examples/catalog.yaml', import.meta.url));
 /** The example pepper, used only with the embedded example catalog. */
@@ -10,6 +9,8 @@ export const EXAMPLE_PEPPER_FILE = fileURLToPath(
 );
 /** The pepper itself may come from this variable instead of a file (never logged). */
 export const PEPPER_ENV = 'PORTCULLIS_API_KEY_PEPPER';
+
+export type LogLevel = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
 
 export interface ServeConfig {
   readonly catalogFile: string;

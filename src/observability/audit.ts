@@ -1,10 +1,9 @@
 // The audit log: one JSON line per decision, through pino. Secrets never reach it: the path is
 // logged without its query, and headers (only when the catalog asks for them) are redacted.
 import pino, { type Logger } from 'pino';
+import type { LogLevel } from '../config.js';
 import type { Decision } from '../decision.js';
 import type { Request } from '../request.js';
-
-export type LogLevel = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
 
 export function createLogger(level: LogLevel, destination?: pino.DestinationStream): Logger {
   const options: pino.LoggerOptions = {
