@@ -1,8 +1,7 @@
 // `portcullis check`: one Envoy-shaped Check against a running server, from curl-like flags.
 import { randomUUID, X509Certificate } from 'node:crypto';
 import { readFileSync } from 'node:fs';
-import * as grpc from '@grpc/grpc-js';
-import { CHECK_PATH, checkCodec, type WireCheckResponse } from '../envoy/codec.js';
+import type { WireCheckResponse } from '../envoy/codec.js';
 
 export interface CheckFlags {
   readonly target: string;
@@ -18,8 +17,6 @@ export interface CheckFlags {
 }
 
 export class UsageError extends Error {}
-
-const codec = checkCodec();
 
 /** Builds the CheckRequest Envoy would send for this request (as a plain object for our codec). */
 export function buildCheckRequest(flags: CheckFlags): object {
@@ -109,29 +106,6 @@ function toUrl(target: string, headers: readonly string[]): URL {
 function readData(data: string | undefined): Buffer | undefined {
   if (data === undefined) return undefined;
   return data.startsWith('@') ? readFileSync(data.slice(1)) : Buffer.from(data);
-}
-
-export async function sendCheck(
-  server: string,
-  request: object,
-  timeoutMs: number,
-): Promise<WireCheckResponse> {
-  const client = new grpc.Client(server, grpc.credentials.createInsecure());
-  try {
-    const bytes = await new Promise<Buffer>((resolve, reject) => {
-      client.makeUnaryRequest(
-        CHECK_PATH,
-        (value: Uint8Array) => Buffer.from(value),
-        (value: Buffer) => value,
-        codec.encodeRequest(request),
-        { deadline: Date.now() + timeoutMs },
-        (err, value) => (err || !value ? reject(err ?? new Error('empty response')) : resolve(value)),
-      );
-    });
-    return codec.decodeResponse(bytes);
-  } finally {
-    client.close();
-  }
 }
 
 /** Human-readable rendering of a CheckResponse. */

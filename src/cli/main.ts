@@ -12,6 +12,7 @@ import {
   SERVE_ENV,
   type ServeConfig,
 } from '../config.js';
+import { sendCheck } from '../envoy/client.js';
 import { catalogEntry, generateApiKey } from '../identity/apikeys.js';
 import { loadPepper } from '../identity/pepper.js';
 import { RedisRevocations } from '../identity/revocation.js';
@@ -26,7 +27,7 @@ import {
   waitForReady,
 } from '../quota/redis-store.js';
 import type { QuotaStatus } from '../quota/status.js';
-import { buildCheckRequest, renderResponse, sendCheck, UsageError } from './check.js';
+import { buildCheckRequest, renderResponse, UsageError } from './check.js';
 import { changeRevocation, EXAMPLE_SIGNING_KEYS, mintToken, parseKind } from './identity.js';
 import { POLICY_DIFF_HELP, POLICY_TEST_HELP, policyDiff, policyTest } from './policy.js';
 import { runPrimary, serveWorkerQueries } from './workers.js';

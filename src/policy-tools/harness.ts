@@ -1,9 +1,9 @@
 // The policy harness: the real pipeline in process, for `policy test` and `policy diff`.
 //
 // A CheckRequest object (as Envoy sends it, e.g. from cli/check.ts buildCheckRequest) is encoded and
-// decoded with the real codec, normalized by the real edge, decided by the real stages (createStages:
-// route, identify, authorize, quota) and answered by the real toCheckResponse, which is encoded too,
-// so whatever passes here is sendable to Envoy. What differs from `serve`:
+// decoded with the real codec, normalized by the real edge, decided by the real stages (createPipeline
+// in runtime.ts: route, identify, authorize, quota) and answered by the real toCheckResponse, which is
+// encoded too, so whatever passes here is sendable to Envoy. What differs from `serve`:
 //
 // - the clock is the caller's (a fixed instant per test file, or the audit line's time);
 // - quotas are counted in a fresh in-memory store per harness (no Redis), one replica;
@@ -24,7 +24,6 @@
 //   production pepper.
 import { randomBytes } from 'node:crypto';
 import { generateKeyPair, SignJWT } from 'jose';
-import { createStages } from '../app.js';
 import { buildCheckRequest, type CheckFlags } from '../cli/check.js';
 import type { Clock } from '../clock.js';
 import type { MalwareScanner } from '../content/scanner.js';
@@ -39,7 +38,7 @@ import { JwtVerifier, type VerifyResult } from '../identity/jwt.js';
 import { StaticRevocations } from '../identity/revocation.js';
 import { createTokens, type Tokens } from '../identity/tokens.js';
 import { createLogger } from '../observability/audit.js';
-import { type CheckContext, failureDecision, Pipeline, rejectUnreadable } from '../pipeline/check.js';
+import { type CheckContext, failureDecision, rejectUnreadable } from '../pipeline/check.js';
 import type { TokenVerifier } from '../pipeline/identify.js';
 import { routeStage } from '../pipeline/route.js';
 import type { ApiKeyEntry, Catalog, IssuerPolicy, RoutePolicy } from '../policy/catalog.js';
@@ -47,6 +46,7 @@ import { windowAt } from '../quota/calendar.js';
 import { MemoryQuotaStore } from '../quota/memory-store.js';
 import { OverLimitCache } from '../quota/over-limit.js';
 import type { Request } from '../request.js';
+import { createPipeline } from '../runtime.js';
 
 export interface HarnessOptions {
   readonly clock: Clock;
@@ -148,15 +148,15 @@ export function createHarness(catalog: Catalog, options: HarnessOptions): Harnes
       }
     : null;
 
-  const stages = createStages(
-    {
+  const pipeline = createPipeline({
+    identity: {
       tokens,
       apiKeys: new HarnessApiKeys(options.apiKeyPepper ?? null, keyRefs, catalog),
       certificates: new CertificateReader(),
       revocations: new StaticRevocations(),
       clock,
     },
-    {
+    quota: {
       store: new MemoryQuotaStore({ idempotencyMs: catalog.settings.quotas.idempotencySeconds * 1000 }),
       fallback: null,
       windowAt,
@@ -164,9 +164,9 @@ export function createHarness(catalog: Catalog, options: HarnessOptions): Harnes
       clock,
       events: { charged: () => {}, storeFailed: () => {} },
     },
-    options.scanner ?? TEST_SCANNER,
-  );
-  const pipeline = new Pipeline(stages, clock);
+    scanner: options.scanner ?? TEST_SCANNER,
+    clock,
+  });
   const limits = { maxHeaderValueBytes: catalog.settings.maxHeaderValueBytes };
 
   const decode = (wire: object): WireCheckRequest => {

@@ -1,0 +1,168 @@
+// Building the runtime from a catalog: the stores, the stages and the pipeline that decide, and
+// no listener. `serve` (app.ts) builds one per catalog and swaps it on reload; `policy test` and
+// `policy diff` (policy-tools/harness.ts) build their pipeline here too, over in-memory stores.
+import type { Logger } from 'pino';
+import { type Clock, systemClock } from './clock.js';
+import { splitHostPort } from './config.js';
+import { type ClamdAddress, ClamdScanner, type MalwareScanner } from './content/scanner.js';
+import { ApiKeyVerifier } from './identity/apikeys.js';
+import { CertificateReader } from './identity/certificates.js';
+import { type Revocations, StaticRevocations } from './identity/revocation.js';
+import { createTokens, type Tokens } from './identity/tokens.js';
+import type { Metrics } from './observability/metrics.js';
+import { createAuthorizeStage } from './pipeline/authorize.js';
+import { Pipeline } from './pipeline/check.js';
+import { createScanStage, inspectStage, NO_SCANNER } from './pipeline/content.js';
+import { createIdentifyStage, type IdentityDeps } from './pipeline/identify.js';
+import { createQuotaStage, type QuotaDeps } from './pipeline/quota.js';
+import { routeStage } from './pipeline/route.js';
+import type { Stages } from './pipeline/types.js';
+import type { Catalog } from './policy/catalog.js';
+import { type BreakerOptions, StoreBreaker } from './quota/breaker.js';
+import { windowAt } from './quota/calendar.js';
+import { MemoryQuotaStore } from './quota/memory-store.js';
+import { OverLimitCache } from './quota/over-limit.js';
+import type { QuotaStore } from './quota/types.js';
+
+/** The stages in pipeline order, over their dependencies. */
+export function createStages(
+  identity: IdentityDeps,
+  quota: QuotaDeps,
+  scanner: MalwareScanner = NO_SCANNER,
+): Stages {
+  return {
+    route: routeStage,
+    identify: createIdentifyStage(identity),
+    authorize: createAuthorizeStage(identity.clock),
+    inspect: inspectStage,
+    quota: createQuotaStage(quota),
+    scan: createScanStage(scanner),
+  };
+}
+
+export interface PipelineParts {
+  readonly identity: IdentityDeps;
+  readonly quota: QuotaDeps;
+  readonly scanner?: MalwareScanner;
+  readonly clock: Clock;
+  /** Replace or wrap stages (tests inject failures here). */
+  readonly stages?: ((defaults: Stages) => Stages) | undefined;
+}
+
+/** The pipeline over these parts: what `serve`, `policy test` and `policy diff` all run. */
+export function createPipeline(parts: PipelineParts): Pipeline {
+  const stages = createStages(parts.identity, parts.quota, parts.scanner);
+  return new Pipeline(parts.stages ? parts.stages(stages) : stages, parts.clock);
+}
+
+/** What `serve` builds its runtimes from (the part of AppOptions that is not about listening). */
+export interface RuntimeOptions {
+  readonly logger: Logger;
+  /** HMAC pepper of API keys; null = none (a catalog with keys is refused). */
+  readonly apiKeyPepper: Buffer | null;
+  /** Live revocations (Redis); the catalog's static list always applies too. */
+  readonly revocations?: Revocations;
+  /** The shared quota store (Redis). Without it, quotas are counted in this process only. */
+  readonly quotaStore?: QuotaStore;
+  /** Circuit breaker around the shared quota store. */
+  readonly breaker?: BreakerOptions;
+  /** clamd (host:port or socket path) and its StreamMaxLength; absent = no scanner: routes that scan follow their scan.on_error. */
+  readonly clamd?: { readonly address: string; readonly maxBytes: number };
+  /** Replace or wrap stages (tests inject failures here). */
+  readonly stages?: (defaults: Stages) => Stages;
+  readonly clock?: Clock;
+}
+
+/** One catalog with everything derived from it: swapped as a whole on reload. */
+export interface Runtime {
+  readonly catalog: Catalog;
+  readonly pipeline: Pipeline;
+  readonly tokens: Tokens;
+}
+
+/** The parts that outlive a catalog (stores, verifiers, scanner), and how to build a runtime on them. */
+export interface RuntimeBuilder {
+  readonly clock: Clock;
+  /** The in-process quota store: the store without a shared one, else its fail_open fallback. */
+  readonly local: MemoryQuotaStore;
+  /** The breaker around the shared quota store; null without one. */
+  readonly breaker: StoreBreaker | null;
+  /** The runtime of `catalog`, its key sets fetched first. Throws when the catalog cannot be served. */
+  build(catalog: Catalog): Promise<Runtime>;
+}
+
+/** The shared parts of `serve`, sized by its first catalog, reporting to `metrics`. */
+export function createRuntimeBuilder(
+  options: RuntimeOptions,
+  first: Catalog,
+  metrics: Metrics,
+): RuntimeBuilder {
+  const { logger } = options;
+  const clock = options.clock ?? systemClock;
+  const quotas = first.settings.quotas;
+  // Without a shared store, the in-memory one is the store (the embedded default); with one, it is
+  // the fail_open fallback, each replica enforcing its share.
+  const local = new MemoryQuotaStore({
+    idempotencyMs: quotas.idempotencySeconds * 1000,
+    divisor: options.quotaStore ? quotas.replicas : 1,
+  });
+  const breaker = options.quotaStore ? new StoreBreaker(options.quotaStore, options.breaker) : null;
+  metrics.watchQuotaStore(() => breaker?.state() ?? 'local');
+  const apiKeys = new ApiKeyVerifier(options.apiKeyPepper);
+  const scanner: MalwareScanner = options.clamd?.address
+    ? new ClamdScanner({
+        address: clamdAddressOf(options.clamd.address),
+        maxBytes: options.clamd.maxBytes,
+        clock,
+        events: { scanned: metrics.scanned.bind(metrics) },
+      })
+    : NO_SCANNER;
+  const certificates = new CertificateReader();
+  const overLimit = new OverLimitCache();
+  const quotaEvents = {
+    charged: metrics.quotaCharged.bind(metrics),
+    storeFailed: (behaviour: 'fail_closed' | 'fail_open', error: unknown) => {
+      metrics.quotaStoreFailed(behaviour);
+      if (logger.isLevelEnabled('warn')) logger.warn({ err: error, behaviour }, 'quota store failed');
+    },
+  };
+
+  const build = async (catalog: Catalog): Promise<Runtime> => {
+    if (catalog.apiKeysByHash.size > 0 && !options.apiKeyPepper) {
+      throw new Error(
+        'the catalog has API keys but no pepper is configured (PORTCULLIS_API_KEY_PEPPER[_FILE])',
+      );
+    }
+    const tokens = createTokens(catalog, { clock, logger });
+    await tokens.warm();
+    const pipeline = createPipeline({
+      identity: {
+        tokens: tokens.verifier,
+        apiKeys,
+        certificates,
+        revocations: options.revocations ?? new StaticRevocations(),
+        clock,
+      },
+      quota: {
+        store: breaker ?? local,
+        fallback: breaker ? local : null,
+        windowAt,
+        overLimit,
+        clock,
+        events: quotaEvents,
+      },
+      scanner,
+      clock,
+      stages: options.stages,
+    });
+    return { catalog, pipeline, tokens };
+  };
+
+  return { clock, local, breaker, build };
+}
+
+function clamdAddressOf(address: string): ClamdAddress {
+  if (address.startsWith('/')) return { path: address };
+  const { host, port } = splitHostPort(address);
+  return { host, port };
+}
