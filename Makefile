@@ -30,8 +30,9 @@ run: build ## start portcullis on the embedded example catalog (gRPC :9001, admi
 typecheck: install ## tsc --noEmit over src, test and bench
 	npx tsc --noEmit -p .
 
-lint: install ## biome: lint and format check
+lint: install ## biome (lint and format check), then the layering rules (.dependency-cruiser.cjs)
 	npx biome check .
+	npx depcruise src --config .dependency-cruiser.cjs
 
 format: install ## biome: apply formatting and safe fixes
 	npx biome check --write .
