@@ -105,7 +105,10 @@ test('a runtime error in a deny rule counts as the rule applying, on deny and al
   assert.equal(strict.denied_response?.status.code, 'Forbidden');
   const lenient = await check({ path: '/v1/lenient' });
   assert.equal(code(lenient), 'rule_denied');
-  assert.match(String(logs.decisions().at(-1)?.reason), /rule needs-header: evaluation failed, counted as applying/);
+  assert.match(
+    String(logs.decisions().at(-1)?.reason),
+    /rule needs-header: evaluation failed, counted as applying/,
+  );
 });
 
 test('finding 3: a deny rule on an on_error: allow route, input without the field it reads → denied, not allowed', async (t) => {
@@ -113,8 +116,14 @@ test('finding 3: a deny rule on an on_error: allow route, input without the fiel
   const missing = await check({ method: 'POST', path: '/v1/region' });
   assert.equal(code(missing), 'rule_denied');
   assert.equal(JSON.parse(missing.denied_response?.body ?? '{}').detail, 'Only EU traffic may write here.');
-  assert.equal(code(await check({ method: 'POST', path: '/v1/region', headers: { 'x-region': 'eu' } })), 'allowed');
-  assert.equal(code(await check({ method: 'POST', path: '/v1/region', headers: { 'x-region': 'us' } })), 'rule_denied');
+  assert.equal(
+    code(await check({ method: 'POST', path: '/v1/region', headers: { 'x-region': 'eu' } })),
+    'allowed',
+  );
+  assert.equal(
+    code(await check({ method: 'POST', path: '/v1/region', headers: { 'x-region': 'us' } })),
+    'rule_denied',
+  );
 });
 
 test('a runtime error in an allow rule counts as the rule not applying: later rules decide', async (t) => {

@@ -30,11 +30,28 @@ function verifier() {
     { clock, logger: pino({ level: 'silent' }), name: 'idp' },
   );
   const v = new JwtVerifier(
-    [{ name: 'idp', issuer: ISS, audiences: [AUD], algorithms: ['RS256'], clockSkewSeconds: 30, requiredClaims: [], keys }],
+    [
+      {
+        name: 'idp',
+        issuer: ISS,
+        audiences: [AUD],
+        algorithms: ['RS256'],
+        clockSkewSeconds: 30,
+        requiredClaims: [],
+        keys,
+      },
+    ],
     { clock },
   );
   const now = Math.floor(clock.now() / 1000);
-  const claims = (extra: JWTPayload): JWTPayload => ({ iss: ISS, aud: AUD, iat: now, exp: now + 300, client_id: 'app', ...extra });
+  const claims = (extra: JWTPayload): JWTPayload => ({
+    iss: ISS,
+    aud: AUD,
+    iat: now,
+    exp: now + 300,
+    client_id: 'app',
+    ...extra,
+  });
   return { v, claims };
 }
 
