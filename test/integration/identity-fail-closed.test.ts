@@ -24,17 +24,22 @@ import { OfficialCheckClient, type OfficialCheckResponse } from '../support/offi
 
 const UP_ISS = 'https://up.example.test/';
 const DOWN_ISS = 'https://down.example.test/';
+const HUNG_ISS = 'https://hung.example.test/';
 const AUD = 'https://api.example.test';
 /** What Envoy sends by default (200 ms) and a little more: what the findings were proved with. */
 const ENVOY_DEADLINE_MS = 250;
 
 let signer: TestKey;
 let slowJwks: JwksServer;
+/** Never answers: the first fetch of its keys outlasts any Check. */
+let hungJwks: JwksServer;
 let downUrl = '';
 
 before(async () => {
   signer = await generateTestKey('RS256', 'up-2026');
   slowJwks = await startJwksServer([signer]);
+  hungJwks = await startJwksServer([signer]);
+  hungJwks.mode = 'hang';
   // A port that was just free and is closed again: every fetch is refused.
   const probe = createServer();
   await new Promise<void>((resolve) => probe.listen(0, '127.0.0.1', resolve));
@@ -45,9 +50,21 @@ before(async () => {
 
 after(async () => {
   await slowJwks.close();
+  await hungJwks.close();
 });
 
-function catalogText(): string {
+function catalogText(o: { hung?: boolean } = {}): string {
+  const hungIssuer = `
+  - name: hung
+    issuer: "${HUNG_ISS}"
+    jwks: { url: "${hungJwks.url}", allow_http: true, cooldown_seconds: 1, timeout_ms: 2000 }
+    audiences: ["${AUD}"]
+    algorithms: [RS256]`;
+  const hungRoute = `
+  - name: hung-only
+    match: { path: { prefix: /v1/hung } }
+    on_error: allow
+    identity: { jwt: { issuers: [hung] } }`;
   return `
 version_name: identity-fail-closed
 issuers:
@@ -61,6 +78,7 @@ issuers:
     jwks: { url: "${downUrl}", allow_http: true, cooldown_seconds: 1, timeout_ms: 2000 }
     audiences: ["${AUD}"]
     algorithms: [RS256]
+${o.hung ? hungIssuer : ''}
 partners:
   - id: acme
     name: Acme
@@ -75,6 +93,7 @@ routes:
     match: { path: { prefix: /v1/down } }
     on_error: allow
     identity: { jwt: { issuers: [down] } }
+${o.hung ? hungRoute : ''}
   - name: query
     match: { path: { prefix: /v1/query } }
     on_error: allow
@@ -173,6 +192,17 @@ describe('identity fails closed when a credential is presented', () => {
       code(await check({ path: '/v1/up/b', headers: { authorization: `Bearer ${genuine}` } })),
       'allowed',
     );
+  });
+
+  test("the deadline passing while the route's issuer keys are first fetched → identity_unavailable (503), never allowed_on_error", async (t) => {
+    slowJwks.mode = 'ok';
+    // Start-up waits 2 s for the hung endpoint's first fetch, in vain; the cooldown (1 s) is over by
+    // then, so the next token starts another fetch and waits for it. Envoy's deadline comes first.
+    const { check } = await setup(t, { catalogText: catalogText({ hung: true }) });
+    const forged = rawToken({ alg: 'RS256', kid: 'k' }, claims({ iss: HUNG_ISS }), 'AAAA');
+    const res = await check({ path: '/v1/hung/a', headers: { authorization: `Bearer ${forged}` } });
+    assert.equal(code(res), 'identity_unavailable');
+    assert.equal(res.denied_response?.status.code, 'ServiceUnavailable');
   });
 
   test('finding 11: an on_error allow strips the credential headers the route reads', async (t) => {
