@@ -1,9 +1,16 @@
 // The audit line never carries a secret: with `audit.headers: true`, only allow-listed headers keep
 // their values; every other header (a route's own API key header included) is logged redacted.
 import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
 import { test } from 'node:test';
 import type { Decision } from '../../src/decision.js';
-import { audit, createLogger, REDACTED, redactHeaders } from '../../src/observability/audit.js';
+import {
+  audit,
+  createLogger,
+  LOGGED_HEADERS,
+  REDACTED,
+  redactHeaders,
+} from '../../src/observability/audit.js';
 import type { Request } from '../../src/request.js';
 import { LogCapture } from '../support/app.js';
 
@@ -87,4 +94,10 @@ test('redactHeaders: allow-listed headers keep their values, credentials never d
     referer: REDACTED,
     'x-forwarded-client-cert': REDACTED,
   });
+});
+
+test('docs/configuration.md lists every header the audit line logs in clear', () => {
+  const docs = readFileSync('docs/configuration.md', 'utf8');
+  const row = docs.split('\n').find((l) => l.startsWith('| `settings.audit.headers` |')) ?? '';
+  for (const name of LOGGED_HEADERS) assert.ok(row.includes(`\`${name}\``), name);
 });
