@@ -25,7 +25,8 @@ COPY examples ./examples
 # The image's `node` user (uid 1000); nothing in /app is writable by it. Mount a catalog and
 # pass `serve --config FILE` to run something other than the embedded example.
 USER 1000:1000
-# 9001: Check + grpc.health.v1 (Envoy only, loopback in the pod); 9090: /metrics /healthz /readyz.
+# 9001: Check + grpc.health.v1 (Envoy only, loopback in the pod: the default bind is 127.0.0.1;
+# `serve --grpc-address 0.0.0.0:9001` to publish it); 9090: /metrics /healthz /readyz.
 EXPOSE 9001 9090
 ENTRYPOINT ["node", "dist/cli/main.js"]
 CMD ["serve"]

@@ -24,7 +24,7 @@ tools: ## install the programs the tests run (apt-get, when missing and root)
 build: install ## compile TypeScript to dist/
 	npx tsc -p tsconfig.build.json
 
-run: build ## start portcullis on the embedded example catalog (gRPC :9001, admin 127.0.0.1:9090)
+run: build ## start portcullis on the embedded example catalog (gRPC 127.0.0.1:9001, admin 127.0.0.1:9090; other binds via ARGS)
 	node dist/cli/main.js serve $(ARGS)
 
 typecheck: install ## tsc --noEmit over src, test and bench

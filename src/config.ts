@@ -40,7 +40,10 @@ export interface ServeConfig {
 
 export const SERVE_DEFAULTS: ServeConfig = {
   catalogFile: DEFAULT_CATALOG,
-  grpcAddress: '0.0.0.0:9001',
+  // Loopback: the Check service is plaintext and trusts what a CheckRequest says (a forged
+  // `principal` would be charged to that partner). Envoy runs in the same pod; anything else must
+  // be asked for explicitly.
+  grpcAddress: '127.0.0.1:9001',
   adminAddress: '127.0.0.1:9090',
   logLevel: 'info',
   maxMessageBytes: 8 * 1024 * 1024,

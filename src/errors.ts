@@ -142,6 +142,18 @@ export const DENY_CODES = {
     title: 'Token not bound to this certificate',
     detail: 'The access token is bound to a client certificate (RFC 8705) other than the one presented.',
   },
+  token_keys_unavailable: {
+    grpc: GrpcCode.UNAVAILABLE,
+    http: 503,
+    title: 'Token keys unavailable',
+    detail: "The gateway cannot get the token issuer's signing keys right now; retry later.",
+  },
+  identity_unavailable: {
+    grpc: GrpcCode.UNAVAILABLE,
+    http: 503,
+    title: 'Identity check unavailable',
+    detail: 'The gateway could not finish checking the presented credentials in time; retry later.',
+  },
   insufficient_scope: {
     grpc: GrpcCode.PERMISSION_DENIED,
     http: 403,

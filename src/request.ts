@@ -22,6 +22,11 @@ export interface Request {
   readonly path: string;
   /** Parsed query; a repeated key keeps every value in order. */
   readonly query: ReadonlyMap<string, readonly string[]>;
+  /**
+   * Decoded names of query parameters whose raw name was percent-encoded (or had a `+`): Envoy's
+   * query_parameters_to_remove matches raw names, so these cannot be removed by their decoded name.
+   */
+  readonly encodedQueryNames?: ReadonlySet<string>;
   /** `:authority` without any port. */
   readonly host: string;
   readonly scheme: string;

@@ -49,14 +49,13 @@ export function normalize(wire: WireCheckRequest, limits: NormalizeLimits): Norm
     const hashAt = target.indexOf('#');
     const pathEnd = queryAt !== -1 ? queryAt : hashAt !== -1 ? hashAt : target.length;
     const body = http.raw_body.length > 0 ? http.raw_body : http.body ? Buffer.from(http.body) : EMPTY_BODY;
+    const queryText = queryAt === -1 ? '' : target.slice(queryAt + 1, hashAt > queryAt ? hashAt : undefined);
     const request: Request = {
       requestId: headers.get('x-request-id') ?? '',
       method,
       path: target.slice(0, pathEnd),
-      query:
-        queryAt === -1
-          ? EMPTY_QUERY
-          : parseQuery(target.slice(queryAt + 1, hashAt > queryAt ? hashAt : undefined)),
+      query: queryAt === -1 ? EMPTY_QUERY : parseQuery(queryText),
+      ...(ENCODED_NAME.test(queryText) ? { encodedQueryNames: encodedNames(queryText) } : {}),
       host: stripPort((http.host || headers.get(':authority') || '').toLowerCase()),
       scheme: http.scheme || headers.get(':scheme') || '',
       headers,
@@ -130,6 +129,20 @@ function parseQuery(text: string): ReadonlyMap<string, readonly string[]> {
     else query.set(key, [value]);
   }
   return query;
+}
+
+/** A `%` or `+` before a `=` (or alone) in some parameter: a name that decodes to something else. */
+const ENCODED_NAME = /(?:^|&)[^=&]*[%+]/;
+
+function encodedNames(text: string): ReadonlySet<string> {
+  const names = new Set<string>();
+  for (const pair of text.split('&')) {
+    const eq = pair.indexOf('=');
+    const raw = eq === -1 ? pair : pair.slice(0, eq);
+    if (!/[%+]/.test(raw)) continue;
+    for (const [name] of new URLSearchParams(`${raw}=`)) names.add(name);
+  }
+  return names;
 }
 
 function isTruncated(headers: ReadonlyMap<string, string>, received: number): boolean {

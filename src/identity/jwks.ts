@@ -2,7 +2,8 @@
 // fetch into WebCrypto keys and served from memory. The hot path is a map lookup; the network is
 // touched only when the keys are due (ttl), missing (no keys, unknown kid) or too old (stale), and
 // never more than once per cooldown, whatever the traffic: a flood of tokens with invented kids
-// costs the identity provider at most one request per cooldown.
+// costs the identity provider at most one request per cooldown. An unknown kid is answered at once
+// (`unknown_kid`) and never waits for that refetch: it runs in the background.
 //
 // Freshness, with `age` = time since the last successful fetch:
 //   age < ttl                 served as is;
@@ -39,8 +40,8 @@ export interface KeyHeader {
 }
 
 /**
- * Why no key was found. `unknown_kid`: the set has no key for this kid and alg (after the one
- * refetch allowed); `no_keys`: no fetch ever succeeded; `stale`: the keys are older than maxStale.
+ * Why no key was found. `unknown_kid`: the set has no key for this kid and alg (a refetch may have
+ * been started behind); `no_keys`: no fetch ever succeeded; `stale`: the keys are older than maxStale.
  */
 export type KeyFailure = 'unknown_kid' | 'no_keys' | 'stale';
 
@@ -176,16 +177,10 @@ export class JwksCache implements KeySet {
     const found = find(current, header);
     if (found !== null) return { ok: true, key: found.key, kid: found.kid };
 
-    // Unknown kid: maybe a rotation. One refetch, shared by every concurrent miss, once per cooldown.
-    if (!fetched && (this.#inflight !== null || this.#mayStart(now))) {
-      await this.#fetchShared(now);
-      const refreshed = this.#current;
-      if (refreshed !== null && refreshed !== current) {
-        const again = find(refreshed, header);
-        if (again !== null) return { ok: true, key: again.key, kid: again.kid };
-        current = refreshed;
-      }
-    }
+    // Unknown kid: maybe a rotation, maybe a forgery. Answered now, never after a network round trip
+    // (a slow endpoint must not hold the Check past Envoy's deadline); one refetch starts behind,
+    // shared by every concurrent miss, at most once per cooldown. Once it lands, the new kid verifies.
+    if (!fetched && (this.#inflight !== null || this.#mayStart(now))) void this.#fetchShared(now);
     const kid = header.kid === undefined ? 'no kid' : `kid ${quote(header.kid)}`;
     return {
       ok: false,

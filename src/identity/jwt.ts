@@ -3,8 +3,9 @@
 //
 // Order of checks, cheapest and least trusting first:
 //   size (16 KiB) → shape (3 base64url segments) → header (JSON object, no crit, no nested JWT,
-//   string alg and kid) → payload (JSON object) → issuer by the unverified `iss` → alg allowed for
-//   that issuer → key from the issuer's key set (by kid and alg only) → signature (node:crypto,
+//   string alg and kid) → payload (JSON object) → issuer by the unverified `iss` → issuer trusted
+//   on the route (the caller's list) → alg allowed for that issuer → key from the issuer's key set
+//   (by kid and alg only) → signature (node:crypto,
 //   signature.ts) → jose's claim rules (iss, aud, exp, nbf, required claims) → our own rules (iat,
 //   lifetime, exposed claims).
 // The header's `jku`, `x5u`, `jwk` and `x5c` are never read: keys come from the issuer's JWKS only.
@@ -137,6 +138,13 @@ const THUMBPRINT = /^[A-Za-z0-9_-]{43}$/;
 
 const fail = (failure: TokenFailure, reason: string): VerifyResult => ({ ok: false, failure, reason });
 
+const ALL_ISSUERS: ReadonlySet<string> = new Set();
+const isTrusted = (name: string, trusted: ReadonlySet<string>) => trusted.size === 0 || trusted.has(name);
+const untrusted = (name: string) =>
+  fail('token_issuer_invalid', `issuer ${name} is not trusted on this route`);
+/** A scope is one space-delimited token (RFC 6749 §3.3): whitespace inside one would forge others. */
+const WHITESPACE = /\s/;
+
 export class JwtVerifier {
   readonly #byIss = new Map<string, Issuer>();
   readonly #clock: Clock;
@@ -166,8 +174,13 @@ export class JwtVerifier {
     this.#cacheTtlMs = ttl * 1000;
   }
 
-  /** Never rejects: every outcome, an unexpected error included, is a VerifyResult. */
-  async verify(token: string): Promise<VerifyResult> {
+  /**
+   * Never rejects: every outcome, an unexpected error included, is a VerifyResult. `trusted`: the
+   * issuer names the caller (a route) accepts, empty = all. It is judged on the unverified `iss`,
+   * before any key is looked up: a token naming an issuer the route does not trust never makes us
+   * touch that issuer's keys, whose outage is then none of this request's business.
+   */
+  async verify(token: string, trusted: ReadonlySet<string> = ALL_ISSUERS): Promise<VerifyResult> {
     if (typeof token !== 'string') return fail('token_malformed', 'token is not a string');
     if (token.length > MAX_TOKEN_BYTES) {
       return fail(
@@ -179,12 +192,13 @@ export class JwtVerifier {
     if (this.#cache !== null) {
       const entry = this.#cache.get(cacheKey);
       if (entry !== undefined) {
+        if (!isTrusted(entry.token.issuer, trusted)) return untrusted(entry.token.issuer);
         const hit = this.#fromCache(cacheKey, entry);
         if (hit !== null) return hit;
       }
     }
     try {
-      return await this.#verify(token, cacheKey);
+      return await this.#verify(token, cacheKey, trusted);
     } catch (error: unknown) {
       // A bug or a surprise in a library must not let a token through, nor escape as an exception.
       return fail('token_malformed', `unexpected verifier error: ${errorText(error)}`);
@@ -233,7 +247,7 @@ export class JwtVerifier {
     });
   }
 
-  async #verify(token: string, cacheKey: string): Promise<VerifyResult> {
+  async #verify(token: string, cacheKey: string, trusted: ReadonlySet<string>): Promise<VerifyResult> {
     const segments = token.split('.');
     if (segments.length === 5)
       return fail('token_malformed', 'token is a JWE (5 segments); only signed JWTs are accepted');
@@ -274,6 +288,7 @@ export class JwtVerifier {
       return fail('token_issuer_invalid', 'token has no iss claim (or not a string)');
     const issuer = this.#byIss.get(iss);
     if (issuer === undefined) return fail('token_issuer_invalid', `unknown issuer ${quote(iss)}`);
+    if (!isTrusted(issuer.name, trusted)) return untrusted(issuer.name);
 
     if (!issuer.algorithms.has(alg)) {
       return fail(
@@ -385,6 +400,9 @@ function accept(issuer: Issuer, payload: JWTPayload, now: number): VerifyResult 
   }
   for (const scope of scopes) {
     if (CONTROL.test(scope)) return fail('token_claims_invalid', 'a scope contains control characters');
+    if (WHITESPACE.test(scope)) {
+      return fail('token_claims_invalid', `a scope contains a space (or other whitespace): ${quote(scope)}`);
+    }
   }
   const thumbprint = readThumbprint(payload.cnf);
   if (thumbprint === false)

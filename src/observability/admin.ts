@@ -4,10 +4,13 @@ import { createServer, type Server, type ServerResponse } from 'node:http';
 import type { QuotaStatus } from '../quota/status.js';
 import type { Metrics } from './metrics.js';
 
+/**
+ * An operator on the pod: 127.0.0.1 or ::1 exactly (kubectl port-forward and exec connect there).
+ * Not the rest of 127.0.0.0/8: a service mesh sidecar (Istio) relays every inbound mesh connection
+ * from 127.0.0.6, and such a caller is anyone in the mesh.
+ */
 function isLoopback(address: string | undefined): boolean {
-  return (
-    address === '::1' || address?.startsWith('127.') === true || address?.startsWith('::ffff:127.') === true
-  );
+  return address === '127.0.0.1' || address === '::1' || address === '::ffff:127.0.0.1';
 }
 
 function json(res: ServerResponse, status: number, body: unknown): void {

@@ -1,5 +1,6 @@
 // The audit log: one JSON line per decision, through pino. Secrets never reach it: the path is
-// logged without its query, and headers (only when the catalog asks for them) are redacted.
+// logged without its query, and of the headers (only when the catalog asks for them) only an
+// allow-list of credential-free ones keep their values.
 import pino, { type Logger } from 'pino';
 import type { LogLevel } from '../config.js';
 import type { Decision } from '../decision.js';
@@ -15,24 +16,38 @@ export function createLogger(level: LogLevel, destination?: pino.DestinationStre
   return destination ? pino(options, destination) : pino(options, pino.destination({ sync: false }));
 }
 
-const SECRET_HEADERS = new Set([
-  'authorization',
-  'proxy-authorization',
-  'cookie',
-  'set-cookie',
-  'x-api-key',
-  'x-forwarded-client-cert',
+/**
+ * The only headers whose values reach the audit line: none of them carries a credential. Redaction
+ * by name (a list of secret headers) cannot know a route's own API key header, a partner's custom
+ * auth header or a `referer` holding a token; an allow-list needs to know nothing about them.
+ * docs/configuration.md (settings.audit.headers) lists the same names.
+ */
+export const LOGGED_HEADERS: ReadonlySet<string> = new Set([
+  'accept',
+  'accept-encoding',
+  'accept-language',
+  'content-type',
+  'content-length',
+  'content-encoding',
+  'content-digest',
+  'want-content-digest',
+  'user-agent',
+  'x-request-id',
+  'x-forwarded-for',
+  'x-forwarded-proto',
+  'x-envoy-auth-partial-body',
+  'traceparent',
+  'tracestate',
 ]);
-const SECRET_PATTERN = /token|secret|key|session|password|signature|credential/;
 
 export const REDACTED = '[redacted]';
 
-/** Headers safe to log: credential-bearing ones replaced by a marker, pseudo-headers dropped. */
+/** Headers safe to log: allow-listed ones with their value, others named with a marker, pseudo-headers dropped. */
 export function redactHeaders(headers: ReadonlyMap<string, string>): Record<string, string> {
   const out: Record<string, string> = {};
   for (const [name, value] of headers) {
     if (name.startsWith(':')) continue;
-    out[name] = SECRET_HEADERS.has(name) || SECRET_PATTERN.test(name) ? REDACTED : value;
+    out[name] = LOGGED_HEADERS.has(name) ? value : REDACTED;
   }
   return out;
 }

@@ -5,7 +5,7 @@ import type { Denial } from '../decision.js';
 import { challenge } from '../identity/challenge.js';
 import { normalizeAddress } from '../net/cidr.js';
 import type { AccessPolicy, Catalog, RoutePolicy } from '../policy/catalog.js';
-import type { RuleInput } from '../policy/rules.js';
+import type { CompiledRule, RuleInput } from '../policy/rules.js';
 import type { Request } from '../request.js';
 import { pass, refuse, type StageResult } from '../stage.js';
 import type { AuthorizeOutcome, Identity } from './outcomes.js';
@@ -32,7 +32,9 @@ const NOTHING: AuthorizeOutcome = Object.freeze({ dryRun: null });
 
 /**
  * The route's rules, then the partner's: the first that applies decides. A deny rule in dry-run
- * is remembered (the first one) and evaluation goes on as if it had not applied.
+ * is remembered (the first one) and evaluation goes on as if it had not applied. A rule whose
+ * evaluation fails (it indexes a header or claim the request lacks: input the caller chooses) fails
+ * safe, never into on_error: a deny rule counts as applying, an allow rule as not applying.
  */
 function checkRules(
   request: Request,
@@ -45,13 +47,29 @@ function checkRules(
   const input = ruleInput(request, route, identity, now);
   let dryRun: Denial | null = null;
   for (const rule of [...route.rules, ...partnerRules]) {
-    if (!rule.evaluate(input)) continue;
+    const verdict = judge(rule, input);
+    if (verdict === false) continue;
     if (rule.action === 'allow') break;
-    const denial: Denial = { code: 'rule_denied', detail: rule.message, reason: `rule ${rule.name}` };
+    const reason =
+      verdict === true
+        ? `rule ${rule.name}`
+        : `rule ${rule.name}: evaluation failed, counted as applying (${verdict})`;
+    const denial: Denial = { code: 'rule_denied', detail: rule.message, reason };
     if (!rule.dryRun) return refuse(denial);
     dryRun ??= denial;
   }
   return pass(dryRun ? { dryRun } : NOTHING);
+}
+
+/** true/false: the rule applies or not; a string: its evaluation failed, and why. */
+function judge(rule: CompiledRule, input: RuleInput): boolean | string {
+  try {
+    return rule.evaluate(input);
+  } catch (error: unknown) {
+    // A deny rule counts as applying, an allow rule as not applying: see checkRules.
+    const message = error instanceof Error ? error.message : String(error);
+    return rule.action === 'allow' ? false : message;
+  }
 }
 
 function ruleInput(request: Request, route: RoutePolicy, identity: Identity, now: number): RuleInput {

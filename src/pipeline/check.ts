@@ -15,6 +15,7 @@ import { DENY_CODES } from '../errors.js';
 import type { Catalog, RoutePolicy } from '../policy/catalog.js';
 import type { Request } from '../request.js';
 import { DependencyUnavailable } from '../stage.js';
+import { credentialCarriers } from './identify.js';
 import { ANONYMOUS, type Identity, type QuotaOutcome } from './outcomes.js';
 import type { Stages } from './types.js';
 
@@ -53,6 +54,8 @@ export interface Outcome {
 /** Mutable progress of one Check, so a timeout can still answer with the route's `on_error`. */
 interface Progress {
   route: RoutePolicy | undefined;
+  /** True while presented credentials are being checked: a failure then is a denial, never on_error. */
+  identifying: boolean;
   identity: Identity | undefined;
   readonly timings: Array<readonly [StageName, number]>;
 }
@@ -64,7 +67,7 @@ export class Pipeline {
   ) {}
 
   async check(request: Request, ctx: CheckContext): Promise<Outcome> {
-    const progress: Progress = { route: undefined, identity: undefined, timings: [] };
+    const progress: Progress = { route: undefined, identifying: false, identity: undefined, timings: [] };
     const remaining = ctx.deadline - this.clock.now();
     const budget = remaining - deadlineMargin(remaining);
     if (budget <= 0)
@@ -119,7 +122,9 @@ export class Pipeline {
         ? allow(request, ctx, route.value, who ?? ANONYMOUS, NO_QUOTA, denial)
         : deny(request, ctx, route.value, who, denial);
 
+    p.identifying = true;
     const identity = await this.stages.identify(request, catalog, route.value);
+    p.identifying = false;
     lap('identify');
     if (!identity.ok) return refused(null, identity.denial);
     p.identity = identity.value;
@@ -162,7 +167,10 @@ export class Pipeline {
     reason: string,
     error?: unknown,
   ): Outcome {
-    const decision = failureDecision(request, ctx, p.route, p.identity?.partner?.id ?? '', code, reason);
+    // Who the caller is was not established: whatever on_error says, that is a denial.
+    const decision = p.identifying
+      ? identityUnavailable(request, ctx, p.route, `${code}: ${reason}`)
+      : failureDecision(request, ctx, p.route, p.identity?.partner?.id ?? '', code, reason);
     return error === undefined ? { decision, timings: p.timings } : { decision, timings: p.timings, error };
   }
 }
@@ -190,6 +198,7 @@ export function failureDecision(
   if (route?.onError !== 'allow') {
     return { ...base, kind: 'deny', code, detail: DENY_CODES[code].detail, headers: [] };
   }
+  const carriers = credentialCarriers(route.identity);
   return {
     ...base,
     kind: 'allow',
@@ -199,10 +208,24 @@ export function failureDecision(
       { name: DECISION_ID_HEADER, value: ctx.decisionId },
       { name: ON_ERROR_HEADER, value: code },
     ],
-    removeHeaders: request ? spoofedHeaders(request, [DECISION_ID_HEADER, ON_ERROR_HEADER], ctx.catalog) : [],
-    removeQueryParams: [],
+    // Credentials go no further than on any allow, whatever was presented (forged ones too).
+    removeHeaders: [
+      ...carriers.headers,
+      ...(request ? spoofedHeaders(request, [DECISION_ID_HEADER, ON_ERROR_HEADER], ctx.catalog) : []),
+    ],
+    removeQueryParams: carriers.queryParams,
     responseHeaders: [],
   };
+}
+
+/** A failure while presented credentials were checked (deadline, exception): always a 503 denial. */
+function identityUnavailable(
+  request: Request,
+  ctx: CheckContext,
+  route: RoutePolicy | undefined,
+  reason: string,
+): Deny {
+  return deny(request, ctx, route, null, { code: 'identity_unavailable', reason });
 }
 
 function deny(

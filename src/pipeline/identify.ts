@@ -19,11 +19,12 @@ import {
   type RoutePolicy,
 } from '../policy/catalog.js';
 import type { Request } from '../request.js';
-import { DependencyUnavailable, pass, refuse, type StageResult } from '../stage.js';
+import { pass, refuse, type StageResult } from '../stage.js';
 import { ANONYMOUS, type Identity } from './outcomes.js';
 
 export interface TokenVerifier {
-  verify(token: string): Promise<VerifyResult>;
+  /** `trusted`: the issuer names the route accepts (empty = all), judged before any key lookup. */
+  verify(token: string, trusted?: ReadonlySet<string>): Promise<VerifyResult>;
 }
 
 export interface IdentityDeps {
@@ -155,6 +156,19 @@ export function createIdentifyStage(deps: IdentityDeps) {
   };
 }
 
+/**
+ * Where this route reads credentials from: the headers and query parameters removed before the
+ * upstream on every allow, an on_error allow included (whatever was presented). None when the route
+ * keeps credentials.
+ */
+export function credentialCarriers(policy: RouteIdentity): { headers: string[]; queryParams: string[] } {
+  if (policy.keepCredentials) return { headers: [], queryParams: [] };
+  const headers: string[] = [];
+  if (policy.accepted.has('jwt')) headers.push('authorization');
+  if (policy.accepted.has('api_key')) headers.push(policy.apiKeyHeader);
+  return { headers, queryParams: policy.accepted.has('jwt') && policy.queryParam ? [policy.queryParam] : [] };
+}
+
 function has(p: Presented, kind: Credential): boolean {
   return kind === 'mtls' ? !!p.mtls : kind === 'jwt' ? !!p.jwt : !!p.apiKey;
 }
@@ -171,6 +185,17 @@ function collect(request: Request, catalog: Catalog, policy: RouteIdentity): Pre
   const queryTokens = policy.queryParam ? request.query.get(policy.queryParam) : undefined;
   if (policy.queryParam !== TOKEN_QUERY_PARAM && request.query.has(TOKEN_QUERY_PARAM)) {
     return { denial: { code: 'token_in_query', reason: `token in query parameter ${TOKEN_QUERY_PARAM}` } };
+  }
+  // Envoy removes query parameters by their raw name: a percent-encoded spelling of the token's
+  // parameter (acc%65ss_token) would stay in the URL and reach the upstream, which decodes it.
+  if (policy.queryParam && request.encodedQueryNames?.has(policy.queryParam)) {
+    return {
+      denial: {
+        code: 'token_in_query',
+        detail: `Send the token in the ${policy.queryParam} query parameter spelled without percent-encoding, or in an Authorization: Bearer header.`,
+        reason: `query parameter ${policy.queryParam} with a percent-encoded name`,
+      },
+    };
   }
   if (accepted.has('jwt')) {
     const authorization = request.headers.get('authorization');
@@ -216,12 +241,16 @@ async function verifyToken(
 ): Promise<{ token: VerifiedToken } | { denial: Denial }> {
   const invalid = (denial: Denial) => ({ denial: { ...denial, headers: invalidToken(catalog, denial) } });
   if (!deps.tokens) return invalid({ code: 'token_issuer_invalid', reason: 'the catalog has no issuers' });
-  const result = await deps.tokens.verify(raw);
+  // Every failure to verify a presented token is a denial, whatever the route's on_error: an
+  // unavailable key set included (503 token_keys_unavailable: retry later, never let through).
+  const result = await deps.tokens.verify(raw, policy.issuers);
   if (!result.ok) {
-    if (result.failure === 'token_keys_unavailable') throw new DependencyUnavailable('jwks', result.reason);
+    if (result.failure === 'token_keys_unavailable')
+      return { denial: { code: result.failure, reason: result.reason } };
     return invalid({ code: result.failure, reason: result.reason });
   }
   const token = result.token;
+  // Checked by the verifier already, before the keys; kept as the last word on a verified token.
   if (policy.issuers.size > 0 && !policy.issuers.has(token.issuer)) {
     return invalid({
       code: 'token_issuer_invalid',

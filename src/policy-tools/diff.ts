@@ -467,6 +467,8 @@ const FAILURES = new Set<string>([
   'internal_error',
   'deadline_exceeded',
   'dependency_unavailable',
+  'token_keys_unavailable',
+  'identity_unavailable',
   'quota_unavailable',
   'allowed_on_error',
 ]);

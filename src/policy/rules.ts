@@ -2,7 +2,8 @@
 // catalog loads. A rule whose expression is true applies its action (deny with its message, or
 // allow: stop evaluating further rules). Errors found at load: syntax, unknown variables, operators
 // or functions applied to the wrong types, a non-boolean result. A runtime error (e.g. a header the
-// expression indexes is absent) follows the route's on_error.
+// expression indexes is absent) fails safe in the authorize stage: a deny rule counts as applying,
+// an allow rule as not applying. It never reaches the route's on_error.
 //
 // The input (docs/configuration.md#rules lists it; keep the two in step):
 //   method, path, host, route, source_ip, content_type: string

@@ -1,5 +1,6 @@
 // Rules and dry runs through the real server: deny with the rule's message, allow short-circuits,
-// partner rules after the route's, a runtime error follows on_error, dry runs pass marked.
+// partner rules after the route's, a runtime error fails safe (a deny rule applies, an allow rule
+// does not), dry runs pass marked.
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { startTestApp } from '../support/app.js';
@@ -42,6 +43,23 @@ routes:
     rules:
       - name: needs-header
         when: "headers['x-required'] == 'no'"
+  - name: region
+    match: { path: { prefix: /v1/region } }
+    on_error: allow
+    rules:
+      - name: eu-only
+        when: "headers['x-region'] != 'eu' && method != 'GET'"
+        message: Only EU traffic may write here.
+  - name: vip-only
+    match: { path: { prefix: /v1/vip-only } }
+    on_error: allow
+    rules:
+      - name: vip
+        when: "headers['x-vip'] == 'yes'"
+        action: allow
+      - name: everyone-else
+        when: "true"
+        message: VIPs only.
   - name: trial
     match: { path: { prefix: /v1/trial } }
     dry_run: true
@@ -80,14 +98,40 @@ test("a partner's rules apply after the route's, to that partner only", async (t
   assert.equal(code(globex), 'allowed');
 });
 
-test('a runtime error follows on_error: 503 on deny routes, marked pass on allow routes', async (t) => {
-  const { check } = await setup(t);
+test('a runtime error in a deny rule counts as the rule applying, on deny and allow routes alike', async (t) => {
+  const { check, logs } = await setup(t);
   const strict = await check({ path: '/v1/strict' });
-  assert.equal(code(strict), 'internal_error');
-  assert.equal(strict.denied_response?.status.code, 'ServiceUnavailable');
+  assert.equal(code(strict), 'rule_denied');
+  assert.equal(strict.denied_response?.status.code, 'Forbidden');
   const lenient = await check({ path: '/v1/lenient' });
-  assert.equal(code(lenient), 'allowed_on_error');
-  assert.equal(upstream(lenient)['x-portcullis-on-error'], 'internal_error');
+  assert.equal(code(lenient), 'rule_denied');
+  assert.match(
+    String(logs.decisions().at(-1)?.reason),
+    /rule needs-header: evaluation failed, counted as applying/,
+  );
+});
+
+test('finding 3: a deny rule on an on_error: allow route, input without the field it reads → denied, not allowed', async (t) => {
+  const { check } = await setup(t);
+  const missing = await check({ method: 'POST', path: '/v1/region' });
+  assert.equal(code(missing), 'rule_denied');
+  assert.equal(JSON.parse(missing.denied_response?.body ?? '{}').detail, 'Only EU traffic may write here.');
+  assert.equal(
+    code(await check({ method: 'POST', path: '/v1/region', headers: { 'x-region': 'eu' } })),
+    'allowed',
+  );
+  assert.equal(
+    code(await check({ method: 'POST', path: '/v1/region', headers: { 'x-region': 'us' } })),
+    'rule_denied',
+  );
+});
+
+test('a runtime error in an allow rule counts as the rule not applying: later rules decide', async (t) => {
+  const { check } = await setup(t);
+  const noHeader = await check({ path: '/v1/vip-only' });
+  assert.equal(code(noHeader), 'rule_denied');
+  assert.equal(JSON.parse(noHeader.denied_response?.body ?? '{}').detail, 'VIPs only.');
+  assert.equal(code(await check({ path: '/v1/vip-only', headers: { 'x-vip': 'yes' } })), 'allowed');
 });
 
 test('a dry-run rule: the request passes, marked upstream, logged and counted', async (t) => {

@@ -1,6 +1,6 @@
 // Real keys, real tokens and a real JWKS endpoint for identity tests. The server listens on
 // 127.0.0.1:0, serves whatever key set it is given on any path, counts the requests it receives and
-// can misbehave on demand: HTTP 500, a garbage body, or a request that never gets an answer.
+// can misbehave on demand: HTTP 500, a garbage body, a slow answer, or a request that never gets one.
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import {
@@ -74,7 +74,7 @@ export function rawToken(header: unknown, claims: unknown, signature = ''): stri
   return `${segment(header)}.${segment(claims)}.${signature}`;
 }
 
-export type JwksMode = 'ok' | 'error' | 'garbage' | 'hang';
+export type JwksMode = 'ok' | 'error' | 'garbage' | 'slow' | 'hang';
 
 export interface JwksServer {
   /** `http://127.0.0.1:<port>/jwks.json` */
@@ -85,6 +85,8 @@ export interface JwksServer {
   mode: JwksMode;
   /** Body sent in `garbage` mode. */
   garbage: string;
+  /** How long `slow` mode waits before sending the key set. */
+  slowMs: number;
   /** Replace the published key set. */
   setKeys(jwks: JSONWebKeySet | readonly TestKey[]): void;
   /** Stops listening and drops every connection (hanging requests included). */
@@ -108,14 +110,22 @@ export async function startJwksServer(initial: JSONWebKeySet | readonly TestKey[
       case 'garbage':
         res.writeHead(200, { 'content-type': 'application/json' }).end(state.garbage);
         return;
+      case 'slow': {
+        const timer = setTimeout(() => {
+          if (!res.destroyed) res.writeHead(200, { 'content-type': 'application/json' }).end(body);
+        }, state.slowMs);
+        res.on('close', () => clearTimeout(timer));
+        return;
+      }
       case 'hang':
         return; // Never answered; close() drops the connection.
     }
   });
-  const state: JwksServer & { mode: JwksMode; garbage: string } = {
+  const state: JwksServer & { mode: JwksMode; garbage: string; slowMs: number } = {
     url: '',
     mode: 'ok',
     garbage: '<html>definitely not a key set</html>',
+    slowMs: 400,
     get requests() {
       return requests;
     },

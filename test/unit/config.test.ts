@@ -34,3 +34,8 @@ const refused: [string, Record<string, string>, RegExp][] = [
 for (const [name, flags, error] of refused) {
   test(`refused: ${name}`, () => assert.throws(() => resolveServeConfig(flags, {}), error));
 }
+
+test('finding 14: the default gRPC bind is loopback (plaintext Check must not be open to the network)', () => {
+  assert.equal(SERVE_DEFAULTS.grpcAddress, '127.0.0.1:9001');
+  assert.equal(resolveServeConfig({}, {}).grpcAddress, '127.0.0.1:9001');
+});
