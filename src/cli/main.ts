@@ -152,6 +152,8 @@ Nothing is charged. Exit codes: 0 shown, 1 no such partner, 2 error.
 const POLICY_HELP = `portcullis policy validate FILE: check a policy catalog.
 
 Prints every problem as FILE:LINE:COLUMN: PATH: MESSAGE and exits 1, or prints a summary and exits 0.
+Warnings (a legal catalog that is likely not meant, e.g. a catch-all route after more specific ones)
+are printed as "warning: FILE:LINE:COLUMN: PATH: MESSAGE" and do not change the exit code.
 
 ${POLICY_TEST_HELP}
 ${POLICY_DIFF_HELP}`;
@@ -567,6 +569,7 @@ async function policy(args: readonly string[]): Promise<number> {
   }
   try {
     const catalog = await loadCatalogFile(file);
+    for (const warning of catalog.warnings) process.stdout.write(`warning: ${formatIssue(warning)}\n`);
     process.stdout.write(
       `ok: ${file}: version ${catalog.version}${catalog.versionName ? ` (${catalog.versionName})` : ''}, ` +
         `${catalog.routes.length} routes, ${catalog.partners.size} partners\n`,
