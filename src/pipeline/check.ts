@@ -21,6 +21,7 @@ import {
   type QuotaOutcome,
   type Stages,
 } from './types.js';
+import { mustBeScanned } from './unscanned.js';
 
 export const STAGE_NAMES = ['route', 'identify', 'authorize', 'inspect', 'quota', 'scan'] as const;
 export type StageName = (typeof STAGE_NAMES)[number];
@@ -33,6 +34,9 @@ export type StageName = (typeof STAGE_NAMES)[number];
 export function deadlineMargin(remainingMs: number): number {
   return Math.min(25, Math.max(5, remainingMs * 0.1));
 }
+
+/** Time for a scan verdict to travel back through the pipeline before the pipeline's own timer fires. */
+export const SCAN_VERDICT_MS = 5;
 
 export const HEADER_PREFIX = 'x-portcullis-';
 export const DECISION_ID_HEADER = 'x-portcullis-decision-id';
@@ -58,6 +62,8 @@ export interface Outcome {
 interface Progress {
   route: RoutePolicy | undefined;
   identity: Identity | undefined;
+  /** The scan stage has answered (then a failure cannot leave the body unscanned). */
+  scanned: boolean;
   readonly timings: Array<readonly [StageName, number]>;
 }
 
@@ -68,14 +74,18 @@ export class Pipeline {
   ) {}
 
   async check(request: Request, ctx: CheckContext): Promise<Outcome> {
-    const progress: Progress = { route: undefined, identity: undefined, timings: [] };
-    const remaining = ctx.deadline - this.clock.now();
+    const progress: Progress = { route: undefined, identity: undefined, scanned: false, timings: [] };
+    const now = this.clock.now();
+    const remaining = ctx.deadline - now;
     const budget = remaining - deadlineMargin(remaining);
     if (budget <= 0)
       return this.failure(request, ctx, progress, 'deadline_exceeded', 'deadline already passed');
+    // One instant, on one clock, for the pipeline's timer and the scan's: the scan must give its own
+    // answer (scan.on_error) before this timer turns a slow clamd into the route's on_error.
+    const answerBy = now + budget;
     let timer: NodeJS.Timeout | undefined;
     try {
-      const work = this.run(request, ctx, progress);
+      const work = this.run(request, ctx, progress, answerBy);
       const decision = Number.isFinite(budget)
         ? await Promise.race([
             work,
@@ -84,8 +94,9 @@ export class Pipeline {
             }),
           ])
         : await work;
-      // Re-check after the pipeline: a late answer is a failure, whatever it says.
-      if (decision === undefined || this.clock.now() > ctx.deadline) {
+      // Re-check after the pipeline: a late allow is a failure (the route's on_error). A late refusal
+      // stays a refusal: lateness must never turn a deny into an on_error allow.
+      if (decision === undefined || (decision.kind === 'allow' && this.clock.now() > ctx.deadline)) {
         return this.failure(
           request,
           ctx,
@@ -103,7 +114,7 @@ export class Pipeline {
     }
   }
 
-  private async run(request: Request, ctx: CheckContext, p: Progress): Promise<Decision> {
+  private async run(request: Request, ctx: CheckContext, p: Progress, answerBy: number): Promise<Decision> {
     const { catalog } = ctx;
     let started = performance.now();
     const lap = (stage: StageName) => {
@@ -141,12 +152,11 @@ export class Pipeline {
     lap('quota');
     if (!quota.ok) return refused(identity.value, quota.denial);
 
-    // The scan gets what is left of Envoy's deadline, less the margin our own answer needs.
-    const scanned = await this.stages.scan(
-      findings,
-      ctx.deadline - deadlineMargin(ctx.deadline - this.clock.now()),
-    );
+    // The scan ends SCAN_VERDICT_MS before the pipeline's own timer fires (both set from answerBy), so
+    // a slow scanner is always answered by the scan's declared behaviour, never by the route's on_error.
+    const scanned = await this.stages.scan(findings, answerBy - SCAN_VERDICT_MS);
     lap('scan');
+    p.scanned = true;
     const content = findings
       ? { sha256: findings.inspected.sha256, scan: scanned.ok ? scanned.value : 'refused' }
       : undefined;
@@ -166,7 +176,13 @@ export class Pipeline {
     reason: string,
     error?: unknown,
   ): Outcome {
-    const decision = failureDecision(request, ctx, p.route, p.identity?.partner?.id ?? '', code, reason);
+    const decision =
+      p.route && !p.scanned && mustBeScanned(request, p.route, p.identity)
+        ? deny(request, ctx, p.route, p.identity ?? null, {
+            code: 'scan_unavailable',
+            reason: `${code}: ${reason}; the body was not scanned`,
+          })
+        : failureDecision(request, ctx, p.route, p.identity?.partner?.id ?? '', code, reason);
     return error === undefined ? { decision, timings: p.timings } : { decision, timings: p.timings, error };
   }
 }
