@@ -344,8 +344,7 @@ export function checkFilename(
   if (name.includes('..')) return 'it contains ".."';
   if (name.includes(':')) return 'it contains ":"';
   if (/[. ]$/.test(name)) return 'it ends with a dot or a space';
-  // search(), not test(): a /g or /y pattern keeps state in lastIndex across calls.
-  if (policy.filenamePattern && name.search(policy.filenamePattern) === -1)
+  if (policy.filenamePattern && !policy.filenamePattern.test(name))
     return "it does not match this route's file name rule";
   return null;
 }

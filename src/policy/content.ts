@@ -4,11 +4,23 @@
 import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { compileSchema } from '../content/json.js';
+import { compileLinear, type LinearRegExp } from '../content/linear-regex.js';
 import { parseMediaRange } from '../content/media.js';
 import type { CompiledSchema, ContentPolicy, MediaRange } from '../content/types.js';
 import type { ContentDocument } from './schema.js';
 
 export type ContentFields = Omit<ContentDocument, 'partners'>;
+
+/** A content key that cannot be compiled: `at` is its path inside the route's `content` section. */
+export class ContentKeyError extends Error {
+  constructor(
+    readonly at: readonly string[],
+    cause: unknown,
+  ) {
+    super(`${at.join('.')}: ${cause instanceof Error ? cause.message : String(cause)}`);
+    this.name = 'ContentKeyError';
+  }
+}
 
 export const CONTENT_DEFAULTS = {
   maxBodyBytes: 1024 * 1024,
@@ -52,14 +64,18 @@ export function compileContent(c: ContentFields, dir: string): ContentPolicy {
         `json.schema: cannot read ${c.json.schema}: ${err instanceof Error ? err.message : String(err)}`,
       );
     }
-    schema = compileSchema(parsed, c.json.schema);
+    try {
+      schema = compileSchema(parsed, c.json.schema);
+    } catch (err: unknown) {
+      throw new ContentKeyError(['json', 'schema'], err);
+    }
   }
-  let filenamePattern: RegExp | undefined;
+  let filenamePattern: LinearRegExp | undefined;
   if (c.multipart?.filename_pattern !== undefined) {
     try {
-      filenamePattern = new RegExp(c.multipart.filename_pattern, 'u');
+      filenamePattern = compileLinear(c.multipart.filename_pattern);
     } catch (err: unknown) {
-      throw new Error(`multipart.filename_pattern: ${err instanceof Error ? err.message : String(err)}`);
+      throw new ContentKeyError(['multipart', 'filename_pattern'], err);
     }
   }
   return {

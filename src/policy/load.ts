@@ -22,7 +22,7 @@ import {
   type RouteMatcher,
   type RoutePolicy,
 } from './catalog.js';
-import { type ContentFields, compileContent, mergeContent } from './content.js';
+import { type ContentFields, ContentKeyError, compileContent, mergeContent } from './content.js';
 import { compilePathMatch, ownerKey, patternError } from './match.js';
 import { type CompiledRule, compileRule } from './rules.js';
 import {
@@ -207,7 +207,9 @@ function crossCheck(doc: CatalogDocument, dir: string): Problem[] {
       try {
         compileContent(fields, dir);
       } catch (err: unknown) {
-        problems.push({ path, message: err instanceof Error ? err.message : String(err) });
+        // A key that cannot compile is located at that key, with the cause's own words.
+        const at = err instanceof ContentKeyError ? err.at : [];
+        problems.push({ path: [...path, ...at], message: err instanceof Error ? err.message : String(err) });
       }
     };
     tryCompile(base, ['routes', i, 'content']);
