@@ -29,7 +29,7 @@ import type { QuotaStatus } from '../quota/status.js';
 import { buildCheckRequest, renderResponse, sendCheck, UsageError } from './check.js';
 import { changeRevocation, EXAMPLE_SIGNING_KEYS, mintToken, parseKind } from './identity.js';
 import { POLICY_DIFF_HELP, POLICY_TEST_HELP, policyDiff, policyTest } from './policy.js';
-import { runPrimary, serveWorkerQueries } from './workers.js';
+import { runPrimary, serveWorkerQueries, workersNeedSharedStore } from './workers.js';
 
 const HELP = `portcullis — Envoy ext_authz sidecar for partner APIs
 
@@ -69,8 +69,8 @@ Flags (environment variable in brackets, then the default):
                             (none: routes that scan follow their content.scan.on_error)
   --clamd-max-bytes N       clamd's StreamMaxLength; larger content is refused as scan_too_large
                             [${SERVE_ENV.clamdMaxBytes}] (${SERVE_DEFAULTS.clamdMaxBytes})
-  --workers N               processes sharing the gRPC port; the primary serves the admin endpoints
-                            [${SERVE_ENV.workers}] (${SERVE_DEFAULTS.workers})
+  --workers N               processes sharing the gRPC port; the primary serves the admin endpoints;
+                            more than 1 needs --redis-url (shared quotas) [${SERVE_ENV.workers}] (${SERVE_DEFAULTS.workers})
   --redis-url URL           Redis for quotas and live revocations [${SERVE_ENV.redisUrl}] (none: in-process
                             quotas, catalog revocation lists only)
 
@@ -243,6 +243,11 @@ async function serve(args: readonly string[]): Promise<number> {
     config = resolveServeConfig(flags, process.env);
   } catch (err: unknown) {
     process.stderr.write(`portcullis: ${err instanceof Error ? err.message : String(err)}\n`);
+    return 1;
+  }
+  const unshared = workersNeedSharedStore(config.workers, config.redisUrl);
+  if (unshared) {
+    process.stderr.write(`portcullis: ${unshared}\n`);
     return 1;
   }
   const logger = createLogger(config.logLevel);
