@@ -45,6 +45,15 @@ export function mergeContent(base: ContentFields, over: ContentFields): ContentF
 /** Compiles one content policy; throws an Error whose message names the offending key. */
 export function compileContent(c: ContentFields, dir: string): ContentPolicy {
   const maxBodyBytes = c.max_body_bytes ?? CONTENT_DEFAULTS.maxBodyBytes;
+  if (c.on_truncated === 'skip' && c.scan) {
+    // Skipping would pass a truncated body unscanned, silently: a scanning route refuses it instead.
+    throw new ContentKeyError(
+      ['on_truncated'],
+      new Error(
+        'must not be "skip" on a route that scans: a truncated body cannot be scanned, and would pass unscanned (use deny, the default)',
+      ),
+    );
+  }
   const ranges = (list: readonly string[] | undefined, key: string): MediaRange[] =>
     (list ?? []).map((text) => {
       try {
