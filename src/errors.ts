@@ -38,6 +38,12 @@ export const DENY_CODES = {
     title: 'Invalid request header',
     detail: 'A request header is too large, is not valid UTF-8 or contains control characters.',
   },
+  request_path_invalid: {
+    grpc: GrpcCode.INVALID_ARGUMENT,
+    http: 400,
+    title: 'Invalid request path',
+    detail: 'The request path contains ";" (path parameters), which this gateway does not accept.',
+  },
   route_not_found: {
     grpc: GrpcCode.NOT_FOUND,
     http: 404,

@@ -30,7 +30,7 @@ import type { QuotaStatus } from '../quota/status.js';
 import { buildCheckRequest, renderResponse, UsageError } from './check.js';
 import { changeRevocation, EXAMPLE_SIGNING_KEYS, mintToken, parseKind } from './identity.js';
 import { POLICY_DIFF_HELP, POLICY_TEST_HELP, policyDiff, policyTest } from './policy.js';
-import { runPrimary, serveWorkerQueries } from './workers.js';
+import { runPrimary, serveWorkerQueries, workersNeedSharedStore } from './workers.js';
 
 const HELP = `portcullis — Envoy ext_authz sidecar for partner APIs
 
@@ -70,8 +70,8 @@ Flags (environment variable in brackets, then the default):
                             (none: routes that scan follow their content.scan.on_error)
   --clamd-max-bytes N       clamd's StreamMaxLength; larger content is refused as scan_too_large
                             [${SERVE_ENV.clamdMaxBytes}] (${SERVE_DEFAULTS.clamdMaxBytes})
-  --workers N               processes sharing the gRPC port; the primary serves the admin endpoints
-                            [${SERVE_ENV.workers}] (${SERVE_DEFAULTS.workers})
+  --workers N               processes sharing the gRPC port; the primary serves the admin endpoints;
+                            more than 1 needs --redis-url (shared quotas) [${SERVE_ENV.workers}] (${SERVE_DEFAULTS.workers})
   --redis-url URL           Redis for quotas and live revocations [${SERVE_ENV.redisUrl}] (none: in-process
                             quotas, catalog revocation lists only)
 
@@ -153,6 +153,8 @@ Nothing is charged. Exit codes: 0 shown, 1 no such partner, 2 error.
 const POLICY_HELP = `portcullis policy validate FILE: check a policy catalog.
 
 Prints every problem as FILE:LINE:COLUMN: PATH: MESSAGE and exits 1, or prints a summary and exits 0.
+Warnings (a legal catalog that is likely not meant, e.g. a catch-all route after more specific ones)
+are printed as "warning: FILE:LINE:COLUMN: PATH: MESSAGE" and do not change the exit code.
 
 ${POLICY_TEST_HELP}
 ${POLICY_DIFF_HELP}`;
@@ -242,6 +244,11 @@ async function serve(args: readonly string[]): Promise<number> {
     config = resolveServeConfig(flags, process.env);
   } catch (err: unknown) {
     process.stderr.write(`portcullis: ${err instanceof Error ? err.message : String(err)}\n`);
+    return 1;
+  }
+  const unshared = workersNeedSharedStore(config.workers, config.redisUrl);
+  if (unshared) {
+    process.stderr.write(`portcullis: ${unshared}\n`);
     return 1;
   }
   const logger = createLogger(config.logLevel);
@@ -568,6 +575,7 @@ async function policy(args: readonly string[]): Promise<number> {
   }
   try {
     const catalog = await loadCatalogFile(file);
+    for (const warning of catalog.warnings) process.stdout.write(`warning: ${formatIssue(warning)}\n`);
     process.stdout.write(
       `ok: ${file}: version ${catalog.version}${catalog.versionName ? ` (${catalog.versionName})` : ''}, ` +
         `${catalog.routes.length} routes, ${catalog.partners.size} partners\n`,

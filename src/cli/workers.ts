@@ -11,6 +11,21 @@ import { splitHostPort } from '../config.js';
 import { type AdminState, createAdminServer } from '../observability/admin.js';
 import type { QuotaStatus } from '../quota/status.js';
 
+/**
+ * Why `workers` processes cannot serve without a shared quota store, or null when they can. Each
+ * worker's in-process store would count every limit alone (N times each limit). Dividing each limit
+ * by N is not a fix: node:cluster spreads connections, not requests, and Envoy keeps a few long-lived
+ * HTTP/2 connections, so one worker may see all of a partner's traffic and hold it to 1/N of its
+ * limit. Refusing is the only honest answer.
+ */
+export function workersNeedSharedStore(workers: number, redisUrl: string): string | null {
+  if (workers <= 1 || redisUrl !== '') return null;
+  return (
+    `--workers ${workers} needs a shared quota store (--redis-url): without one each worker would count ` +
+    `every limit alone (${workers}× each limit); use --workers 1 or set --redis-url`
+  );
+}
+
 type Query = { type: 'policy' } | { type: 'quota'; partner: string };
 interface Request {
   readonly portcullis: 'request';

@@ -18,7 +18,7 @@ import {
   matchesAny,
   parseMediaType,
 } from './media.js';
-import { type ParsedForm, parseForm } from './multipart.js';
+import { type ParsedForm, parseForm, urlencodedBytes } from './multipart.js';
 import type { MalwareScanner, ScanVerdict } from './scanner.js';
 import {
   type ContentFailure,
@@ -176,7 +176,7 @@ export async function inspectCheap(request: ContentRequest, policy: ContentPolic
     const parsed = await parseForm(contentType, media, body, policy.multipart);
     if (!parsed.ok) return parsed;
     form = parsed.value;
-    for (const file of form.files) {
+    for (const file of form.parts) {
       const partType = parseMediaType(file.declaredType);
       const partDetected =
         policy.magic || policy.scan
@@ -193,7 +193,7 @@ export async function inspectCheap(request: ContentRequest, policy: ContentPolic
   let targets: ScanTarget[] = [];
   if (policy.scan) {
     if (form?.kind === 'multipart') {
-      targets = form.files.flatMap((file, i) => {
+      targets = form.parts.flatMap((file, i) => {
         const found = detectedParts[i] ?? null;
         if (!scanned(policy.scan as ScanPolicy, file.declaredType, found)) return [];
         const label = `part ${JSON.stringify(file.field)}${file.filename !== null ? ` (${JSON.stringify(file.filename.slice(0, 100))})` : ''}`;
@@ -208,6 +208,17 @@ export async function inspectCheap(request: ContentRequest, policy: ContentPolic
         json,
         policy.scan,
       );
+      // A form's values reach the upstream decoded: %-escapes can hide a payload from a scan of the
+      // raw body, so the decoded bytes are scanned too (when there is anything to decode).
+      if (form?.kind === 'urlencoded' && targets.length > 0 && hasFormEscapes(body)) {
+        const decoded = urlencodedBytes(body);
+        targets.push({
+          name: 'body (form values, decoded)',
+          bytes: decoded,
+          sha256: sha256Hex(decoded),
+          type: 'text/plain',
+        });
+      }
     }
   }
 
@@ -295,6 +306,11 @@ function contentEncodings(value: string | undefined): string[] {
     .split(',')
     .map((s) => s.trim().toLowerCase())
     .filter((s) => s !== '' && s !== 'identity');
+}
+
+function hasFormEscapes(body: Uint8Array): boolean {
+  const buf = Buffer.from(body.buffer, body.byteOffset, body.byteLength);
+  return buf.includes(0x25) || buf.includes(0x2b);
 }
 
 function typeMatches(essence: string, ranges: readonly MediaRange[]): boolean {

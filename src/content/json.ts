@@ -11,6 +11,7 @@ import { Ajv2019 } from 'ajv/dist/2019.js';
 import { Ajv2020 } from 'ajv/dist/2020.js';
 import addFormatsModule from 'ajv-formats';
 import sjson from 'secure-json-parse';
+import { ajvRegExp } from './linear-regex.js';
 import {
   type CompiledSchema,
   type ContentFailure,
@@ -354,6 +355,8 @@ export function compileSchema(schema: unknown, name: string): CompiledSchema {
     allErrors: true,
     strict: true,
     allowUnionTypes: true,
+    // Catalog-supplied patterns run on RE2: linear time, whatever the pattern and the input.
+    code: { regExp: ajvRegExp },
   };
   const ajv = draft.includes('2020-12')
     ? new Ajv2020(options)

@@ -24,6 +24,11 @@ export interface ParsedForm {
   readonly kind: 'multipart' | 'urlencoded';
   readonly fields: readonly FormField[];
   readonly files: readonly FormFile[];
+  /**
+   * Every multipart part, field or file, in body order, with its raw bytes: what the magic check and
+   * the scan look at (a part without a file name is no less an upstream's file). Empty for urlencoded.
+   */
+  readonly parts: readonly FormFile[];
 }
 
 /** Limits busboy applies that the policy does not name. */
@@ -90,6 +95,10 @@ export function parseForm(
 
     const fields: FormField[] = [];
     const files: FormFile[] = [];
+    // Part index (busboy emits 'file' and 'field' in body order) → the part, for `parts`.
+    const byIndex: FormFile[] = [];
+    let nextIndex = 0;
+    const contents = kind === 'multipart' ? partContents(body, media.params.get('boundary') ?? '') : [];
     let pending = 0; // file parts whose bytes are still arriving
     let finished = false;
     const overCount = () =>
@@ -114,7 +123,7 @@ export function parseForm(
           return;
         }
       }
-      settle(ok({ kind, fields, files }));
+      settle(ok({ kind, fields, files, parts: byIndex.filter((p) => p !== undefined) }));
     };
 
     parser.on('field', (name, value, info) => {
@@ -128,6 +137,38 @@ export function parseForm(
             `field ${quote(name)} over ${policy.maxPartBytes} bytes`,
           ),
         );
+      const index = nextIndex++;
+      if (kind === 'multipart') {
+        // Busboy decodes a part without a file name into a string (with the charset it declares): the
+        // type rules and the scan need its bytes as sent.
+        const encoding = info.encoding.toLowerCase();
+        if (encoding !== '7bit' && encoding !== '8bit' && encoding !== 'binary') {
+          return refuse(
+            invalid(
+              `Part ${quote(name)} uses Content-Transfer-Encoding ${quote(encoding)}; send its bytes as they are.`,
+              `transfer encoding ${encoding}`,
+            ),
+          );
+        }
+        const raw = contents[index];
+        if (raw === undefined) {
+          return refuse(invalid(`The ${what} is malformed.`, `no content found for part ${index}`));
+        }
+        const declaredType = info.mimeType.toLowerCase();
+        // A part without a file name is a form field: text/plain (declared or by default) needs no
+        // listing in multipart.types; any other declared type is checked like a file's.
+        if (declaredType !== 'text/plain' && policy.allowedTypes.length > 0) {
+          const parsed = parseMediaType(declaredType);
+          if (!parsed.ok || !matchesAny(parsed.value, policy.allowedTypes)) {
+            return refuse({
+              code: 'media_type_not_allowed',
+              detail: `Part ${quote(name)} is ${declaredType}; this route accepts parts of type ${policy.allowedTypes.map(formatRange).join(', ')} (or text fields).`,
+              reason: `part ${quote(name)} (no file name) type ${declaredType} not allowed`,
+            });
+          }
+        }
+        byIndex[index] = { field: name, filename: null, declaredType, bytes: raw };
+      }
       fields.push({ name, value });
     });
 
@@ -171,6 +212,7 @@ export function parseForm(
         }
       }
       pending++;
+      const index = nextIndex++;
       const chunks: Buffer[] = [];
       stream.on('data', (chunk: Buffer) => {
         if (!settled) chunks.push(chunk);
@@ -185,7 +227,11 @@ export function parseForm(
       );
       stream.on('close', () => {
         pending--;
-        if (!settled) files.push({ field, filename, declaredType, bytes: Buffer.concat(chunks) });
+        if (!settled) {
+          const file = { field, filename, declaredType, bytes: Buffer.concat(chunks) };
+          files.push(file);
+          byIndex[index] = file;
+        }
         maybeDone();
       });
     });
@@ -204,6 +250,58 @@ export function parseForm(
     });
     parser.end(Buffer.from(body.buffer, body.byteOffset, body.byteLength));
   });
+}
+
+/**
+ * The raw content of each part, in order: from the blank line that ends its headers to the CRLF before
+ * the next delimiter. Busboy validates the structure; this only finds the bytes it decoded.
+ */
+function partContents(body: Uint8Array, boundary: string): Buffer[] {
+  if (!boundary) return [];
+  const buf = Buffer.from(body.buffer, body.byteOffset, body.byteLength);
+  const dash = Buffer.from(`--${boundary}`, 'latin1');
+  const line = Buffer.from(`\r\n--${boundary}`, 'latin1');
+  const delimiters: number[] = []; // where each "--boundary" starts
+  if (buf.subarray(0, dash.length).equals(dash)) delimiters.push(0);
+  for (let at = buf.indexOf(line); at !== -1; at = buf.indexOf(line, at + line.length))
+    delimiters.push(at + 2);
+  const contents: Buffer[] = [];
+  for (let i = 0; i + 1 < delimiters.length; i++) {
+    const start = delimiters[i] as number;
+    const end = (delimiters[i + 1] as number) - 2;
+    const headersEnd = buf.indexOf('\r\n\r\n', start);
+    contents.push(
+      headersEnd === -1 || headersEnd + 4 > end ? Buffer.alloc(0) : buf.subarray(headersEnd + 4, end),
+    );
+  }
+  return contents;
+}
+
+/**
+ * An application/x-www-form-urlencoded body with its escapes undone (`%XX` → the byte, `+` → space),
+ * separators kept: what the upstream's decoder sees, for the scan. Bytes, not text, so nothing is lost.
+ */
+export function urlencodedBytes(body: Uint8Array): Uint8Array {
+  const out = Buffer.allocUnsafe(body.length);
+  let n = 0;
+  for (let i = 0; i < body.length; i++) {
+    const c = body[i] as number;
+    if (c === 0x2b) {
+      out[n++] = 0x20;
+    } else if (c === 0x25 && isHex(body[i + 1]) && isHex(body[i + 2])) {
+      out[n++] = Number.parseInt(String.fromCharCode(body[i + 1] as number, body[i + 2] as number), 16);
+      i += 2;
+    } else {
+      out[n++] = c;
+    }
+  }
+  return out.subarray(0, n);
+}
+
+function isHex(c: number | undefined): boolean {
+  return (
+    c !== undefined && ((c >= 0x30 && c <= 0x39) || (c >= 0x41 && c <= 0x46) || (c >= 0x61 && c <= 0x66))
+  );
 }
 
 /** Delimiter lines (`--boundary` at the start of the body or of a line), the closing one included. */
@@ -246,8 +344,7 @@ export function checkFilename(
   if (name.includes('..')) return 'it contains ".."';
   if (name.includes(':')) return 'it contains ":"';
   if (/[. ]$/.test(name)) return 'it ends with a dot or a space';
-  // search(), not test(): a /g or /y pattern keeps state in lastIndex across calls.
-  if (policy.filenamePattern && name.search(policy.filenamePattern) === -1)
+  if (policy.filenamePattern && !policy.filenamePattern.test(name))
     return "it does not match this route's file name rule";
   return null;
 }

@@ -1,7 +1,9 @@
 // Content inspection: the compiled per-route content policy and the failures the inspection returns.
 // Everything here is data. The catalog loader builds a ContentPolicy once (defaults applied, schema
 // compiled, frozen); src/content/inspect.ts applies it to one request.
+
 import type { Header } from '../decision.js';
+import type { LinearRegExp } from './linear-regex.js';
 
 /**
  * An allowed media type: `type/subtype` (lower-case; `*` as subtype, or `*\/*`, matches any) and the
@@ -62,8 +64,8 @@ export interface MultipartPolicy {
   readonly maxPartBytes: number;
   /** Declared types file parts may have; empty = any. Each file part is also checked by magic bytes. */
   readonly allowedTypes: readonly MediaRange[];
-  /** A file name must also match this (after the built-in rules). */
-  readonly filenamePattern?: RegExp;
+  /** A file name must also match this (after the built-in rules); RE2, linear time. */
+  readonly filenamePattern?: LinearRegExp;
   /** Longest file name, in UTF-8 bytes. */
   readonly maxFilenameBytes: number;
 }

@@ -48,15 +48,24 @@ export function normalize(wire: WireCheckRequest, limits: NormalizeLimits): Norm
     const queryAt = target.indexOf('?');
     const hashAt = target.indexOf('#');
     const pathEnd = queryAt !== -1 ? queryAt : hashAt !== -1 ? hashAt : target.length;
+    const path = target.slice(0, pathEnd);
+    if (path.includes(';')) {
+      // Path parameters: many upstreams drop `;x=1` from a segment, so `/v1/admin;x=1/users` would be
+      // served as `/v1/admin/users` while matching no route for it. Refused (docs/errors.md).
+      throw new Malformed({
+        code: 'request_path_invalid',
+        reason: `path with ";": ${JSON.stringify(path.slice(0, 128))}`,
+      });
+    }
     const body = http.raw_body.length > 0 ? http.raw_body : http.body ? Buffer.from(http.body) : EMPTY_BODY;
     const queryText = queryAt === -1 ? '' : target.slice(queryAt + 1, hashAt > queryAt ? hashAt : undefined);
     const request: Request = {
       requestId: headers.get('x-request-id') ?? '',
       method,
-      path: target.slice(0, pathEnd),
+      path,
       query: queryAt === -1 ? EMPTY_QUERY : parseQuery(queryText),
       ...(ENCODED_NAME.test(queryText) ? { encodedQueryNames: encodedNames(queryText) } : {}),
-      host: stripPort((http.host || headers.get(':authority') || '').toLowerCase()),
+      host: canonicalHost(http.host || headers.get(':authority') || ''),
       scheme: http.scheme || headers.get(':scheme') || '',
       headers,
       body,
@@ -149,6 +158,12 @@ function isTruncated(headers: ReadonlyMap<string, string>, received: number): bo
   if (headers.get('x-envoy-auth-partial-body') === 'true') return true;
   const declared = headers.get('content-length');
   return declared !== undefined && Number(declared) > received;
+}
+
+/** Lower case, without the port and without the trailing dot of a fully qualified name. */
+function canonicalHost(authority: string): string {
+  const host = stripPort(authority.toLowerCase());
+  return host.endsWith('.') ? host.slice(0, -1) : host;
 }
 
 function stripPort(authority: string): string {

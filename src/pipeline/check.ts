@@ -18,6 +18,7 @@ import { DependencyUnavailable } from '../stage.js';
 import { credentialCarriers } from './identify.js';
 import { ANONYMOUS, type Identity, type QuotaOutcome } from './outcomes.js';
 import type { Stages } from './types.js';
+import { mustBeScanned } from './unscanned.js';
 
 export const STAGE_NAMES = ['route', 'identify', 'authorize', 'inspect', 'quota', 'scan'] as const;
 export type StageName = (typeof STAGE_NAMES)[number];
@@ -30,6 +31,9 @@ export type StageName = (typeof STAGE_NAMES)[number];
 export function deadlineMargin(remainingMs: number): number {
   return Math.min(25, Math.max(5, remainingMs * 0.1));
 }
+
+/** Time for a scan verdict to travel back through the pipeline before the pipeline's own timer fires. */
+export const SCAN_VERDICT_MS = 5;
 
 export const HEADER_PREFIX = 'x-portcullis-';
 export const DECISION_ID_HEADER = 'x-portcullis-decision-id';
@@ -57,6 +61,8 @@ interface Progress {
   /** True while presented credentials are being checked: a failure then is a denial, never on_error. */
   identifying: boolean;
   identity: Identity | undefined;
+  /** The scan stage has answered (then a failure cannot leave the body unscanned). */
+  scanned: boolean;
   readonly timings: Array<readonly [StageName, number]>;
 }
 
@@ -67,14 +73,24 @@ export class Pipeline {
   ) {}
 
   async check(request: Request, ctx: CheckContext): Promise<Outcome> {
-    const progress: Progress = { route: undefined, identifying: false, identity: undefined, timings: [] };
-    const remaining = ctx.deadline - this.clock.now();
+    const progress: Progress = {
+      route: undefined,
+      identifying: false,
+      identity: undefined,
+      scanned: false,
+      timings: [],
+    };
+    const now = this.clock.now();
+    const remaining = ctx.deadline - now;
     const budget = remaining - deadlineMargin(remaining);
     if (budget <= 0)
       return this.failure(request, ctx, progress, 'deadline_exceeded', 'deadline already passed');
+    // One instant, on one clock, for the pipeline's timer and the scan's: the scan must give its own
+    // answer (scan.on_error) before this timer turns a slow clamd into the route's on_error.
+    const answerBy = now + budget;
     let timer: NodeJS.Timeout | undefined;
     try {
-      const work = this.run(request, ctx, progress);
+      const work = this.run(request, ctx, progress, answerBy);
       const decision = Number.isFinite(budget)
         ? await Promise.race([
             work,
@@ -83,8 +99,9 @@ export class Pipeline {
             }),
           ])
         : await work;
-      // Re-check after the pipeline: a late answer is a failure, whatever it says.
-      if (decision === undefined || this.clock.now() > ctx.deadline) {
+      // Re-check after the pipeline: a late allow is a failure (the route's on_error). A late refusal
+      // stays a refusal: lateness must never turn a deny into an on_error allow.
+      if (decision === undefined || (decision.kind === 'allow' && this.clock.now() > ctx.deadline)) {
         return this.failure(
           request,
           ctx,
@@ -102,7 +119,7 @@ export class Pipeline {
     }
   }
 
-  private async run(request: Request, ctx: CheckContext, p: Progress): Promise<Decision> {
+  private async run(request: Request, ctx: CheckContext, p: Progress, answerBy: number): Promise<Decision> {
     const { catalog } = ctx;
     let started = performance.now();
     const lap = (stage: StageName) => {
@@ -142,12 +159,11 @@ export class Pipeline {
     lap('quota');
     if (!quota.ok) return refused(identity.value, quota.denial);
 
-    // The scan gets what is left of Envoy's deadline, less the margin our own answer needs.
-    const scanned = await this.stages.scan(
-      findings,
-      ctx.deadline - deadlineMargin(ctx.deadline - this.clock.now()),
-    );
+    // The scan ends SCAN_VERDICT_MS before the pipeline's own timer fires (both set from answerBy), so
+    // a slow scanner is always answered by the scan's declared behaviour, never by the route's on_error.
+    const scanned = await this.stages.scan(findings, answerBy - SCAN_VERDICT_MS);
     lap('scan');
+    p.scanned = true;
     const content = findings
       ? { sha256: findings.inspected.sha256, scan: scanned.ok ? scanned.value : 'refused' }
       : undefined;
@@ -168,9 +184,15 @@ export class Pipeline {
     error?: unknown,
   ): Outcome {
     // Who the caller is was not established: whatever on_error says, that is a denial.
+    // A body that must be scanned and was not: the scan's declared answer, whatever on_error says.
     const decision = p.identifying
       ? identityUnavailable(request, ctx, p.route, `${code}: ${reason}`)
-      : failureDecision(request, ctx, p.route, p.identity?.partner?.id ?? '', code, reason);
+      : p.route && !p.scanned && mustBeScanned(request, p.route, p.identity)
+        ? deny(request, ctx, p.route, p.identity ?? null, {
+            code: 'scan_unavailable',
+            reason: `${code}: ${reason}; the body was not scanned`,
+          })
+        : failureDecision(request, ctx, p.route, p.identity?.partner?.id ?? '', code, reason);
     return error === undefined ? { decision, timings: p.timings } : { decision, timings: p.timings, error };
   }
 }

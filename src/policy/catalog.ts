@@ -1,5 +1,6 @@
 // The compiled, frozen catalog the pipeline reads. Everything the hot path needs is precomputed
 // here at load time (matchers, CIDR block lists, lookup maps), so a Check never parses config.
+
 import type { BlockList } from 'node:net';
 import type { ContentPolicy } from '../content/types.js';
 import type { Header } from '../decision.js';
@@ -7,6 +8,7 @@ import type { JwksSource } from '../identity/jwks.js';
 import type { Revocations } from '../identity/revocation.js';
 import type { Algorithm } from '../quota/types.js';
 import type { CompiledRule } from './rules.js';
+import type { CatalogIssue } from './yaml-issues.js';
 
 export interface AccessPolicy {
   readonly allowPartners: ReadonlySet<string>;
@@ -53,7 +55,10 @@ export interface RouteMatcher {
   readonly exactHosts: ReadonlySet<string>;
   /** Suffixes of `*.example.com` wildcards, with the leading dot: `.example.com`. */
   readonly hostSuffixes: readonly string[];
+  /** Takes the path as routingPath (match.ts) returns it. */
   readonly path: (path: string) => boolean;
+  /** Equal for routes whose hosts and path match are the same (see ownerKey in match.ts). */
+  readonly owner: string;
   /** Empty = every method. */
   readonly methods: ReadonlySet<string>;
 }
@@ -161,6 +166,8 @@ export interface Catalog {
   readonly issuers: readonly IssuerPolicy[];
   /** The catalog's static revocations (live ones come from Redis). */
   readonly revocations: Revocations;
+  /** Legal but likely unintended (printed by `policy validate`). */
+  readonly warnings: readonly CatalogIssue[];
 }
 
 /** The key of an issuer-qualified application in `partnersByApplication`. */

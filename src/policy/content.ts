@@ -4,11 +4,23 @@
 import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { compileSchema } from '../content/json.js';
+import { compileLinear, type LinearRegExp } from '../content/linear-regex.js';
 import { parseMediaRange } from '../content/media.js';
 import type { CompiledSchema, ContentPolicy, MediaRange } from '../content/types.js';
 import type { ContentDocument } from './schema.js';
 
 export type ContentFields = Omit<ContentDocument, 'partners'>;
+
+/** A content key that cannot be compiled: `at` is its path inside the route's `content` section. */
+export class ContentKeyError extends Error {
+  constructor(
+    readonly at: readonly string[],
+    cause: unknown,
+  ) {
+    super(`${at.join('.')}: ${cause instanceof Error ? cause.message : String(cause)}`);
+    this.name = 'ContentKeyError';
+  }
+}
 
 export const CONTENT_DEFAULTS = {
   maxBodyBytes: 1024 * 1024,
@@ -33,6 +45,15 @@ export function mergeContent(base: ContentFields, over: ContentFields): ContentF
 /** Compiles one content policy; throws an Error whose message names the offending key. */
 export function compileContent(c: ContentFields, dir: string): ContentPolicy {
   const maxBodyBytes = c.max_body_bytes ?? CONTENT_DEFAULTS.maxBodyBytes;
+  if (c.on_truncated === 'skip' && c.scan) {
+    // Skipping would pass a truncated body unscanned, silently: a scanning route refuses it instead.
+    throw new ContentKeyError(
+      ['on_truncated'],
+      new Error(
+        'must not be "skip" on a route that scans: a truncated body cannot be scanned, and would pass unscanned (use deny, the default)',
+      ),
+    );
+  }
   const ranges = (list: readonly string[] | undefined, key: string): MediaRange[] =>
     (list ?? []).map((text) => {
       try {
@@ -52,14 +73,18 @@ export function compileContent(c: ContentFields, dir: string): ContentPolicy {
         `json.schema: cannot read ${c.json.schema}: ${err instanceof Error ? err.message : String(err)}`,
       );
     }
-    schema = compileSchema(parsed, c.json.schema);
+    try {
+      schema = compileSchema(parsed, c.json.schema);
+    } catch (err: unknown) {
+      throw new ContentKeyError(['json', 'schema'], err);
+    }
   }
-  let filenamePattern: RegExp | undefined;
+  let filenamePattern: LinearRegExp | undefined;
   if (c.multipart?.filename_pattern !== undefined) {
     try {
-      filenamePattern = new RegExp(c.multipart.filename_pattern, 'u');
+      filenamePattern = compileLinear(c.multipart.filename_pattern);
     } catch (err: unknown) {
-      throw new Error(`multipart.filename_pattern: ${err instanceof Error ? err.message : String(err)}`);
+      throw new ContentKeyError(['multipart', 'filename_pattern'], err);
     }
   }
   return {

@@ -22,8 +22,8 @@ import {
   type RouteMatcher,
   type RoutePolicy,
 } from './catalog.js';
-import { type ContentFields, compileContent, mergeContent } from './content.js';
-import { compilePathMatch, patternError } from './match.js';
+import { type ContentFields, ContentKeyError, compileContent, mergeContent } from './content.js';
+import { compilePathMatch, ownerKey, patternError } from './match.js';
 import { type CompiledRule, compileRule } from './rules.js';
 import {
   type AccessDocument,
@@ -34,6 +34,7 @@ import {
   type RouteDocument,
   type RuleDocument,
 } from './schema.js';
+import { catalogWarnings } from './warnings.js';
 import { type CatalogIssue, type DocPath, formatIssue, parseYaml } from './yaml-issues.js';
 
 export { type CatalogIssue, type DocPath, formatIssue } from './yaml-issues.js';
@@ -66,7 +67,8 @@ export function parseCatalog(text: string, file: string): Catalog {
   if (problems.length > 0) throw new CatalogError(problems);
 
   const version = `sha256:${createHash('sha256').update(text).digest('hex').slice(0, 16)}`;
-  return deepFreeze(compile(parsed.data, version, file));
+  const warnings = catalogWarnings(parsed.data).map((w) => locate(w.path, w.message));
+  return deepFreeze({ ...compile(parsed.data, version, file), warnings });
 }
 
 function unionMessage(path: DocPath): string {
@@ -205,7 +207,9 @@ function crossCheck(doc: CatalogDocument, dir: string): Problem[] {
       try {
         compileContent(fields, dir);
       } catch (err: unknown) {
-        problems.push({ path, message: err instanceof Error ? err.message : String(err) });
+        // A key that cannot compile is located at that key, with the cause's own words.
+        const at = err instanceof ContentKeyError ? err.at : [];
+        problems.push({ path: [...path, ...at], message: err instanceof Error ? err.message : String(err) });
       }
     };
     tryCompile(base, ['routes', i, 'content']);
@@ -289,7 +293,7 @@ function acceptedCredentials(r: RouteDocument): Set<Credential> {
   return new Set([...(any_of ?? (all_of.length > 0 ? [] : ALL_CREDENTIALS)), ...all_of]);
 }
 
-function compile(doc: CatalogDocument, version: string, file: string): Catalog {
+function compile(doc: CatalogDocument, version: string, file: string): Omit<Catalog, 'warnings'> {
   const partners = new Map<string, Partner>();
   const partnersByPrincipal = new Map<string, Partner>();
   const partnersByApplication = new Map<string, Partner>();
@@ -465,6 +469,7 @@ function compileRoute(r: RouteDocument, dir: string): RoutePolicy {
     exactHosts: new Set(hosts.filter((h) => !h.startsWith('*'))),
     hostSuffixes: hosts.filter((h) => h.startsWith('*.')).map((h) => h.slice(1)),
     path: compilePathMatch(r.match.path),
+    owner: ownerKey(hosts, r.match.path),
     methods: new Set(r.match.methods),
   };
   const id = r.identity;

@@ -100,3 +100,59 @@ export function healthClient(address: string): grpc.Client & Record<string, unkn
   );
   return new Health(address, grpc.credentials.createInsecure()) as grpc.Client & Record<string, unknown>;
 }
+
+/**
+ * One Check over a raw HTTP/2 stream whose `grpc-timeout` says `envoyTimeoutMs` (what the server sees
+ * as Envoy's deadline) while the test waits up to `waitMs` for the answer: to read what the server
+ * decided even when a loaded machine makes it answer after that deadline.
+ */
+export async function checkWithEnvoyTimeout(
+  address: string,
+  request: object,
+  envoyTimeoutMs: number,
+  waitMs = 10_000,
+): Promise<OfficialCheckResponse> {
+  const { connect } = await import('node:http2');
+  const service = (
+    loadService('envoy/service/auth/v3/external_auth.proto', [
+      'envoy',
+      'service',
+      'auth',
+      'v3',
+      'Authorization',
+    ]) as unknown as grpc.ServiceClientConstructor
+  ).service.Check;
+  if (!service) throw new Error('no Check method in the official protos');
+  const message = service.requestSerialize(request);
+  const frame = Buffer.alloc(5 + message.length);
+  frame.writeUInt32BE(message.length, 1);
+  message.copy(frame, 5);
+  const session = connect(`http://${address}`);
+  try {
+    return await new Promise<OfficialCheckResponse>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`no answer within ${waitMs} ms`)), waitMs);
+      session.on('error', reject);
+      const stream = session.request({
+        ':method': 'POST',
+        ':path': '/envoy.service.auth.v3.Authorization/Check',
+        'content-type': 'application/grpc',
+        te: 'trailers',
+        'grpc-timeout': `${envoyTimeoutMs}m`,
+      });
+      const chunks: Buffer[] = [];
+      stream.on('data', (chunk: Buffer) => chunks.push(chunk));
+      stream.on('error', reject);
+      stream.on('end', () => {
+        clearTimeout(timer);
+        const body = Buffer.concat(chunks);
+        if (body.length < 5) return reject(new Error('no response message (the call failed)'));
+        resolve(
+          service.responseDeserialize(body.subarray(5, 5 + body.readUInt32BE(1))) as OfficialCheckResponse,
+        );
+      });
+      stream.end(frame);
+    });
+  } finally {
+    session.close();
+  }
+}

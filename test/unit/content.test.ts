@@ -14,6 +14,7 @@ import {
   parseJson,
   prescanJson,
 } from '../../src/content/json.js';
+import { compileLinear } from '../../src/content/linear-regex.js';
 import {
   checkDeclaredType,
   detectType,
@@ -1290,8 +1291,8 @@ describe('file names', () => {
       assert.equal(checkFilename(name, FORM), reason);
     });
   }
-  test('the route pattern applies after the built-in rules (a /g pattern keeps no state)', () => {
-    const p = { ...FORM, filenamePattern: /\.(pdf|png)$/gi };
+  test('the route pattern applies after the built-in rules (RE2, case-insensitive by (?i))', () => {
+    const p = { ...FORM, filenamePattern: compileLinear('(?i)\\.(pdf|png)$') };
     assert.equal(checkFilename('a.pdf', p), null);
     assert.equal(checkFilename('b.PDF', p), null);
     assert.equal(checkFilename('a.exe', p), "it does not match this route's file name rule");
