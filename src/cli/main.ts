@@ -25,6 +25,7 @@ import {
   RedisQuotaStore,
   waitForReady,
 } from '../quota/redis-store.js';
+import { humanDuration } from '../quota/reset.js';
 import type { QuotaStatus } from '../quota/status.js';
 import { buildCheckRequest, renderResponse, sendCheck, UsageError } from './check.js';
 import { changeRevocation, EXAMPLE_SIGNING_KEYS, mintToken, parseKind } from './identity.js';
@@ -544,7 +545,7 @@ function renderQuota(status: QuotaStatus): string {
     `${l.limit}/${l.period}${l.burst !== null ? ` burst ${l.burst}` : ''}`,
     String(l.used),
     String(l.remaining),
-    `${l.reset_seconds}s`,
+    humanDuration(l.reset_seconds),
     l.routes.length > 0 ? l.routes.join(',') : '*',
   ]);
   const head = ['LIMIT', 'ALGORITHM', 'QUOTA', 'USED', 'LEFT', 'RESET', 'ROUTES'];

@@ -5,6 +5,7 @@ import type { Decision } from '../decision.js';
 import type { JwksCache } from '../identity/jwks.js';
 import type { StageName } from '../pipeline/check.js';
 import type { Catalog } from '../policy/catalog.js';
+import { usageRatio } from '../quota/reset.js';
 import type { ChargeResult, LimitSpec } from '../quota/types.js';
 import { FastCounter, FastHistogram } from './fast-metrics.js';
 
@@ -92,7 +93,7 @@ export class Metrics {
 
   private readonly quotaUsage = new Gauge({
     name: 'portcullis_quota_usage_ratio',
-    help: 'Share of a limit used by the partner after its last charge (0..1).',
+    help: 'Share of a limit used by the partner after its last charge, 0..1 (gcra: of its burst).',
     labelNames: ['partner', 'limit'] as const,
     registers: [this.registry],
   });
@@ -113,14 +114,14 @@ export class Metrics {
 
   quotaCharged(partner: string, specs: readonly LimitSpec[], result: ChargeResult): void {
     result.limits.forEach((state, i) => {
-      const limit = specs[i]?.limit ?? state.limit;
+      const spec = specs[i];
       const key = `${partner}\u0000${state.id}`;
       let usage = this.usageChildren.get(key);
       if (!usage) {
         usage = this.quotaUsage.labels(partner, state.id);
         this.usageChildren.set(key, usage);
       }
-      usage.set(limit > 0 ? 1 - state.remaining / limit : 0);
+      usage.set(spec ? usageRatio(spec, state) : 0);
       if (state.exceeded) this.quotaRefusals.inc({ partner, limit: state.id, shadow: String(state.shadow) });
     });
   }

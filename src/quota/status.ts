@@ -2,6 +2,7 @@
 // of the partner, with what is used and left now. Read-only: nothing is charged.
 import type { Catalog, QuotaLimitPolicy } from '../policy/catalog.js';
 import { periodText } from './describe.js';
+import { humanDuration, resetSeconds } from './reset.js';
 import type { CalendarWindow, LimitSpec, QuotaStore } from './types.js';
 
 export interface LimitStatus {
@@ -13,7 +14,10 @@ export interface LimitStatus {
   readonly burst: number | null;
   readonly used: number;
   readonly remaining: number;
+  /** The same figure as RateLimit `t` (and Retry-After while exhausted): reset.ts. */
   readonly reset_seconds: number;
+  /** reset_seconds for people: "1m 12s", "25d 9h". */
+  readonly reset: string;
   readonly shadow: boolean;
   readonly routes: readonly string[];
   readonly methods: readonly string[];
@@ -63,7 +67,8 @@ export async function quotaStatus(
         // A gcra `remaining` counts the bucket (burst), not the rate.
         used: Math.max(0, (l.algorithm === 'gcra' ? l.burst : l.limit) - remaining),
         remaining,
-        reset_seconds: Math.ceil((state?.resetMs ?? 0) / 1000),
+        reset_seconds: state ? resetSeconds(state) : 0,
+        reset: humanDuration(state ? resetSeconds(state) : 0),
         shadow: l.shadow,
         routes: [...l.routes],
         methods: [...l.methods],
