@@ -423,7 +423,7 @@ export const catalogSchema = z.strictObject({
   settings: z
     .strictObject({
       /** Base of the RFC 9457 `type` URI: `<base>#<code>`. */
-      problem_base_url: z.url().default('https://portcullis.dev/docs/errors'),
+      problem_base_url: z.url().default('https://portcullis.dev/docs/partner-errors'),
       /** Longest accepted single header value, in bytes (Envoy's own limit is 16 KiB). */
       max_header_value_bytes: z.number().int().min(256).max(65536).default(16384),
       /** `realm` of WWW-Authenticate challenges. */

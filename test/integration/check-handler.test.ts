@@ -41,7 +41,7 @@ function assertDenied(res: OfficialCheckResponse, http: string, grpcCode: number
   assert.equal(headerMap(res.denied_response?.headers)['content-type'], 'application/problem+json');
   const problem = JSON.parse(res.denied_response?.body ?? '{}');
   assert.equal(problem.code, code);
-  assert.equal(problem.type, `https://portcullis.dev/docs/errors#${code}`);
+  assert.equal(problem.type, `https://portcullis.dev/docs/partner-errors#${code}`);
   assert.equal(meta(res).code, code);
   assert.equal(meta(res).decision, 'deny');
   return problem as {
