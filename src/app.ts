@@ -11,6 +11,7 @@ import { CertificateReader } from './identity/certificates.js';
 import { type Revocations, StaticRevocations } from './identity/revocation.js';
 import { createTokens, type Tokens } from './identity/tokens.js';
 import { type AdminState, createAdminServer, registrySource } from './observability/admin.js';
+import { type DependencyReport, dependencyReport } from './observability/dependencies.js';
 import { Metrics } from './observability/metrics.js';
 import type { Tracing } from './observability/tracing.js';
 import { createAuthorizeStage } from './pipeline/authorize.js';
@@ -20,6 +21,7 @@ import { createIdentifyStage, type IdentityDeps } from './pipeline/identify.js';
 import { createQuotaStage, type QuotaDeps } from './pipeline/quota.js';
 import { routeStage } from './pipeline/route.js';
 import { type Clock, type Stages, systemClock } from './pipeline/types.js';
+import { plainStoreError } from './plain-errors.js';
 import type { Catalog } from './policy/catalog.js';
 import { type BreakerOptions, StoreBreaker } from './quota/breaker.js';
 import { windowAt } from './quota/calendar.js';
@@ -128,11 +130,17 @@ export async function startApp(options: AppOptions): Promise<App> {
     : NO_SCANNER;
   const certificates = new CertificateReader();
   const overLimit = new OverLimitCache();
+  let lastStoreError: string | null = null;
   const quotaEvents = {
     charged: metrics.quotaCharged.bind(metrics),
     storeFailed: (behaviour: 'fail_closed' | 'fail_open', error: unknown) => {
       metrics.quotaStoreFailed(behaviour);
-      if (logger.isLevelEnabled('warn')) logger.warn({ err: error, behaviour }, 'quota store failed');
+      lastStoreError = plainStoreError(error);
+      if (logger.isLevelEnabled('warn')) {
+        // Our words first; the library's own text only as the cause (plain-errors.ts).
+        const cause = error instanceof Error ? error.message : String(error);
+        logger.warn({ behaviour, cause }, `quota store failed: ${plainStoreError(error)}`);
+      }
     },
   };
 
@@ -199,7 +207,17 @@ export async function startApp(options: AppOptions): Promise<App> {
     }),
     quotaStatus: (partnerId) =>
       quotaStatus(runtime.catalog, partnerId, options.quotaStore ?? local, clock.now(), windowAt),
+    dependencies: () =>
+      dependencyReport({
+        quotaStore: () => (breaker ? { circuit: breaker.state(), lastError: lastStoreError } : null),
+        clamd:
+          scanner instanceof ClamdScanner && options.clamd?.address
+            ? { ping: (ms) => scanner.ping(ms), address: options.clamd.address }
+            : null,
+        keySets: () => runtime.tokens.keySets,
+      }),
   };
+  metrics.watchDependencies(() => (adminState.dependencies as () => Promise<DependencyReport>)());
   // No admin address: a worker of `serve --workers`, whose primary serves the admin endpoints.
   const admin = options.adminAddress ? createAdminServer(registrySource(metrics), adminState) : null;
   const adminPort = admin ? await listen(admin, options.adminAddress) : 0;

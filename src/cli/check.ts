@@ -3,6 +3,7 @@ import { randomUUID, X509Certificate } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import * as grpc from '@grpc/grpc-js';
 import { CHECK_PATH, checkCodec, type WireCheckResponse } from '../envoy/codec.js';
+import { plainRpcError } from '../plain-errors.js';
 
 export interface CheckFlags {
   readonly target: string;
@@ -125,7 +126,10 @@ export async function sendCheck(
         (value: Buffer) => value,
         codec.encodeRequest(request),
         { deadline: Date.now() + timeoutMs },
-        (err, value) => (err || !value ? reject(err ?? new Error('empty response')) : resolve(value)),
+        (err, value) =>
+          err || !value
+            ? reject(new Error(err ? plainRpcError(err, server) : `${server} sent an empty response`))
+            : resolve(value),
       );
     });
     return codec.decodeResponse(bytes);

@@ -7,6 +7,7 @@ import type { StageName } from '../pipeline/check.js';
 import type { Catalog } from '../policy/catalog.js';
 import { usageRatio } from '../quota/reset.js';
 import type { ChargeResult, LimitSpec } from '../quota/types.js';
+import type { DependencyReport } from './dependencies.js';
 import { FastCounter, FastHistogram } from './fast-metrics.js';
 
 const LATENCY_BUCKETS = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1];
@@ -140,6 +141,24 @@ export class Metrics {
       collect() {
         this.reset();
         this.set({ state: state() }, 1);
+      },
+    });
+  }
+
+  /** portcullis_dependency_state: 1 for each dependency's current state, in plain words. */
+  watchDependencies(report: () => Promise<DependencyReport>): void {
+    new Gauge({
+      name: 'portcullis_dependency_state',
+      help: 'State of a dependency (quota_store, clamd, jwks by issuer): ok, degraded, unavailable, local, not_configured or unknown; detail in /readyz.',
+      labelNames: ['dependency', 'name', 'state'] as const,
+      registers: [this.registry],
+      async collect() {
+        const r = await report();
+        this.reset();
+        this.set({ dependency: 'quota_store', name: '', state: r.quota_store.state }, 1);
+        this.set({ dependency: 'clamd', name: '', state: r.clamd.state }, 1);
+        for (const [issuer, s] of Object.entries(r.jwks))
+          this.set({ dependency: 'jwks', name: issuer, state: s.state }, 1);
       },
     });
   }

@@ -3,6 +3,7 @@
 // the RateLimit headers. When the store fails, each limit's declared behaviour applies.
 import type { Header } from '../decision.js';
 import { sourceBlock } from '../net/source-block.js';
+import { plainStoreError } from '../plain-errors.js';
 import type { Catalog, QuotaLimitPolicy, RouteLimitPolicy, RoutePolicy } from '../policy/catalog.js';
 import { periodText } from '../quota/describe.js';
 import { quotaHeaders, retryAfterSeconds } from '../quota/headers.js';
@@ -237,6 +238,7 @@ function refusal(
   };
 }
 
+/** In our words (plain-errors.ts): the audit reason is read by people, not by ioredis' authors. */
 function describe(error: unknown): string {
-  return error instanceof Error ? error.message : String(error);
+  return plainStoreError(error);
 }
