@@ -103,7 +103,10 @@ export function createQuotaStage(deps: QuotaDeps) {
     let result: ChargeResult;
     let note = '';
     let fromFallback = false;
-    const charge = { partner: owner, requestId: request.requestId, limits: specs, nowMs: now };
+    // Anonymous callers get no idempotency: anyone can send any x-request-id, and a replayed id
+    // would pass a per-source or per-route limit uncharged. (Their Envoy retries are charged again.)
+    const requestId = partner ? request.requestId : '';
+    const charge = { partner: owner, requestId, limits: specs, nowMs: now };
     try {
       result = await deps.store.charge(charge);
     } catch (error: unknown) {

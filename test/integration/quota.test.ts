@@ -1167,10 +1167,10 @@ describe('route limits', () => {
   test('a per-source-address limit refuses the 11th request from one address while another address passes', async (t) => {
     const redis = await startRedis(t);
     const h = await startPortcullis(t, { partners: [partner('idp', [])], clock: fakeClock(), redis });
-    for (let i = 0; i < 10; i++) {
-      assertAllowed(await h.check({ path: '/v1/anon/a', source: '198.51.100.7' }), `request ${i + 1}`);
-    }
-    const eleventh = await h.check({ path: '/v1/anon/a', source: '198.51.100.7' });
+    // The same x-request-id every time: an anonymous caller cannot replay an id to pass uncharged.
+    const same = { path: '/v1/anon/a', source: '198.51.100.7', requestId: 'replayed-id' };
+    for (let i = 0; i < 10; i++) assertAllowed(await h.check(same), `request ${i + 1}`);
+    const eleventh = await h.check(same);
     const problem = assertDenied(eleventh, 'quota_exceeded');
     assert.match(problem.detail, /"per-address" \(10 per minute\)/);
     assert.equal(eleventh.headers['retry-after'], String(problem.retry_after));
