@@ -1191,6 +1191,14 @@ describe('route limits', () => {
     const fourth = await h.check({ partner: 'idp', path: '/v1/anon/a', source: '198.51.100.7' });
     assert.match(assertDenied(fourth, 'quota_exceeded').detail, /"each-partner"/);
     assert.ok(await plain.get('{q:idp}:r:anon:each-partner'));
+    // quota status lists the route's per-partner limit with the partner's own, at the same figure
+    const status = (await (await fetch(`${h.adminUrl}/v1/partners/idp/quota`)).json()) as {
+      limits: { name: string; remaining: number; reset_seconds: number; routes: string[] }[];
+    };
+    const each = status.limits.find((l) => l.name === 'each-partner');
+    assert.deepEqual(each?.routes, ['anon']);
+    assert.equal(each?.remaining, 0);
+    assert.equal(each?.reset_seconds, Number(fourth.headers['retry-after']));
   });
 });
 
