@@ -994,6 +994,8 @@ describe('usage', () => {
         },
         // only PUT on uploads: not charged by GET /v1/orders
         { name: 'uploads', used: 0, remaining: 500, reset: 0, shadow: false },
+        // the per-partner limit of the route `anon`, inherited by every partner
+        { name: 'each-partner', used: 0, remaining: 3, reset: 0, shadow: false },
       ],
     );
     // peeking charged nothing
@@ -1022,7 +1024,8 @@ describe('usage', () => {
       /^monthly \(shadow\)\s+fixed_window\s+100000\/month\s+3\s+99997\s+\d+d( \d+h)?\s+\*$/,
     );
     assert.match(lines[5] ?? '', /^uploads\s+sliding_window\s+500\/hour\s+0\s+500\s+0s\s+uploads$/);
-    assert.equal(lines.length, 6);
+    assert.match(lines[6] ?? '', /^each-partner\s+gcra\s+3\/minute burst 3\s+0\s+3\s+0s\s+anon$/);
+    assert.equal(lines.length, 7);
     if (missing.status !== 'rejected') assert.fail('nobody: expected exit 1, got 0');
     const failure = missing.reason as { code: number; stderr: string };
     assert.equal(failure.code, 1);
@@ -1043,7 +1046,10 @@ describe('usage', () => {
     };
     assert.deepEqual(
       status.limits.map((l) => [l.name, l.used, l.remaining]),
-      [['rate', 0, 10]],
+      [
+        ['rate', 0, 10],
+        ['each-partner', 0, 3],
+      ],
     );
   });
 });
