@@ -2,8 +2,10 @@
 // (runtime.ts), swap the runtime on reload, stop in order. Signals are cli/main.ts's.
 import type { Server as HttpServer } from 'node:http';
 import { splitHostPort } from './config.js';
+import { ClamdScanner } from './content/scanner.js';
 import { listenForChecks } from './envoy/listener.js';
 import { type AdminState, createAdminServer, registrySource } from './observability/admin.js';
+import { type DependencyReport, dependencyReport } from './observability/dependencies.js';
 import { Metrics } from './observability/metrics.js';
 import type { Tracing } from './observability/tracing.js';
 import type { Catalog } from './policy/catalog.js';
@@ -52,7 +54,7 @@ export async function startApp(options: AppOptions): Promise<App> {
 
   const first = options.catalog;
   const builder = createRuntimeBuilder(options, first, metrics);
-  const { clock, local } = builder;
+  const { clock, local, breaker, scanner } = builder;
 
   let runtime = await builder.build(first);
   // Loaded only when configured: the OpenTelemetry SDK costs start-up time and memory otherwise.
@@ -78,7 +80,18 @@ export async function startApp(options: AppOptions): Promise<App> {
     }),
     quotaStatus: (partnerId) =>
       quotaStatus(runtime.catalog, partnerId, options.quotaStore ?? local, clock.now(), windowAt),
+    dependencies: () =>
+      dependencyReport({
+        quotaStore: () =>
+          breaker ? { circuit: breaker.state(), lastError: builder.lastStoreError() } : null,
+        clamd:
+          scanner instanceof ClamdScanner && options.clamd?.address
+            ? { ping: (ms) => scanner.ping(ms), address: options.clamd.address }
+            : null,
+        keySets: () => runtime.tokens.keySets,
+      }),
   };
+  metrics.watchDependencies(() => (adminState.dependencies as () => Promise<DependencyReport>)());
   // No admin address: a worker of `serve --workers`, whose primary serves the admin endpoints.
   const admin = options.adminAddress ? createAdminServer(registrySource(metrics), adminState) : null;
   const adminPort = admin ? await listen(admin, options.adminAddress) : 0;

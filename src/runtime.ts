@@ -17,6 +17,7 @@ import { createIdentifyStage, type IdentityDeps } from './pipeline/identify.js';
 import { createQuotaStage, type QuotaDeps } from './pipeline/quota.js';
 import { routeStage } from './pipeline/route.js';
 import type { Stages } from './pipeline/types.js';
+import { plainStoreError } from './plain-errors.js';
 import type { Catalog } from './policy/catalog.js';
 import { type BreakerOptions, StoreBreaker } from './quota/breaker.js';
 import { windowAt } from './quota/calendar.js';
@@ -87,6 +88,10 @@ export interface RuntimeBuilder {
   readonly local: MemoryQuotaStore;
   /** The breaker around the shared quota store; null without one. */
   readonly breaker: StoreBreaker | null;
+  /** The malware scanner (NO_SCANNER without clamd). */
+  readonly scanner: MalwareScanner;
+  /** The last quota store failure, in our words (plain-errors.ts); null when none yet. */
+  lastStoreError(): string | null;
   /** The runtime of `catalog`, its key sets fetched first. Throws when the catalog cannot be served. */
   build(catalog: Catalog): Promise<Runtime>;
 }
@@ -119,11 +124,17 @@ export function createRuntimeBuilder(
     : NO_SCANNER;
   const certificates = new CertificateReader();
   const overLimit = new OverLimitCache();
+  let lastStoreError: string | null = null;
   const quotaEvents = {
     charged: metrics.quotaCharged.bind(metrics),
     storeFailed: (behaviour: 'fail_closed' | 'fail_open', error: unknown) => {
       metrics.quotaStoreFailed(behaviour);
-      if (logger.isLevelEnabled('warn')) logger.warn({ err: error, behaviour }, 'quota store failed');
+      lastStoreError = plainStoreError(error);
+      if (logger.isLevelEnabled('warn')) {
+        // Our words first; the library's own text only as the cause (plain-errors.ts).
+        const cause = error instanceof Error ? error.message : String(error);
+        logger.warn({ behaviour, cause }, `quota store failed: ${lastStoreError}`);
+      }
     },
   };
 
@@ -158,7 +169,7 @@ export function createRuntimeBuilder(
     return { catalog, pipeline, tokens };
   };
 
-  return { clock, local, breaker, build };
+  return { clock, local, breaker, scanner, lastStoreError: () => lastStoreError, build };
 }
 
 function clamdAddressOf(address: string): ClamdAddress {

@@ -26,6 +26,7 @@ import {
   RedisQuotaStore,
   waitForReady,
 } from '../quota/redis-store.js';
+import { humanDuration } from '../quota/reset.js';
 import type { QuotaStatus } from '../quota/status.js';
 import { buildCheckRequest, renderResponse, UsageError } from './check.js';
 import { changeRevocation, EXAMPLE_SIGNING_KEYS, mintToken, parseKind } from './identity.js';
@@ -147,7 +148,9 @@ const QUOTA_HELP = `portcullis quota status --partner ID: a partner's limits, us
   --json                 print the admin endpoint's JSON as is
 
 Reads GET /v1/partners/ID/quota on the admin server (loopback only: partners never reach it).
-Nothing is charged. Exit codes: 0 shown, 1 no such partner, 2 error.
+Nothing is charged. RESET is when the limit admits a request again while it is exhausted, else when
+it is full again: the same figure as the RateLimit header's t and a 429's Retry-After (e.g. "1m 12s";
+--json gives reset_seconds). Exit codes: 0 shown, 1 no such partner, 2 error.
 `;
 
 const POLICY_HELP = `portcullis policy validate FILE: check a policy catalog.
@@ -552,7 +555,7 @@ function renderQuota(status: QuotaStatus): string {
     `${l.limit}/${l.period}${l.burst !== null ? ` burst ${l.burst}` : ''}`,
     String(l.used),
     String(l.remaining),
-    `${l.reset_seconds}s`,
+    humanDuration(l.reset_seconds),
     l.routes.length > 0 ? l.routes.join(',') : '*',
   ]);
   const head = ['LIMIT', 'ALGORITHM', 'QUOTA', 'USED', 'LEFT', 'RESET', 'ROUTES'];

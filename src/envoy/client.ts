@@ -1,6 +1,7 @@
 // A Check client: sends one CheckRequest to a running server over gRPC, as Envoy does
 // (`portcullis check`, and tests that need a real round trip).
 import * as grpc from '@grpc/grpc-js';
+import { plainRpcError } from '../plain-errors.js';
 import { CHECK_PATH, checkCodec, type WireCheckResponse } from './codec.js';
 
 const codec = checkCodec();
@@ -19,7 +20,10 @@ export async function sendCheck(
         (value: Buffer) => value,
         codec.encodeRequest(request),
         { deadline: Date.now() + timeoutMs },
-        (err, value) => (err || !value ? reject(err ?? new Error('empty response')) : resolve(value)),
+        (err, value) =>
+          err || !value
+            ? reject(new Error(err ? plainRpcError(err, server) : `${server} sent an empty response`))
+            : resolve(value),
       );
     });
     return codec.decodeResponse(bytes);

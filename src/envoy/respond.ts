@@ -2,6 +2,7 @@
 // status + denied_response with an RFC 9457 problem body. Every header is validated first.
 import type { Decision, Deny, Header } from '../decision.js';
 import { DENY_CODES, GrpcCode } from '../errors.js';
+import { nextStep, retryAfter503 } from '../partner-errors.js';
 import { HEADER_NAME, HEADER_VALUE } from '../policy/schema.js';
 import type { WireCheckResponse, WireHeaderOption } from './codec.js';
 
@@ -30,27 +31,48 @@ export function toCheckResponse(decision: Decision, problemBaseUrl: string): Wir
     };
   }
   const spec = DENY_CODES[decision.code];
+  const headers = withRetryAfter(decision);
   return {
     status: { code: spec.grpc, message: decision.code },
     denied_response: {
       status: { code: spec.http },
-      headers: [{ name: 'content-type', value: 'application/problem+json' }, ...decision.headers].map(option),
-      body: problemBody(decision, problemBaseUrl),
+      headers: [{ name: 'content-type', value: 'application/problem+json' }, ...headers].map(option),
+      body: problemBody({ ...decision, headers }, problemBaseUrl),
     },
     dynamic_metadata,
   };
 }
 
-/** RFC 9457 problem details: what the partner can act on, never our internals (`reason`). */
+/**
+ * Every 503 carries Retry-After: the stage's own figure when it set one (e.g. a breaker's pause),
+ * else the code's default (partner-errors.ts). A property of the registry's HTTP status, so a new
+ * 503 code gets it without touching its stage.
+ */
+export function withRetryAfter(decision: Deny): readonly Header[] {
+  if (DENY_CODES[decision.code].http !== 503) return decision.headers;
+  if (decision.headers.some((h) => h.name === 'retry-after')) return decision.headers;
+  return [...decision.headers, { name: 'retry-after', value: String(retryAfter503(decision.code)) }];
+}
+
+/**
+ * RFC 9457 problem details: what the partner can act on, never our internals (`reason`).
+ * `request_id` is the x-request-id (the id the partner's client and Envoy's access log know),
+ * `decision_id` the id of our audit line; operators find the decision by either. `retry_after`
+ * repeats the Retry-After header's seconds (the same figure as the refusing limit's RateLimit `t`).
+ */
 export function problemBody(decision: Deny, problemBaseUrl: string): string {
   const spec = DENY_CODES[decision.code];
+  const retry = decision.headers.find((h) => h.name === 'retry-after');
   return JSON.stringify({
     type: `${problemBaseUrl}#${decision.code}`,
     title: spec.title,
     status: spec.http,
     code: decision.code,
     detail: decision.detail,
+    next_step: nextStep(decision.code),
+    ...(retry ? { retry_after: Number(retry.value) } : {}),
     request_id: decision.requestId,
+    decision_id: decision.decisionId,
     ...decision.problem,
   });
 }

@@ -1,7 +1,9 @@
 // The admin HTTP server (loopback by default, never the partner side): /metrics, /healthz (process
 // up), /readyz (serving), /v1/partners/{id}/quota (a partner's usage).
 import { createServer, type Server, type ServerResponse } from 'node:http';
+import { plainStoreError } from '../plain-errors.js';
 import type { QuotaStatus } from '../quota/status.js';
+import type { DependencyReport } from './dependencies.js';
 import type { Metrics } from './metrics.js';
 
 /**
@@ -23,6 +25,8 @@ export interface AdminState {
   policy(): { version: string; name: string; last_reload?: { result: string; at: string; reason?: string } };
   /** null = no such partner. */
   quotaStatus(partnerId: string): Promise<QuotaStatus | null>;
+  /** The quota store, clamd and JWKS in plain words (the `dependencies` of /readyz). */
+  dependencies?(): Promise<DependencyReport>;
 }
 
 const QUOTA_PATH = /^\/v1\/partners\/([a-z0-9][a-z0-9._-]{0,62})\/quota$/;
@@ -51,9 +55,19 @@ export function createAdminServer(metrics: MetricsSource, state: AdminState): Se
       case '/readyz': {
         const ready = state.ready();
         const body = { status: ready ? 'ready' : 'not ready', policy: state.policy() };
-        res
-          .writeHead(ready ? 200 : 503, { 'content-type': 'application/json' })
-          .end(`${JSON.stringify(body)}\n`);
+        const send = (extra: object) =>
+          res
+            .writeHead(ready ? 200 : 503, { 'content-type': 'application/json' })
+            .end(`${JSON.stringify({ ...body, ...extra })}\n`);
+        if (!state.dependencies) {
+          send({});
+          return;
+        }
+        // Dependencies are detail, not readiness: their trouble is answered per route (on_error).
+        state.dependencies().then(
+          (dependencies) => send({ dependencies }),
+          () => send({}),
+        );
         return;
       }
       case '/metrics':
@@ -82,7 +96,7 @@ export function createAdminServer(metrics: MetricsSource, state: AdminState): Se
             (err: unknown) =>
               json(res, 503, {
                 status: 'unavailable',
-                detail: `quota store: ${err instanceof Error ? err.message : String(err)}`,
+                detail: plainStoreError(err),
               }),
           );
           return;

@@ -5,7 +5,9 @@ import type { Decision } from '../decision.js';
 import type { JwksCache } from '../identity/jwks.js';
 import type { StageName } from '../pipeline/check.js';
 import type { Catalog } from '../policy/catalog.js';
+import { usageRatio } from '../quota/reset.js';
 import type { ChargeResult, LimitSpec } from '../quota/types.js';
+import type { DependencyReport } from './dependencies.js';
 import { FastCounter, FastHistogram } from './fast-metrics.js';
 
 const LATENCY_BUCKETS = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1];
@@ -92,7 +94,7 @@ export class Metrics {
 
   private readonly quotaUsage = new Gauge({
     name: 'portcullis_quota_usage_ratio',
-    help: 'Share of a limit used by the partner after its last charge (0..1).',
+    help: 'Share of a limit used by the partner after its last charge, 0..1 (gcra: of its burst).',
     labelNames: ['partner', 'limit'] as const,
     registers: [this.registry],
   });
@@ -113,14 +115,14 @@ export class Metrics {
 
   quotaCharged(partner: string, specs: readonly LimitSpec[], result: ChargeResult): void {
     result.limits.forEach((state, i) => {
-      const limit = specs[i]?.limit ?? state.limit;
+      const spec = specs[i];
       const key = `${partner}\u0000${state.id}`;
       let usage = this.usageChildren.get(key);
       if (!usage) {
         usage = this.quotaUsage.labels(partner, state.id);
         this.usageChildren.set(key, usage);
       }
-      usage.set(limit > 0 ? 1 - state.remaining / limit : 0);
+      usage.set(spec ? usageRatio(spec, state) : 0);
       if (state.exceeded) this.quotaRefusals.inc({ partner, limit: state.id, shadow: String(state.shadow) });
     });
   }
@@ -139,6 +141,24 @@ export class Metrics {
       collect() {
         this.reset();
         this.set({ state: state() }, 1);
+      },
+    });
+  }
+
+  /** portcullis_dependency_state: 1 for each dependency's current state, in plain words. */
+  watchDependencies(report: () => Promise<DependencyReport>): void {
+    new Gauge({
+      name: 'portcullis_dependency_state',
+      help: 'State of a dependency (quota_store, clamd, jwks by issuer): ok, degraded, unavailable, local, not_configured or unknown; detail in /readyz.',
+      labelNames: ['dependency', 'name', 'state'] as const,
+      registers: [this.registry],
+      async collect() {
+        const r = await report();
+        this.reset();
+        this.set({ dependency: 'quota_store', name: '', state: r.quota_store.state }, 1);
+        this.set({ dependency: 'clamd', name: '', state: r.clamd.state }, 1);
+        for (const [issuer, s] of Object.entries(r.jwks))
+          this.set({ dependency: 'jwks', name: issuer, state: s.state }, 1);
       },
     });
   }

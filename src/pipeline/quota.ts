@@ -3,11 +3,20 @@
 // the RateLimit headers. When the store fails, each limit's declared behaviour applies.
 import type { Clock } from '../clock.js';
 import type { Header } from '../decision.js';
-import type { Catalog, Partner, QuotaLimitPolicy, RoutePolicy } from '../policy/catalog.js';
+import { sourceBlock } from '../net/source-block.js';
+import { plainStoreError } from '../plain-errors.js';
+import type { Catalog, QuotaLimitPolicy, RouteLimitPolicy, RoutePolicy } from '../policy/catalog.js';
 import { periodText } from '../quota/describe.js';
 import { quotaHeaders, retryAfterSeconds } from '../quota/headers.js';
 import type { OverLimitCache } from '../quota/over-limit.js';
-import type { CalendarWindow, ChargeResult, LimitSpec, LimitState, QuotaStore } from '../quota/types.js';
+import type {
+  CalendarWindow,
+  ChargeResult,
+  LimitScope,
+  LimitSpec,
+  LimitState,
+  QuotaStore,
+} from '../quota/types.js';
 import type { Request } from '../request.js';
 import { pass, refuse, type StageResult } from '../stage.js';
 import type { Identity, QuotaOutcome } from './outcomes.js';
@@ -42,18 +51,43 @@ export function createQuotaStage(deps: QuotaDeps) {
     identity: Identity,
   ): Promise<StageResult<QuotaOutcome>> {
     const partner = identity.partner;
-    if (!partner) return pass(NONE);
-    const applicable = partner.limits.filter(
+    const applicable = partner
+      ? partner.limits.filter(
+          (l) =>
+            (l.routes.size === 0 || l.routes.has(route.name)) &&
+            (l.methods.size === 0 || l.methods.has(request.method)),
+        )
+      : [];
+    const routeLimits = route.quota.limits.filter(
       (l) =>
-        (l.routes.size === 0 || l.routes.has(route.name)) &&
-        (l.methods.size === 0 || l.methods.has(request.method)),
+        (l.methods.size === 0 || l.methods.has(request.method)) &&
+        // per partner: identified callers only; per source: anonymous callers only (an identified
+        // one is counted per partner); per route: everyone.
+        (l.per === 'route' || (l.per === 'partner') === (partner !== null)),
     );
-    if (applicable.length === 0) return pass(NONE);
+    if (applicable.length === 0 && routeLimits.length === 0) return pass(NONE);
     const now = deps.clock.now();
-    const specs = applicable.map((l) => specFor(l, partner, request, now, deps));
+    const zone = partner?.timeZone ?? 'UTC';
+    const specs = [
+      ...applicable.map((l) => specFor(l, zone, request, now, deps)),
+      ...routeLimits.map((l) => ({
+        ...specFor(l, l.per === 'partner' ? zone : 'UTC', request, now, deps),
+        scope: scopeOf(l, route.name, partner?.id, request.source.address),
+      })),
+    ];
+    const policies: QuotaLimitPolicy[] = [...applicable, ...routeLimits];
+    // The charge's owner (hash tag of its request-id key): the one owner of all its counters when
+    // there is one (the partner, or the route for a caller counted only by the route's limits), so
+    // that every key of the charge shares one Redis Cluster slot; else the partner.
+    const owners = new Set(specs.map((s) => s.scope?.owner ?? partner?.id ?? ''));
+    const only = owners.size === 1 ? [...owners][0] : undefined;
+    const owner = only || partner?.id || `r:${route.name}`;
+    const label = partner?.id ?? '';
 
-    const enforced = specs.filter((s) => !s.shadow).map((s) => s.id);
-    const blocked = deps.overLimit.blocked(partner.id, enforced, now);
+    // Only the partner's own counters are cached locally: a route's shared or per-address counter
+    // says nothing about this caller alone.
+    const enforced = specs.filter((s) => !s.shadow && !s.scope).map((s) => s.id);
+    const blocked = enforced.length > 0 ? deps.overLimit.blocked(owner, enforced, now) : null;
     if (blocked) {
       const spec = specs.find((s) => s.id === blocked.id) as LimitSpec;
       const state: LimitState = {
@@ -65,26 +99,29 @@ export function createQuotaStage(deps: QuotaDeps) {
         retryAfterMs: blocked.untilMs - now,
         shadow: false,
       };
-      return refuse(refusal(route, applicable, [spec], [state], 'known over the limit (local cache)'));
+      return refuse(refusal(route, policies, [spec], [state], 'known over the limit (local cache)'));
     }
 
     let result: ChargeResult;
     let note = '';
     let fromFallback = false;
-    const charge = { partner: partner.id, requestId: request.requestId, limits: specs, nowMs: now };
+    // Anonymous callers get no idempotency: anyone can send any x-request-id, and a replayed id
+    // would pass a per-source or per-route limit uncharged. (Their Envoy retries are charged again.)
+    const requestId = partner ? request.requestId : '';
+    const charge = { partner: owner, requestId, limits: specs, nowMs: now };
     try {
       result = await deps.store.charge(charge);
     } catch (error: unknown) {
       // The store refusing our own arguments is a bug of ours (internal_error), not Redis being down.
       if (error instanceof RangeError) throw error;
-      const behaviour = applicable.some((l) => (l.onStoreError ?? route.quota.onStoreError) === 'fail_closed')
+      const behaviour = policies.some((l) => (l.onStoreError ?? route.quota.onStoreError) === 'fail_closed')
         ? 'fail_closed'
         : 'fail_open';
       deps.events.storeFailed(behaviour, error);
       if (behaviour === 'fail_closed' || !deps.fallback) {
         return refuse({
           code: 'quota_unavailable',
-          partner: partner.id,
+          ...(partner ? { partner: partner.id } : {}),
           reason: `quota store: ${describe(error)}`,
         });
       }
@@ -92,7 +129,7 @@ export function createQuotaStage(deps: QuotaDeps) {
       fromFallback = true;
       note = `quota store failed (${describe(error)}): charged this replica's share`;
     }
-    deps.events.charged(partner.id, specs, result);
+    deps.events.charged(label, specs, result);
 
     const shadowRefusals = result.limits.filter((s) => s.exceeded && s.shadow).map((s) => s.id);
     if (shadowRefusals.length > 0)
@@ -101,11 +138,19 @@ export function createQuotaStage(deps: QuotaDeps) {
       for (const [i, s] of result.limits.entries()) {
         // Cached only for unit-cost requests (a costlier request's wait says nothing about a cheaper
         // one's) and only from the shared store: a fallback refusal must not outlive the outage.
-        if (!fromFallback && s.exceeded && !s.shadow && s.retryAfterMs > 0 && specs[i]?.cost === 1) {
-          deps.overLimit.remember(partner.id, s.id, now + s.retryAfterMs);
+        const spec = specs[i];
+        if (
+          !fromFallback &&
+          s.exceeded &&
+          !s.shadow &&
+          s.retryAfterMs > 0 &&
+          spec?.cost === 1 &&
+          !spec.scope
+        ) {
+          deps.overLimit.remember(owner, s.id, now + s.retryAfterMs);
         }
       }
-      return refuse(refusal(route, applicable, specs, result.limits, note));
+      return refuse(refusal(route, policies, specs, result.limits, note));
     }
     return pass({ headers: quotaHeaders(specs, result.limits, route.quota.headers), note });
   };
@@ -123,16 +168,33 @@ function bodyCost(l: QuotaLimitPolicy, request: Request): number {
   return Math.min(Math.max(1, Math.ceil(bytes / l.cost.bytesPerUnit)), capacity + 1);
 }
 
+/**
+ * Where a route's limit is counted (keys in redis-store.ts):
+ *   per partner  {q:<partner>}:r:<route>:<limit>           with the partner's own counters
+ *   per route    {q:r:<route>}:all:<limit>                 one counter for every caller
+ *   per source   {q:r:<route>}:src:<address/prefix>:<limit> one per client address block
+ */
+function scopeOf(
+  l: RouteLimitPolicy,
+  route: string,
+  partner: string | undefined,
+  address: string,
+): LimitScope {
+  if (l.per === 'partner') return { owner: partner ?? '', key: `r:${route}:${l.name}` };
+  if (l.per === 'route') return { owner: `r:${route}`, key: `all:${l.name}` };
+  return { owner: `r:${route}`, key: `src:${sourceBlock(address, l.sourcePrefix)}:${l.name}` };
+}
+
 function specFor(
   l: QuotaLimitPolicy,
-  partner: Partner,
+  timeZone: string,
   request: Request,
   now: number,
   deps: QuotaDeps,
 ): LimitSpec {
   const cost = l.cost.kind === 'constant' ? l.cost.units : bodyCost(l, request);
   if (l.window) {
-    const window = deps.windowAt(l.window, partner.timeZone, now);
+    const window = deps.windowAt(l.window, timeZone, now);
     return {
       id: l.name,
       algorithm: l.algorithm,
@@ -164,11 +226,12 @@ function refusal(
 ) {
   const refusing = states.filter((s) => s.exceeded && !s.shadow);
   const policy = policies.find((p) => p.name === refusing[0]?.id);
+  // One figure for Retry-After, the refusing limit's RateLimit `t` and the body (reset.ts).
   const retry = retryAfterSeconds(states);
   // A cost above the limit never fits: no Retry-After, which would promise what never comes.
-  const never = refusing.some((s) => s.retryAfterMs < 0);
+  const never = retry === null;
   const headers: Header[] = [...quotaHeaders(specs, states, route.quota.headers)];
-  if (!never) headers.push({ name: 'retry-after', value: String(retry) });
+  if (retry !== null) headers.push({ name: 'retry-after', value: String(retry) });
   const what = policy ? `"${policy.name}" (${policy.limit} per ${periodText(policy)})` : 'a quota';
   return {
     code: 'quota_exceeded' as const,
@@ -180,6 +243,7 @@ function refusal(
   };
 }
 
+/** In our words (plain-errors.ts): the audit reason is read by people, not by ioredis' authors. */
 function describe(error: unknown): string {
-  return error instanceof Error ? error.message : String(error);
+  return plainStoreError(error);
 }

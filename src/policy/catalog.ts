@@ -87,9 +87,18 @@ export interface RouteContent {
   readonly byPartner: ReadonlyMap<string, ContentPolicy>;
 }
 
+/** A limit of a route (`routes[].quota.limits`); `routes` is empty (it is this route). */
+export interface RouteLimitPolicy extends QuotaLimitPolicy {
+  /** partner: a counter per partner on this route; route: one for all callers; source: one per address block. */
+  readonly per: 'partner' | 'route' | 'source';
+  /** per: source: the prefix lengths an address is counted under. */
+  readonly sourcePrefix: { readonly ipv4: number; readonly ipv6: number };
+}
+
 export interface RouteQuota {
   readonly headers: 'draft' | 'legacy' | 'both' | 'none';
   readonly onStoreError: 'fail_closed' | 'fail_open';
+  readonly limits: readonly RouteLimitPolicy[];
 }
 
 export interface RoutePolicy {

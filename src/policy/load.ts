@@ -188,6 +188,27 @@ function crossCheck(doc: CatalogDocument, dir: string): Problem[] {
     });
   });
 
+  // Route limits: unique names, none shared with a plan's or a partner's limit (one charge holds
+  // both, and a limit's name is its id in headers and metrics).
+  const partnerLimitNames = new Set([
+    ...doc.plans.flatMap((plan) => plan.limits.map((l) => l.name)),
+    ...doc.partners.flatMap((p) => p.limits.map((l) => l.name)),
+  ]);
+  doc.routes.forEach((r, i) => {
+    const seen = new Set<string>();
+    r.quota.limits.forEach((limit, j) => {
+      const path = ['routes', i, 'quota', 'limits', j];
+      unique(seen, limit.name, [...path, 'name'], 'limit name');
+      if (partnerLimitNames.has(limit.name)) {
+        problems.push({
+          path: [...path, 'name'],
+          message: `limit "${limit.name}" is also a plan or partner limit: give the route's limit its own name`,
+        });
+      }
+      checkLimit({ ...limit, routes: [] }, path);
+    });
+  });
+
   const checkRules = (rules: readonly RuleDocument[], base: DocPath) => {
     const seen = new Set<string>();
     rules.forEach((r, j) => {
@@ -489,7 +510,15 @@ function compileRoute(r: RouteDocument, dir: string): RoutePolicy {
       apiKeyHeader: id.api_key.header,
       keepCredentials: id.keep_credentials,
     },
-    quota: { headers: r.quota.headers, onStoreError: r.quota.on_store_error },
+    quota: {
+      headers: r.quota.headers,
+      onStoreError: r.quota.on_store_error,
+      limits: r.quota.limits.map((l) => ({
+        ...compileLimit({ ...l, routes: [] }),
+        per: l.per,
+        sourcePrefix: { ipv4: l.source_prefix?.ipv4 ?? 32, ipv6: l.source_prefix?.ipv6 ?? 64 },
+      })),
+    },
     content: compileRouteContent(r.content, dir),
     rules: r.rules.map(compileChecked),
     dryRun: r.dry_run,

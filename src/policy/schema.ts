@@ -73,50 +73,90 @@ const duration = z
 
 const STORE_ERROR = ['fail_closed', 'fail_open'] as const;
 
+/** The fields of a limit, wherever it is declared (plans, partners, routes). */
+const limitFields = {
+  /** Unique per partner (plan limits and the partner's own): in headers, metrics and keys. */
+  name: name('limit name'),
+  algorithm: z.enum(['gcra', 'sliding_window', 'fixed_window']),
+  /** Units per period (gcra, sliding_window) or per calendar window (fixed_window). */
+  limit: z.number().int().min(1).max(1_000_000_000),
+  period: duration.optional(),
+  /** fixed_window: the calendar window, aligned in the partner's time zone. */
+  window: z.enum(['minute', 'hour', 'day', 'week', 'month']).optional(),
+  /** gcra: the most units admitted at once (default: limit). */
+  burst: z.number().int().min(1).optional(),
+  /** Units a request costs: a constant, or one unit per started N bytes of body. */
+  cost: z
+    .union([
+      z.number().int().min(1).max(1_000_000),
+      z.strictObject({ per_body_bytes: z.number().int().min(1) }),
+    ])
+    .default(1),
+  /** Report would-refuse decisions (logs, metrics) but never refuse. */
+  shadow: z.boolean().default(false),
+  /** Apply only on these methods (empty = all). */
+  methods: z.array(z.string().regex(/^[A-Z]+$/, 'an upper-case HTTP method')).default([]),
+  /** When the quota store (Redis) fails: overrides the route's quota.on_store_error. */
+  on_store_error: z.enum(STORE_ERROR).optional(),
+};
+
+type LimitFieldsDocument = z.output<z.ZodObject<typeof limitFields>>;
+
+function checkLimitFields(l: LimitFieldsDocument, ctx: z.core.$RefinementCtx): void {
+  if (l.algorithm === 'fixed_window' && (l.window === undefined || l.period !== undefined)) {
+    ctx.addIssue({
+      code: 'custom',
+      path: ['window'],
+      message: 'fixed_window needs "window" (and no "period")',
+    });
+  }
+  if (l.algorithm !== 'fixed_window' && (l.period === undefined || l.window !== undefined)) {
+    ctx.addIssue({
+      code: 'custom',
+      path: ['period'],
+      message: `${l.algorithm} needs "period" (and no "window")`,
+    });
+  }
+  if (l.burst !== undefined && l.algorithm !== 'gcra') {
+    ctx.addIssue({ code: 'custom', path: ['burst'], message: 'only gcra limits have a burst' });
+  }
+}
+
 const quotaLimit = z
   .strictObject({
-    /** Unique per partner (plan limits and the partner's own): in headers, metrics and keys. */
-    name: name('limit name'),
-    algorithm: z.enum(['gcra', 'sliding_window', 'fixed_window']),
-    /** Units per period (gcra, sliding_window) or per calendar window (fixed_window). */
-    limit: z.number().int().min(1).max(1_000_000_000),
-    period: duration.optional(),
-    /** fixed_window: the calendar window, aligned in the partner's time zone. */
-    window: z.enum(['minute', 'hour', 'day', 'week', 'month']).optional(),
-    /** gcra: the most units admitted at once (default: limit). */
-    burst: z.number().int().min(1).optional(),
-    /** Units a request costs: a constant, or one unit per started N bytes of body. */
-    cost: z
-      .union([
-        z.number().int().min(1).max(1_000_000),
-        z.strictObject({ per_body_bytes: z.number().int().min(1) }),
-      ])
-      .default(1),
-    /** Report would-refuse decisions (logs, metrics) but never refuse. */
-    shadow: z.boolean().default(false),
-    /** Apply only on these routes / methods (empty = all). */
+    ...limitFields,
+    /** Apply only on these routes (empty = all). */
     routes: z.array(z.string()).default([]),
-    methods: z.array(z.string().regex(/^[A-Z]+$/, 'an upper-case HTTP method')).default([]),
-    /** When the quota store (Redis) fails: overrides the route's quota.on_store_error. */
-    on_store_error: z.enum(STORE_ERROR).optional(),
+  })
+  .superRefine(checkLimitFields);
+
+/**
+ * A limit of a route (`routes[].quota.limits`), counted per `per`:
+ * - partner: each identified partner has its own counter on this route (every partner inherits it);
+ * - route: one counter shared by every caller of the route (protects the upstream);
+ * - source: one counter per client address block, for anonymous callers (identified ones are
+ *   counted per partner): an IPv4 /`source_prefix.ipv4` (default /32), an IPv6 /`source_prefix.ipv6`
+ *   (default /64).
+ */
+const routeLimit = z
+  .strictObject({
+    ...limitFields,
+    per: z.enum(['partner', 'route', 'source']).default('partner'),
+    source_prefix: z
+      .strictObject({
+        ipv4: z.number().int().min(1).max(32).default(32),
+        ipv6: z.number().int().min(1).max(128).default(64),
+      })
+      .optional(),
   })
   .superRefine((l, ctx) => {
-    if (l.algorithm === 'fixed_window' && (l.window === undefined || l.period !== undefined)) {
+    checkLimitFields(l, ctx);
+    if (l.source_prefix !== undefined && l.per !== 'source') {
       ctx.addIssue({
         code: 'custom',
-        path: ['window'],
-        message: 'fixed_window needs "window" (and no "period")',
+        path: ['source_prefix'],
+        message: 'only limits with per: source have a source_prefix',
       });
-    }
-    if (l.algorithm !== 'fixed_window' && (l.period === undefined || l.window !== undefined)) {
-      ctx.addIssue({
-        code: 'custom',
-        path: ['period'],
-        message: `${l.algorithm} needs "period" (and no "window")`,
-      });
-    }
-    if (l.burst !== undefined && l.algorithm !== 'gcra') {
-      ctx.addIssue({ code: 'custom', path: ['burst'], message: 'only gcra limits have a burst' });
     }
   });
 
@@ -328,6 +368,8 @@ const routeQuota = z
     headers: z.enum(['draft', 'legacy', 'both', 'none']).default('draft'),
     /** When the quota store (Redis) fails: 503 quota_unavailable, or a per-replica in-memory limiter. */
     on_store_error: z.enum(STORE_ERROR).default('fail_closed'),
+    /** Limits of this route, charged with the partner's own in one atomic step: see routeLimit. */
+    limits: z.array(routeLimit).default([]),
   })
   .prefault({});
 
@@ -381,7 +423,7 @@ export const catalogSchema = z.strictObject({
   settings: z
     .strictObject({
       /** Base of the RFC 9457 `type` URI: `<base>#<code>`. */
-      problem_base_url: z.url().default('https://portcullis.dev/docs/errors'),
+      problem_base_url: z.url().default('https://portcullis.dev/docs/partner-errors'),
       /** Longest accepted single header value, in bytes (Envoy's own limit is 16 KiB). */
       max_header_value_bytes: z.number().int().min(256).max(65536).default(16384),
       /** `realm` of WWW-Authenticate challenges. */
@@ -444,5 +486,6 @@ export type PathMatchDocument = RouteDocument['match']['path'];
 export type IssuerDocument = CatalogDocument['issuers'][number];
 export type Credential = (typeof CREDENTIALS)[number];
 export type QuotaLimitDocument = z.output<typeof quotaLimit>;
+export type RouteLimitDocument = z.output<typeof routeLimit>;
 export type RuleDocument = z.output<typeof rule>;
 export type ContentDocument = z.output<typeof routeContent>;

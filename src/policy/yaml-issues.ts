@@ -66,7 +66,7 @@ function schemaIssues(
   const path = issue.path.filter((p): p is string | number => typeof p !== 'symbol');
   switch (issue.code) {
     case 'unrecognized_keys':
-      return issue.keys.map((k) => locate([...path, k], `unknown key "${k}"`));
+      return issue.keys.map((k) => locate([...path, k], `unknown key "${k}"${keyHint(path, k)}`));
     case 'invalid_type':
       return [locate(path, `expected ${issue.expected}, got ${describe(issue.input)}`)];
     case 'invalid_value': {
@@ -82,6 +82,14 @@ function schemaIssues(
     default:
       return [locate(path, issue.message)];
   }
+}
+
+/** Where people look for a key that lives elsewhere. */
+function keyHint(path: readonly (string | number)[], key: string): string {
+  if (path.length === 2 && path[0] === 'routes' && key === 'limits') {
+    return " (a route's limits go under quota.limits, with per: partner, route or source)";
+  }
+  return '';
 }
 
 function describe(value: unknown): string {

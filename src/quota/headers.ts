@@ -3,11 +3,10 @@
 // legacy X-RateLimit-* trio where a route asks for it, and Retry-After on 429.
 // Shadow limits are never shown: they are an operator's experiment, not a contract.
 import type { Header } from '../decision.js';
+import { resetSeconds, retryAfterOf, secondsOf as seconds } from './reset.js';
 import type { LimitSpec, LimitState } from './types.js';
 
 export type HeaderMode = 'draft' | 'legacy' | 'both' | 'none';
-
-const seconds = (ms: number) => Math.max(0, Math.ceil(ms / 1000));
 
 export function quotaHeaders(
   specs: readonly LimitSpec[],
@@ -26,7 +25,7 @@ export function quotaHeaders(
     headers.push({ name: 'ratelimit-policy', value: shown.map(([spec]) => policyItem(spec)).join(', ') });
     headers.push({
       name: 'ratelimit',
-      value: shown.map(([spec, s]) => `"${spec.id}";r=${s.remaining};t=${seconds(s.resetMs)}`).join(', '),
+      value: shown.map(([spec, s]) => `"${spec.id}";r=${s.remaining};t=${resetSeconds(s)}`).join(', '),
     });
   }
   if (mode === 'legacy' || mode === 'both') {
@@ -39,7 +38,7 @@ export function quotaHeaders(
       value: String(spec.algorithm === 'gcra' ? spec.burst : spec.limit),
     });
     headers.push({ name: 'x-ratelimit-remaining', value: String(tightest[1].remaining) });
-    headers.push({ name: 'x-ratelimit-reset', value: String(seconds(tightest[1].resetMs)) });
+    headers.push({ name: 'x-ratelimit-reset', value: String(resetSeconds(tightest[1])) });
   }
   return headers;
 }
@@ -55,9 +54,10 @@ function policyItem(spec: LimitSpec): string {
   return `"${spec.id}";q=${spec.limit};w=${seconds(spec.periodMs)}`;
 }
 
-/** Seconds until every refusing limit admits this request's cost (rounded up: never too early). */
-export function retryAfterSeconds(states: readonly LimitState[]): number {
-  let ms = 0;
-  for (const s of states) if (s.exceeded && !s.shadow && s.retryAfterMs > ms) ms = s.retryAfterMs;
-  return seconds(ms);
+/**
+ * Seconds until every refusing limit admits this request's cost (rounded up: never too early): the
+ * largest `t` of the refusing limits (reset.ts). null = a refusing limit never admits it.
+ */
+export function retryAfterSeconds(states: readonly LimitState[]): number | null {
+  return retryAfterOf(states);
 }

@@ -135,6 +135,6 @@ export class MemoryQuotaStore implements QuotaStore {
 }
 
 function stateKey(partner: string, spec: LimitSpec): string {
-  const base = `${partner}\u0000${spec.id}`;
+  const base = spec.scope ? `${spec.scope.owner}\u0000${spec.scope.key}` : `${partner}\u0000${spec.id}`;
   return spec.algorithm === 'fixed_window' ? `${base}\u0000${spec.window?.id ?? ''}` : base;
 }

@@ -35,9 +35,11 @@ export function partnerTag(partner: string): string {
   return `{q:${partner}}`;
 }
 
-/** The key of one limit's state. */
+/** The key of one limit's state: the partner's own, or the scope's (a route's limit). */
 export function limitKey(partner: string, spec: LimitSpec): string {
-  const base = `${partnerTag(partner)}:${spec.id}`;
+  const base = spec.scope
+    ? `${partnerTag(spec.scope.owner)}:${spec.scope.key}`
+    : `${partnerTag(partner)}:${spec.id}`;
   return spec.algorithm === 'fixed_window' ? `${base}:${spec.window?.id ?? ''}` : base;
 }
 
@@ -96,6 +98,19 @@ export class RedisQuotaStore implements QuotaStore {
     nowMs: number,
     ridTtl: number,
   ): Promise<number[]> {
+    if (this.client instanceof Cluster) {
+      // One script call must touch one slot. A route's shared or per-source counter lives under
+      // the route's tag; charged together with a partner's own limits it cannot be atomic on a
+      // cluster. Refused as our configuration problem (RangeError: internal_error), never half-charged.
+      const other = limits.find((spec) => spec.scope && spec.scope.owner !== partner);
+      if (other) {
+        throw new RangeError(
+          `limit ${JSON.stringify(other.id)} is counted under {q:${other.scope?.owner}} but charged with ` +
+            `partner ${JSON.stringify(partner)}'s limits: on Redis Cluster, per: route limits apply only ` +
+            'to callers without limits of their own (docs/configuration.md#route-limits)',
+        );
+      }
+    }
     const keys = [requestIdKey(partner, requestId), ...limits.map((spec) => limitKey(partner, spec))];
     const args: (string | number)[] = [mode, nowMs, ridTtl, this.keySlackMs, limits.length];
     for (const spec of limits) {

@@ -2,7 +2,8 @@
 // of the partner, with what is used and left now. Read-only: nothing is charged.
 import type { Catalog, QuotaLimitPolicy } from '../policy/catalog.js';
 import { periodText } from './describe.js';
-import type { CalendarWindow, LimitSpec, QuotaStore } from './types.js';
+import { humanDuration, resetSeconds } from './reset.js';
+import type { CalendarWindow, LimitScope, LimitSpec, QuotaStore } from './types.js';
 
 export interface LimitStatus {
   readonly name: string;
@@ -13,7 +14,10 @@ export interface LimitStatus {
   readonly burst: number | null;
   readonly used: number;
   readonly remaining: number;
+  /** The same figure as RateLimit `t` (and Retry-After while exhausted): reset.ts. */
   readonly reset_seconds: number;
+  /** reset_seconds for people: "1m 12s", "25d 9h". */
+  readonly reset: string;
   readonly shadow: boolean;
   readonly routes: readonly string[];
   readonly methods: readonly string[];
@@ -34,10 +38,24 @@ export async function quotaStatus(
 ): Promise<QuotaStatus | null> {
   const partner = catalog.partners.get(partnerId);
   if (!partner) return null;
-  const specs: LimitSpec[] = partner.limits.map((l) => {
+  // The partner's own limits, then the per-partner limits of routes (counted per partner too).
+  const entries: { policy: QuotaLimitPolicy; scope?: LimitScope; routes: readonly string[] }[] = [
+    ...partner.limits.map((policy) => ({ policy, routes: [...policy.routes] })),
+    ...catalog.routes.flatMap((route) =>
+      route.quota.limits
+        .filter((l) => l.per === 'partner')
+        .map((policy) => ({
+          policy,
+          scope: { owner: partner.id, key: `r:${route.name}:${policy.name}` },
+          routes: [route.name],
+        })),
+    ),
+  ];
+  const specs: LimitSpec[] = entries.map(({ policy: l, scope, routes }) => {
     const window = l.window ? windowAt(l.window, partner.timeZone, nowMs) : undefined;
     return {
-      id: l.name,
+      // Two routes may each have a limit of one name: unique ids within this one peek.
+      id: scope ? `${routes[0]}.${l.name}` : l.name,
       algorithm: l.algorithm,
       limit: l.limit,
       periodMs: window ? window.endMs - window.startMs : l.periodMs,
@@ -45,13 +63,14 @@ export async function quotaStatus(
       ...(window ? { window } : {}),
       cost: 1,
       shadow: l.shadow,
+      ...(scope ? { scope } : {}),
     };
   });
   const states = specs.length > 0 ? await store.peek(partner.id, specs, nowMs) : [];
   return {
     partner: partner.id,
     time_zone: partner.timeZone,
-    limits: partner.limits.map((l, i) => {
+    limits: entries.map(({ policy: l, routes }, i) => {
       const state = states[i];
       const remaining = state?.remaining ?? l.limit;
       return {
@@ -63,9 +82,10 @@ export async function quotaStatus(
         // A gcra `remaining` counts the bucket (burst), not the rate.
         used: Math.max(0, (l.algorithm === 'gcra' ? l.burst : l.limit) - remaining),
         remaining,
-        reset_seconds: Math.ceil((state?.resetMs ?? 0) / 1000),
+        reset_seconds: state ? resetSeconds(state) : 0,
+        reset: humanDuration(state ? resetSeconds(state) : 0),
         shadow: l.shadow,
-        routes: [...l.routes],
+        routes: [...routes],
         methods: [...l.methods],
       };
     }),

@@ -28,10 +28,24 @@ export interface LimitSpec {
   readonly cost: number;
   /** A shadow limit is reported but never refuses. */
   readonly shadow: boolean;
+  /**
+   * Whose counter this is, when not the charge's partner's own: a route's limit counted per route or
+   * per source address (see RoutePolicy quota limits). `owner` names the key's hash tag `{q:<owner>}`
+   * and `key` the counter within it. Absent: the key of the charge's partner and the limit's id.
+   */
+  readonly scope?: LimitScope;
+}
+
+export interface LimitScope {
+  readonly owner: string;
+  readonly key: string;
 }
 
 export interface ChargeRequest {
-  /** Keys are hash-tagged by partner: every key of one request is in one Redis Cluster slot. */
+  /**
+   * Keys are hash-tagged by partner: every key of one request is in one Redis Cluster slot. For an
+   * anonymous caller, the owner of the route's counters (`r:<route>`).
+   */
   readonly partner: string;
   /** x-request-id: a retried Check with the same id is charged once. '' = no idempotency. */
   readonly requestId: string;

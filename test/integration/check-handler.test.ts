@@ -41,7 +41,7 @@ function assertDenied(res: OfficialCheckResponse, http: string, grpcCode: number
   assert.equal(headerMap(res.denied_response?.headers)['content-type'], 'application/problem+json');
   const problem = JSON.parse(res.denied_response?.body ?? '{}');
   assert.equal(problem.code, code);
-  assert.equal(problem.type, `https://portcullis.dev/docs/errors#${code}`);
+  assert.equal(problem.type, `https://portcullis.dev/docs/partner-errors#${code}`);
   assert.equal(meta(res).code, code);
   assert.equal(meta(res).decision, 'deny');
   return problem as {
@@ -88,9 +88,19 @@ test('deny: partner on the global deny list', async (t) => {
   const { check } = await setup(t);
   const res = await check({ principal: 'spiffe://partners.example.com/mallory', requestId: 'req-deny-1' });
   const problem = assertDenied(res, 'Forbidden', 7, 'partner_denied');
-  assert.deepEqual(Object.keys(problem).sort(), ['code', 'detail', 'request_id', 'status', 'title', 'type']);
+  assert.deepEqual(Object.keys(problem).sort(), [
+    'code',
+    'decision_id',
+    'detail',
+    'next_step',
+    'request_id',
+    'status',
+    'title',
+    'type',
+  ]);
   assert.equal(problem.status, 403);
   assert.equal(problem.request_id, 'req-deny-1');
+  assert.equal((problem as unknown as { decision_id: string }).decision_id, meta(res).decision_id);
   assert.equal(meta(res).partner, 'mallory');
 });
 

@@ -447,4 +447,58 @@ describe('Redis Cluster (3 masters)', () => {
       assert.equal(perNode.filter((set) => set.has(partner)).length, 1, `${partner}: one node`);
     }
   });
+
+  test("route limits: a shared limit of 100 holds exactly across two stores; keys in the route's slot; a cross-slot mix is refused, not half-charged", async (t) => {
+    const cluster = await startRedisCluster(t);
+    const a = quotaClient(t, cluster.url);
+    const b = quotaClient(t, cluster.url);
+    await Promise.all([waitForReady(a), waitForReady(b)]);
+    const stores = [new RedisQuotaStore(a), new RedisQuotaStore(b)];
+    // As the quota stage builds them: an anonymous caller's charge is owned by the route.
+    const shared: LimitSpec = {
+      id: 'upstream',
+      algorithm: 'gcra',
+      limit: 100,
+      periodMs: 86_400_000,
+      burst: 100,
+      cost: 1,
+      shadow: false,
+      scope: { owner: 'r:shared', key: 'all:upstream' },
+    };
+    const perSource: LimitSpec = {
+      ...shared,
+      id: 'per-address',
+      limit: 1000,
+      burst: 1000,
+      scope: { owner: 'r:shared', key: 'src:198.51.100.7/32:per-address' },
+    };
+    const results = await Promise.all(
+      Array.from({ length: 300 }, (_, i) =>
+        (stores[i % 2] as RedisQuotaStore).charge({
+          partner: 'r:shared',
+          requestId: `shared-${i}`,
+          limits: [shared, perSource],
+          nowMs: T0,
+        }),
+      ),
+    );
+    assert.equal(results.filter((r) => r.allowed).length, 100);
+    const holders = await Promise.all(cluster.nodes.map((node) => node.client().keys('{q:r:shared}:*')));
+    assert.equal(holders.filter((keys) => keys.length > 0).length, 1, "one node holds the route's keys");
+    assert.ok(holders.flat().includes('{q:r:shared}:all:upstream'), holders.flat().join());
+
+    // A partner with its own limits and a per: route limit: two slots, one script call impossible.
+    const own: LimitSpec = { ...shared, id: 'own', scope: undefined };
+    await assert.rejects(
+      (stores[0] as RedisQuotaStore).charge({
+        partner: 'acme',
+        requestId: 'mix',
+        limits: [own, shared],
+        nowMs: T0,
+      }),
+      (err: unknown) => err instanceof RangeError && /Redis Cluster/.test(err.message),
+    );
+    const acmeKeys = await Promise.all(cluster.nodes.map((node) => node.client().keys('{q:acme}*')));
+    assert.deepEqual(acmeKeys.flat(), [], 'nothing charged');
+  });
 });

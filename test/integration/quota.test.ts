@@ -112,6 +112,25 @@ function catalogText(partners: readonly object[]): string {
       { name: 'open', match: { path: { prefix: '/v1/open' } }, quota: { on_store_error: 'fail_open' } },
       { name: 'uploads', match: { path: { prefix: '/v1/uploads' } } },
       { name: 'public', match: { path: { prefix: '/v1/public' } }, identity: { required: false } },
+      {
+        name: 'shared',
+        match: { path: { prefix: '/v1/shared' } },
+        identity: { required: false },
+        quota: {
+          limits: [{ name: 'upstream', algorithm: 'fixed_window', limit: 100, window: 'day', per: 'route' }],
+        },
+      },
+      {
+        name: 'anon',
+        match: { path: { prefix: '/v1/anon' } },
+        identity: { required: false },
+        quota: {
+          limits: [
+            { name: 'per-address', algorithm: 'sliding_window', limit: 10, period: '1m', per: 'source' },
+            { name: 'each-partner', algorithm: 'gcra', limit: 3, period: '1m', per: 'partner' },
+          ],
+        },
+      },
     ],
   });
 }
@@ -127,6 +146,8 @@ interface CheckSpec {
   readonly requestId?: string;
   readonly body?: Buffer;
   readonly headers?: Record<string, string>;
+  /** The client address Envoy reports (default 192.0.2.10). */
+  readonly source?: string;
 }
 
 interface Problem {
@@ -136,6 +157,8 @@ interface Problem {
   readonly code: string;
   readonly detail: string;
   readonly request_id: string;
+  readonly next_step?: string;
+  readonly retry_after?: number;
 }
 
 /** One answer, as Envoy and the partner see it. */
@@ -232,6 +255,7 @@ async function startPortcullis(t: TestContext, o: StartOptions): Promise<Harness
         ...(spec.requestId ? { requestId: spec.requestId } : {}),
         ...(spec.body ? { body: spec.body } : {}),
         ...(spec.headers ? { headers: spec.headers } : {}),
+        ...(spec.source ? { sourceAddress: spec.source } : {}),
       });
       return read(await client.check(request, timeoutMs));
     },
@@ -412,12 +436,14 @@ describe('headers', () => {
 
     const third = await h.check({ partner: 'hdr', requestId: 'hdr-refused' });
     const problem = assertDenied(third, 'quota_exceeded');
+    // One truth: the refusing limit's `t` is its Retry-After (when the cost fits), not its full reset.
     assert.deepEqual(third.headers, {
       'content-type': 'application/problem+json',
       'ratelimit-policy': policy,
-      ratelimit: `"burst";r=0;t=20, "daily";r=998;t=${toMidnight}`,
+      ratelimit: `"burst";r=0;t=10, "daily";r=998;t=${toMidnight}`,
       'retry-after': '10',
     });
+    assert.equal(problem.retry_after, 10);
     assert.equal(problem.detail, 'The limit "burst" (6 per minute) is exhausted; retry in 10 s.');
     assert.equal(problem.request_id, 'hdr-refused');
 
@@ -968,6 +994,8 @@ describe('usage', () => {
         },
         // only PUT on uploads: not charged by GET /v1/orders
         { name: 'uploads', used: 0, remaining: 500, reset: 0, shadow: false },
+        // the per-partner limit of the route `anon`, inherited by every partner
+        { name: 'each-partner', used: 0, remaining: 3, reset: 0, shadow: false },
       ],
     );
     // peeking charged nothing
@@ -989,13 +1017,15 @@ describe('usage', () => {
     assert.equal(lines[0], `partner acme (time zone ${ZONE})`);
     assert.match(lines[1] ?? '', /^LIMIT\s+ALGORITHM\s+QUOTA\s+USED\s+LEFT\s+RESET\s+ROUTES$/);
     assert.match(lines[2] ?? '', /^per-minute\s+gcra\s+10\/minute burst 10\s+3\s+7\s+18s\s+\*$/);
-    assert.match(lines[3] ?? '', /^daily\s+fixed_window\s+1000\/day\s+3\s+997\s+\d+s\s+\*$/);
+    // Human durations: 12318 s is "3h 25m", not "12318s".
+    assert.match(lines[3] ?? '', /^daily\s+fixed_window\s+1000\/day\s+3\s+997\s+3h 25m\s+\*$/);
     assert.match(
       lines[4] ?? '',
-      /^monthly \(shadow\)\s+fixed_window\s+100000\/month\s+3\s+99997\s+\d+s\s+\*$/,
+      /^monthly \(shadow\)\s+fixed_window\s+100000\/month\s+3\s+99997\s+\d+d( \d+h)?\s+\*$/,
     );
     assert.match(lines[5] ?? '', /^uploads\s+sliding_window\s+500\/hour\s+0\s+500\s+0s\s+uploads$/);
-    assert.equal(lines.length, 6);
+    assert.match(lines[6] ?? '', /^each-partner\s+gcra\s+3\/minute burst 3\s+0\s+3\s+0s\s+anon$/);
+    assert.equal(lines.length, 7);
     if (missing.status !== 'rejected') assert.fail('nobody: expected exit 1, got 0');
     const failure = missing.reason as { code: number; stderr: string };
     assert.equal(failure.code, 1);
@@ -1016,8 +1046,165 @@ describe('usage', () => {
     };
     assert.deepEqual(
       status.limits.map((l) => [l.name, l.used, l.remaining]),
-      [['rate', 0, 10]],
+      [
+        ['rate', 0, 10],
+        ['each-partner', 0, 3],
+      ],
     );
+  });
+});
+
+describe('one truth about resets', () => {
+  test("a 429's Retry-After equals its RateLimit t and the body's figure, and quota status says the same", async (t) => {
+    const redis = await startRedis(t);
+    const clock = fakeClock();
+    // A sliding window: its full reset (end of the next sub-window) is much later than the moment
+    // the next request fits, so a `t` computed from the full reset disagrees with Retry-After.
+    const h = await startPortcullis(t, {
+      partners: [partner('slide', [{ name: 'slide', algorithm: 'sliding_window', limit: 2, period: '1m' }])],
+      clock,
+      redis,
+    });
+    assertAllowed(await h.check({ partner: 'slide' }));
+    assertAllowed(await h.check({ partner: 'slide' }));
+    const refused = await h.check({ partner: 'slide' });
+    const problem = assertDenied(refused, 'quota_exceeded');
+    const retry = Number(refused.headers['retry-after']);
+    assert.ok(retry > 0, `Retry-After ${refused.headers['retry-after']}`);
+    assert.equal(refused.headers.ratelimit, `"slide";r=0;t=${retry}`);
+    assert.equal(problem.retry_after, retry);
+    assert.equal(problem.detail, `The limit "slide" (2 per minute) is exhausted; retry in ${retry} s.`);
+    assert.ok(problem.next_step && problem.next_step.length > 0, 'a next step');
+    const status = (await (await fetch(`${h.adminUrl}/v1/partners/slide/quota`)).json()) as {
+      limits: { name: string; reset_seconds: number; reset: string }[];
+    };
+    assert.equal(status.limits[0]?.reset_seconds, retry, 'quota status at the same instant');
+    // and it is right: one second early is refused, on time is allowed
+    clock.advance(retry * 1000 - 1000);
+    assertDenied(await h.check({ partner: 'slide' }), 'quota_exceeded');
+    clock.advance(1000);
+    assertAllowed(await h.check({ partner: 'slide' }), 'after Retry-After');
+  });
+
+  test('the usage ratio of a gcra limit whose burst is above its limit stays in 0..1', async (t) => {
+    const redis = await startRedis(t);
+    const h = await startPortcullis(t, {
+      partners: [
+        partner('bursty', [{ name: 'rate', algorithm: 'gcra', limit: 10, period: '1m', burst: 200 }]),
+      ],
+      clock: fakeClock(),
+      redis,
+    });
+    assertAllowed(await h.check({ partner: 'bursty' }));
+    const ratio = sample(await h.metrics(), 'portcullis_quota_usage_ratio', {
+      partner: 'bursty',
+      limit: 'rate',
+    });
+    // one unit of a bucket of 200 (the old formula, 1 − remaining / limit, gave 1 − 199 / 10 = −18.9)
+    assert.ok(ratio !== undefined && Math.abs(ratio - 1 / 200) < 1e-12, `ratio ${ratio}`);
+  });
+});
+
+describe('every 503 has Retry-After', () => {
+  test('quota_unavailable (Redis down, fail_closed) carries Retry-After and the body repeats it', async (t) => {
+    const redis = await startRedis(t);
+    const h = await startPortcullis(t, {
+      partners: [partner('down', [{ name: 'daily', algorithm: 'fixed_window', limit: 5, window: 'day' }])],
+      clock: fakeClock(),
+      redis,
+    });
+    assertAllowed(await h.check({ partner: 'down' }));
+    await redis.kill();
+    const a = await h.check({ partner: 'down' });
+    const problem = assertDenied(a, 'quota_unavailable');
+    assert.match(a.headers['retry-after'] ?? '', /^[1-9]\d*$/);
+    assert.equal(problem.retry_after, Number(a.headers['retry-after']));
+  });
+});
+
+describe('route limits', () => {
+  test('a route-level shared limit of 100 holds exactly across two replicas', async (t) => {
+    const redis = await startRedis(t);
+    const clock = fakeClock();
+    const generous = {
+      redisOptions: { commandTimeoutMs: 10_000, connectTimeoutMs: 10_000 },
+      breaker: { timeoutMs: 10_000, resetMs: 500, volumeThreshold: 5 },
+    };
+    // Partners with plans of their own, and anonymous callers: one counter for all of them.
+    const partners = ['s1', 's2', 's3'].map((id) =>
+      partner(id, [{ name: 'daily', algorithm: 'fixed_window', limit: 1000, window: 'day' }]),
+    );
+    const a = await startPortcullis(t, { partners, clock, redis, ...generous });
+    const b = await startPortcullis(t, { partners, clock, redis, ...generous });
+    const callers = ['s1', 's2', 's3', undefined];
+    const pending: Promise<Answer>[] = [];
+    for (let i = 0; i < 400; i++) {
+      const who = callers[i % callers.length];
+      pending.push(
+        (i % 2 === 0 ? a : b).check(
+          { ...(who ? { partner: who } : {}), path: '/v1/shared/x', requestId: `sh-${i}` },
+          20_000,
+        ),
+      );
+      if (i % 20 === 19) await new Promise((resolve) => setImmediate(resolve));
+    }
+    const answers = await Promise.all(pending);
+    assert.equal(
+      count(answers, (x) => x.allowed),
+      100,
+    );
+    for (const x of answers.filter((y) => !y.allowed)) {
+      const problem = assertDenied(x, 'quota_exceeded');
+      assert.match(problem.detail, /"upstream" \(100 per day\)/);
+    }
+    const plain = redis.client();
+    const day = new Date(T0).toISOString().slice(0, 10);
+    assert.equal(await plain.get(`{q:r:shared}:all:upstream:${day}`), '100');
+    // The partners' own daily limits were charged only for their allowed Checks (all or nothing).
+    let partnerCharges = 0;
+    for (const id of ['s1', 's2', 's3'])
+      partnerCharges += Number((await plain.get(dayKey(id, 'daily'))) ?? 0);
+    assert.equal(
+      partnerCharges,
+      count(answers, (x) => x.allowed && answers.indexOf(x) % 4 !== 3),
+    );
+  });
+
+  test('a per-source-address limit refuses the 11th request from one address while another address passes', async (t) => {
+    const redis = await startRedis(t);
+    const h = await startPortcullis(t, { partners: [partner('idp', [])], clock: fakeClock(), redis });
+    // The same x-request-id every time: an anonymous caller cannot replay an id to pass uncharged.
+    const same = { path: '/v1/anon/a', source: '198.51.100.7', requestId: 'replayed-id' };
+    for (let i = 0; i < 10; i++) assertAllowed(await h.check(same), `request ${i + 1}`);
+    const eleventh = await h.check(same);
+    const problem = assertDenied(eleventh, 'quota_exceeded');
+    assert.match(problem.detail, /"per-address" \(10 per minute\)/);
+    assert.equal(eleventh.headers['retry-after'], String(problem.retry_after));
+    assertAllowed(await h.check({ path: '/v1/anon/a', source: '198.51.100.8' }), 'another address');
+    // IPv6: one /64 is one client
+    for (let i = 0; i < 10; i++) {
+      assertAllowed(await h.check({ path: '/v1/anon/a', source: `2001:db8:1:2::${i + 1}` }), `v6 ${i + 1}`);
+    }
+    assertDenied(await h.check({ path: '/v1/anon/a', source: '2001:db8:1:2:ffff::9' }), 'quota_exceeded');
+    assertAllowed(await h.check({ path: '/v1/anon/a', source: '2001:db8:1:3::1' }), 'another /64');
+    const plain = redis.client();
+    assert.equal((await plain.get('{q:r:anon}:src:198.51.100.7/32:per-address'))?.split(':')[2], '10');
+    assert.equal((await plain.get('{q:r:anon}:src:2001:db8:1:2::/64:per-address'))?.split(':')[2], '10');
+    // An identified partner is counted per partner (3 per minute on this route), not per address.
+    for (let i = 0; i < 3; i++) {
+      assertAllowed(await h.check({ partner: 'idp', path: '/v1/anon/a', source: '198.51.100.7' }));
+    }
+    const fourth = await h.check({ partner: 'idp', path: '/v1/anon/a', source: '198.51.100.7' });
+    assert.match(assertDenied(fourth, 'quota_exceeded').detail, /"each-partner"/);
+    assert.ok(await plain.get('{q:idp}:r:anon:each-partner'));
+    // quota status lists the route's per-partner limit with the partner's own, at the same figure
+    const status = (await (await fetch(`${h.adminUrl}/v1/partners/idp/quota`)).json()) as {
+      limits: { name: string; remaining: number; reset_seconds: number; routes: string[] }[];
+    };
+    const each = status.limits.find((l) => l.name === 'each-partner');
+    assert.deepEqual(each?.routes, ['anon']);
+    assert.equal(each?.remaining, 0);
+    assert.equal(each?.reset_seconds, Number(fourth.headers['retry-after']));
   });
 });
 

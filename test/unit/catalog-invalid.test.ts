@@ -19,6 +19,22 @@ const CASES: Readonly<Record<string, Case>> = {
   // Structure
   'unknown-top-level-key': { lines: ['3:1: partner: unknown key "partner"'] },
   'unknown-route-key': { lines: ['3:5: routes[0].on_eror: unknown key "on_eror"'] },
+  // A route's limits live under quota.limits: the error says where.
+  'route-limits-top-level': {
+    lines: [
+      '3:5: routes[0].limits: unknown key "limits" (a route\'s limits go under quota.limits, with per: partner, route or source)',
+    ],
+  },
+  'route-limit-name-clash': {
+    lines: [
+      '9:13: routes[0].quota.limits[0].name: limit "per-minute" is also a plan or partner limit: give the route\'s limit its own name',
+    ],
+  },
+  'route-limit-source-prefix-not-per-source': {
+    lines: [
+      '5:84: routes[0].quota.limits[0].source_prefix: only limits with per: source have a source_prefix',
+    ],
+  },
   // `path` is a union of three strict objects: a typo fails all three, reported once on `path`.
   'unknown-nested-key': {
     lines: [

@@ -55,8 +55,8 @@ describe('defaults', () => {
   const DEFAULTS: ReadonlyArray<{ name: string; yaml?: string; check: (c: Catalog) => void }> = [
     { name: 'version_name: none → ""', check: (c) => assert.equal(c.versionName, '') },
     {
-      name: 'settings.problem_base_url: https://portcullis.dev/docs/errors',
-      check: (c) => assert.equal(c.settings.problemBaseUrl, 'https://portcullis.dev/docs/errors'),
+      name: 'settings.problem_base_url: https://portcullis.dev/docs/partner-errors',
+      check: (c) => assert.equal(c.settings.problemBaseUrl, 'https://portcullis.dev/docs/partner-errors'),
     },
     {
       name: 'settings.max_header_value_bytes: 16384',
@@ -68,7 +68,7 @@ describe('defaults', () => {
       yaml: 'settings:\n  audit: { headers: true }\n',
       check: (c) =>
         assert.deepEqual(c.settings, {
-          problemBaseUrl: 'https://portcullis.dev/docs/errors',
+          problemBaseUrl: 'https://portcullis.dev/docs/partner-errors',
           maxHeaderValueBytes: 16384,
           auditHeaders: true,
           realm: 'partner-api',

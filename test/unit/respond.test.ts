@@ -4,6 +4,7 @@ import { test } from 'node:test';
 import type { Allow, Deny } from '../../src/decision.js';
 import { checkCodec } from '../../src/envoy/codec.js';
 import { InvalidHeaderError, problemBody, toCheckResponse } from '../../src/envoy/respond.js';
+import { NEXT_STEPS } from '../../src/partner-errors.js';
 
 const BASE = 'https://docs.example.com/errors';
 const common = {
@@ -63,7 +64,9 @@ test('deny: registry status, problem+json first, the internal reason never sent'
     status: 403,
     code: 'partner_denied',
     detail: 'No.',
+    next_step: NEXT_STEPS.partner_denied,
     request_id: 'r-1',
+    decision_id: deny.decisionId,
   });
   assert.ok(!JSON.stringify(res).includes('internal only'));
 });
