@@ -3,6 +3,8 @@ import type { Server as HttpServer } from 'node:http';
 import * as grpc from '@grpc/grpc-js';
 import { HealthImplementation } from 'grpc-health-check';
 import type { Logger } from 'pino';
+import { AdmissionGate, ExpiryTimer } from './admission/gate.js';
+import { GradientLimit, type LimitOptions } from './admission/limit.js';
 import { splitHostPort } from './config.js';
 import { type ClamdAddress, ClamdScanner, type MalwareScanner } from './content/scanner.js';
 import { authorizationService, checkHandler } from './envoy/server.js';
@@ -11,6 +13,7 @@ import { CertificateReader } from './identity/certificates.js';
 import { type Revocations, StaticRevocations } from './identity/revocation.js';
 import { createTokens, type Tokens } from './identity/tokens.js';
 import { type AdminState, createAdminServer, registrySource } from './observability/admin.js';
+import { EventLoopMonitor } from './observability/event-loop.js';
 import { Metrics } from './observability/metrics.js';
 import type { Tracing } from './observability/tracing.js';
 import { createAuthorizeStage } from './pipeline/authorize.js';
@@ -20,7 +23,7 @@ import { createIdentifyStage, type IdentityDeps } from './pipeline/identify.js';
 import { createQuotaStage, type QuotaDeps } from './pipeline/quota.js';
 import { routeStage } from './pipeline/route.js';
 import { type Clock, type Stages, systemClock } from './pipeline/types.js';
-import type { Catalog } from './policy/catalog.js';
+import type { AdmissionSettings, Catalog } from './policy/catalog.js';
 import { type BreakerOptions, StoreBreaker } from './quota/breaker.js';
 import { windowAt } from './quota/calendar.js';
 import { MemoryQuotaStore } from './quota/memory-store.js';
@@ -109,6 +112,16 @@ export async function startApp(options: AppOptions): Promise<App> {
 
   const first = options.catalog;
   const quotas = first.settings.quotas;
+  // Admission control: one gate per process, across catalog reloads (docs/configuration.md#admission).
+  const limit = new GradientLimit(limitOptions(first.settings.admission));
+  const expiry = new ExpiryTimer(clock);
+  const gate = new AdmissionGate(limit, clock, first.settings.admission.maxQueue, expiry.wake);
+  expiry.attach(gate);
+  const eventLoop = new EventLoopMonitor((delay) => limit.eventLoopDelayMs(delay.p99Ms));
+  metrics.watchAdmission(
+    () => gate.snapshot(),
+    () => eventLoop.latest(),
+  );
   // Without a shared store, the in-memory one is the store (the embedded default); with one, it is
   // the fail_open fallback, each replica enforcing its share.
   const local = new MemoryQuotaStore({
@@ -162,7 +175,12 @@ export async function startApp(options: AppOptions): Promise<App> {
       },
       scanner,
     );
-    const pipeline = new Pipeline(options.stages ? options.stages(stages) : stages, clock);
+    limit.configure(limitOptions(catalog.settings.admission));
+    gate.setMaxQueue(catalog.settings.admission.maxQueue);
+    const pipeline = new Pipeline(options.stages ? options.stages(stages) : stages, clock, {
+      gate,
+      maxQueueWaitMs: catalog.settings.admission.maxQueueWaitMs,
+    });
     return { catalog, pipeline, tokens };
   };
 
@@ -270,6 +288,8 @@ export async function startApp(options: AppOptions): Promise<App> {
         admin.closeAllConnections();
       }
       for (const timer of retiring) clearTimeout(timer);
+      expiry.stop();
+      eventLoop.stop();
       await runtime.tokens.close();
       breaker?.shutdown();
       await tracing?.shutdown();
@@ -287,6 +307,16 @@ export async function startApp(options: AppOptions): Promise<App> {
     reload,
     reloadFailed,
     stop,
+  };
+}
+
+function limitOptions(a: AdmissionSettings): LimitOptions {
+  return {
+    min: a.minLimit,
+    max: a.maxLimit,
+    initial: a.initialLimit,
+    tolerance: a.latencyTolerance,
+    eventLoopDelayMs: a.eventLoopDelayMs,
   };
 }
 
