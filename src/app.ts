@@ -8,6 +8,7 @@ import { GradientLimit, type LimitOptions } from './admission/limit.js';
 import { splitHostPort } from './config.js';
 import { type ClamdAddress, ClamdScanner, type MalwareScanner } from './content/scanner.js';
 import { authorizationService, checkHandler } from './envoy/server.js';
+import { warmUp } from './envoy/warmup.js';
 import { ApiKeyVerifier } from './identity/apikeys.js';
 import { CertificateReader } from './identity/certificates.js';
 import { type Revocations, StaticRevocations } from './identity/revocation.js';
@@ -99,6 +100,8 @@ interface Runtime {
   readonly catalog: Catalog;
   readonly pipeline: Pipeline;
   readonly tokens: Tokens;
+  /** The stages, for the warm-up's synthetic Checks. */
+  readonly stages: Stages;
 }
 
 /** After a reload, the old runtime's key sets are closed once no Check can still be using them. */
@@ -108,6 +111,7 @@ export async function startApp(options: AppOptions): Promise<App> {
   const { logger } = options;
   const metrics = new Metrics();
   let draining = false;
+  let warm = false;
   const clock = options.clock ?? systemClock;
 
   const first = options.catalog;
@@ -181,7 +185,8 @@ export async function startApp(options: AppOptions): Promise<App> {
       gate,
       maxQueueWaitMs: catalog.settings.admission.maxQueueWaitMs,
     });
-    return { catalog, pipeline, tokens };
+    // The warm-up uses the real stages, never a test's wrapped ones (which may stall on purpose).
+    return { catalog, pipeline, tokens, stages };
   };
 
   let runtime = await build(first);
@@ -209,7 +214,7 @@ export async function startApp(options: AppOptions): Promise<App> {
     );
   });
   const adminState: AdminState = {
-    ready: () => !draining,
+    ready: () => warm && !draining,
     policy: () => ({
       version: runtime.catalog.version,
       name: runtime.catalog.versionName,
@@ -222,7 +227,10 @@ export async function startApp(options: AppOptions): Promise<App> {
   const admin = options.adminAddress ? createAdminServer(registrySource(metrics), adminState) : null;
   const adminPort = admin ? await listen(admin, options.adminAddress) : 0;
 
-  // The catalog is loaded (it was validated before we got here): ready to serve.
+  // The catalog is loaded (it was validated before we got here) and its key sets fetched; warm the
+  // hot path with synthetic Checks (no charge, no scan, not logged), then report SERVING.
+  const warmed = await warmUp(runtime.stages, runtime.catalog, clock);
+  warm = true;
   health.setStatus('', 'SERVING');
   health.setStatus(AUTHORIZATION_SERVICE, 'SERVING');
   logger.info(
@@ -231,6 +239,7 @@ export async function startApp(options: AppOptions): Promise<App> {
       grpc_port: grpcPort,
       admin_port: adminPort,
       policy_version: first.version,
+      warm_up_checks: warmed,
     },
     'serving',
   );

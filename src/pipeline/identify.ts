@@ -244,9 +244,13 @@ async function verifyToken(
   return { token };
 }
 
-/** Revoked live (Redis) or in the catalog. */
+/** Revoked live (Redis) or in the catalog. Unknown (never loaded from Redis): a dependency failure. */
 function revoked(deps: IdentityDeps, catalog: Catalog, kind: RevocationKind, id: string): boolean {
-  return deps.revocations.isRevoked(kind, id) || catalog.revocations.isRevoked(kind, id);
+  if (catalog.revocations.isRevoked(kind, id)) return true;
+  if (deps.revocations.loaded?.() === false) {
+    throw new DependencyUnavailable('revocations', 'revoked credentials not loaded from Redis yet');
+  }
+  return deps.revocations.isRevoked(kind, id);
 }
 
 function certificateThumbprint(request: Request, catalog: Catalog, deps: IdentityDeps): string {
