@@ -468,6 +468,7 @@ const FAILURES = new Set<string>([
   'deadline_exceeded',
   'dependency_unavailable',
   'quota_unavailable',
+  'overloaded',
   'allowed_on_error',
 ]);
 /** Decided before any credential was read. */
