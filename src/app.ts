@@ -4,6 +4,7 @@ import type { Server as HttpServer } from 'node:http';
 import { splitHostPort } from './config.js';
 import { ClamdScanner } from './content/scanner.js';
 import { listenForChecks } from './envoy/listener.js';
+import { warmUp } from './envoy/warmup.js';
 import { type AdminState, createAdminServer, registrySource } from './observability/admin.js';
 import { type DependencyReport, dependencyReport } from './observability/dependencies.js';
 import { Metrics } from './observability/metrics.js';
@@ -51,6 +52,7 @@ export async function startApp(options: AppOptions): Promise<App> {
   const { logger } = options;
   const metrics = new Metrics();
   let draining = false;
+  let warm = false;
 
   const first = options.catalog;
   const builder = createRuntimeBuilder(options, first, metrics);
@@ -72,7 +74,7 @@ export async function startApp(options: AppOptions): Promise<App> {
   });
   const grpcPort = checks.port;
   const adminState: AdminState = {
-    ready: () => !draining,
+    ready: () => warm && !draining,
     policy: () => ({
       version: runtime.catalog.version,
       name: runtime.catalog.versionName,
@@ -96,7 +98,10 @@ export async function startApp(options: AppOptions): Promise<App> {
   const admin = options.adminAddress ? createAdminServer(registrySource(metrics), adminState) : null;
   const adminPort = admin ? await listen(admin, options.adminAddress) : 0;
 
-  // The catalog is loaded (it was validated before we got here): ready to serve.
+  // The catalog is loaded (it was validated before we got here) and its key sets fetched; warm the
+  // hot path with synthetic Checks (no charge, no scan, not logged), then report SERVING.
+  const warmed = await warmUp(runtime.stages, runtime.catalog, clock);
+  warm = true;
   checks.setServing(true);
   logger.info(
     {
@@ -104,6 +109,7 @@ export async function startApp(options: AppOptions): Promise<App> {
       grpc_port: grpcPort,
       admin_port: adminPort,
       policy_version: first.version,
+      warm_up_checks: warmed,
     },
     'serving',
   );
@@ -150,6 +156,7 @@ export async function startApp(options: AppOptions): Promise<App> {
         admin.closeAllConnections();
       }
       for (const timer of retiring) clearTimeout(timer);
+      builder.stop();
       await runtime.tokens.close();
       builder.breaker?.shutdown();
       await tracing?.shutdown();

@@ -29,8 +29,11 @@ interface DecisionBase {
   readonly reason: string;
   /** What the content stages found (body SHA-256, scan verdict), for the audit line. */
   readonly content?: { readonly sha256: string; readonly scan: string };
-  /** Set when this decision is the route's `on_error` answer to an internal failure or a missed deadline. */
-  readonly failure?: 'internal_error' | 'deadline_exceeded' | 'dependency_unavailable';
+  /**
+   * Set when this decision is the route's `on_error` answer to an internal failure or a missed
+   * deadline, or its `on_overload` answer to a Check shed by admission control.
+   */
+  readonly failure?: 'internal_error' | 'deadline_exceeded' | 'dependency_unavailable' | 'overloaded';
 }
 
 export interface Allow extends DecisionBase {

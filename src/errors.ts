@@ -389,6 +389,13 @@ export const DENY_CODES = {
     title: 'Authorization unavailable',
     detail: 'A service the gateway depends on is unavailable; retry later.',
   },
+  overloaded: {
+    grpc: GrpcCode.UNAVAILABLE,
+    http: 503,
+    title: 'Gateway overloaded',
+    detail:
+      'The gateway is handling more requests than it can right now; retry after the time in Retry-After.',
+  },
   deadline_exceeded: {
     grpc: GrpcCode.DEADLINE_EXCEEDED,
     http: 503,

@@ -2,6 +2,8 @@
 // no listener. `serve` (app.ts) builds one per catalog and swaps it on reload; `policy test` and
 // `policy diff` (policy-tools/harness.ts) build their pipeline here too, over in-memory stores.
 import type { Logger } from 'pino';
+import { AdmissionGate, ExpiryTimer } from './admission/gate.js';
+import { GradientLimit, type LimitOptions } from './admission/limit.js';
 import { type Clock, systemClock } from './clock.js';
 import { splitHostPort } from './config.js';
 import { type ClamdAddress, ClamdScanner, type MalwareScanner } from './content/scanner.js';
@@ -9,6 +11,7 @@ import { ApiKeyVerifier } from './identity/apikeys.js';
 import { CertificateReader } from './identity/certificates.js';
 import { type Revocations, StaticRevocations } from './identity/revocation.js';
 import { createTokens, type Tokens } from './identity/tokens.js';
+import { EventLoopMonitor } from './observability/event-loop.js';
 import type { Metrics } from './observability/metrics.js';
 import { createAuthorizeStage } from './pipeline/authorize.js';
 import { Pipeline } from './pipeline/check.js';
@@ -18,7 +21,7 @@ import { createQuotaStage, type QuotaDeps } from './pipeline/quota.js';
 import { routeStage } from './pipeline/route.js';
 import type { Stages } from './pipeline/types.js';
 import { plainStoreError } from './plain-errors.js';
-import type { Catalog } from './policy/catalog.js';
+import type { AdmissionSettings, Catalog } from './policy/catalog.js';
 import { type BreakerOptions, StoreBreaker } from './quota/breaker.js';
 import { windowAt } from './quota/calendar.js';
 import { MemoryQuotaStore } from './quota/memory-store.js';
@@ -48,12 +51,20 @@ export interface PipelineParts {
   readonly clock: Clock;
   /** Replace or wrap stages (tests inject failures here). */
   readonly stages?: ((defaults: Stages) => Stages) | undefined;
+  /** Admission control (serve); absent = every Check is admitted (policy tools, tests). */
+  readonly admission?: { readonly gate: AdmissionGate; readonly maxQueueWaitMs: number } | undefined;
 }
 
 /** The pipeline over these parts: what `serve`, `policy test` and `policy diff` all run. */
 export function createPipeline(parts: PipelineParts): Pipeline {
+  return buildPipeline(parts).pipeline;
+}
+
+/** The pipeline, and its real stages (unwrapped: the warm-up runs on them, never on a test's). */
+function buildPipeline(parts: PipelineParts): { pipeline: Pipeline; stages: Stages } {
   const stages = createStages(parts.identity, parts.quota, parts.scanner);
-  return new Pipeline(parts.stages ? parts.stages(stages) : stages, parts.clock);
+  const pipeline = new Pipeline(parts.stages ? parts.stages(stages) : stages, parts.clock, parts.admission);
+  return { pipeline, stages };
 }
 
 /** What `serve` builds its runtimes from (the part of AppOptions that is not about listening). */
@@ -79,6 +90,8 @@ export interface Runtime {
   readonly catalog: Catalog;
   readonly pipeline: Pipeline;
   readonly tokens: Tokens;
+  /** The stages, for the warm-up's synthetic Checks. */
+  readonly stages: Stages;
 }
 
 /** The parts that outlive a catalog (stores, verifiers, scanner), and how to build a runtime on them. */
@@ -92,6 +105,8 @@ export interface RuntimeBuilder {
   readonly scanner: MalwareScanner;
   /** The last quota store failure, in our words (plain-errors.ts); null when none yet. */
   lastStoreError(): string | null;
+  /** Stops the admission gate's timer and the event-loop monitor. */
+  stop(): void;
   /** The runtime of `catalog`, its key sets fetched first. Throws when the catalog cannot be served. */
   build(catalog: Catalog): Promise<Runtime>;
 }
@@ -105,6 +120,16 @@ export function createRuntimeBuilder(
   const { logger } = options;
   const clock = options.clock ?? systemClock;
   const quotas = first.settings.quotas;
+  // Admission control: one gate per process, across catalog reloads (docs/configuration.md#admission).
+  const limit = new GradientLimit(limitOptions(first.settings.admission));
+  const expiry = new ExpiryTimer(clock);
+  const gate = new AdmissionGate(limit, clock, first.settings.admission.maxQueue, expiry.wake);
+  expiry.attach(gate);
+  const eventLoop = new EventLoopMonitor((delay) => limit.eventLoopDelayMs(delay.p99Ms));
+  metrics.watchAdmission(
+    () => gate.snapshot(),
+    () => eventLoop.latest(),
+  );
   // Without a shared store, the in-memory one is the store (the embedded default); with one, it is
   // the fail_open fallback, each replica enforcing its share.
   const local = new MemoryQuotaStore({
@@ -146,7 +171,9 @@ export function createRuntimeBuilder(
     }
     const tokens = createTokens(catalog, { clock, logger });
     await tokens.warm();
-    const pipeline = createPipeline({
+    limit.configure(limitOptions(catalog.settings.admission));
+    gate.setMaxQueue(catalog.settings.admission.maxQueue);
+    const { pipeline, stages } = buildPipeline({
       identity: {
         tokens: tokens.verifier,
         apiKeys,
@@ -165,11 +192,26 @@ export function createRuntimeBuilder(
       scanner,
       clock,
       stages: options.stages,
+      admission: { gate, maxQueueWaitMs: catalog.settings.admission.maxQueueWaitMs },
     });
-    return { catalog, pipeline, tokens };
+    return { catalog, pipeline, tokens, stages };
   };
 
-  return { clock, local, breaker, scanner, lastStoreError: () => lastStoreError, build };
+  const stop = () => {
+    expiry.stop();
+    eventLoop.stop();
+  };
+  return { clock, local, breaker, scanner, lastStoreError: () => lastStoreError, build, stop };
+}
+
+function limitOptions(a: AdmissionSettings): LimitOptions {
+  return {
+    min: a.minLimit,
+    max: a.maxLimit,
+    initial: a.initialLimit,
+    tolerance: a.latencyTolerance,
+    eventLoopDelayMs: a.eventLoopDelayMs,
+  };
 }
 
 function clamdAddressOf(address: string): ClamdAddress {

@@ -19,6 +19,7 @@ import { RedisRevocations } from '../identity/revocation.js';
 import { createLogger } from '../observability/audit.js';
 import { CatalogError, formatIssue, loadCatalogFile, parseCatalog } from '../policy/load.js';
 import { watchCatalog } from '../policy/watch.js';
+import { CHARGE_LUA } from '../quota/charge-script.js';
 import {
   createRedisClient,
   parseRedisUrl,
@@ -203,6 +204,9 @@ function helpFor(topic: string | undefined): string {
   return HELP;
 }
 
+/** How long `serve` waits for Redis before serving without it (it keeps trying in the background). */
+const START_WAIT_MS = 5000;
+
 async function serve(args: readonly string[]): Promise<number> {
   const { values } = parseArgs({
     args: [...args],
@@ -289,20 +293,39 @@ async function serve(args: readonly string[]): Promise<number> {
     const apiKeyPepper = await loadPepper(config, process.env);
     let quotaStore: RedisQuotaStore | undefined;
     if (config.redisUrl) {
-      redis = createRedisClient(config.redisUrl);
-      redis.on('error', () => {}); // reconnects by itself; failures surface per call, metered
-      // Start warm: Checks that arrive before the connection is up would fail and open the breaker.
-      // A Redis that is down at start is not fatal: the routes' on_store_error applies until it is up.
-      await waitForReady(redis, 5000).catch((err: unknown) =>
-        logger.warn({ err: String(err) }, 'quota store not reachable at start: serving with on_store_error'),
-      );
-      quotaStore = new RedisQuotaStore(redis, {
+      const client = createRedisClient(config.redisUrl);
+      redis = client;
+      client.on('error', () => {}); // reconnects by itself; failures surface per call, metered
+      // The charge script is loaded on every (re)connection, so the first charge after a start or a
+      // Redis restart is an EVALSHA that hits, not a NOSCRIPT and a second round trip.
+      const loadScript = () => client.script('LOAD', CHARGE_LUA);
+      client.on('ready', () => void loadScript().catch(() => {}));
+      quotaStore = new RedisQuotaStore(client, {
         idempotencyMs: catalog.settings.quotas.idempotencySeconds * 1000,
       });
       // Live revocations speak to one Redis; a cluster URL keeps them to the catalog's lists.
       if (parseRedisUrl(config.redisUrl).kind === 'standalone') {
         revocations = new RedisRevocations({ url: config.redisUrl, logger });
-        await revocations.start();
+      }
+      // Start warm: Checks that arrive before the connection is up would fail and open the breaker.
+      // A Redis that is down at start is not fatal, and neither is one that stays down: we serve,
+      // quotas follow the routes' on_store_error and credentials that could be revoked get the
+      // route's on_error until the revoked sets are loaded; both recover on their own (docs/operations.md).
+      const [ready, loaded] = await Promise.allSettled([
+        waitForReady(client, START_WAIT_MS).then(loadScript),
+        revocations?.start({ timeoutMs: START_WAIT_MS }),
+      ]);
+      if (ready.status === 'rejected') {
+        logger.warn(
+          { err: String(ready.reason) },
+          'quota store not reachable at start: serving with on_store_error until it is',
+        );
+      }
+      if (loaded.status === 'rejected') {
+        logger.warn(
+          { err: String(loaded.reason) },
+          'revocations not loaded at start: revocable credentials get on_error until they are',
+        );
       }
     }
     app = await startApp({

@@ -142,6 +142,7 @@ function record(
 ): void {
   deps.metrics.observe(decision, latencyMs / 1000, outcome.timings);
   if (decision.failure) deps.metrics.failure(decision.route, decision.failure);
+  if (decision.failure === 'overloaded') deps.metrics.shed(decision.route, decision.partner, decision.kind);
   if (decision.kind === 'allow' && decision.dryRun) deps.metrics.dryRun(decision.route, decision.dryRun);
   audit(deps.logger, {
     decision,

@@ -45,6 +45,12 @@ export const REVOCATION_KINDS: readonly RevocationKind[] = ['jti', 'application'
 /** Is this id revoked? Synchronous and O(1): it runs on every Check. */
 export interface Revocations {
   isRevoked(kind: RevocationKind, id: string): boolean;
+  /**
+   * False while the revoked sets were never loaded (a replica started during a Redis outage): the
+   * answer of isRevoked is then unknown, and a credential that could be revoked is a dependency
+   * failure (the route's on_error), not an allow. Absent = always known.
+   */
+  loaded?(): boolean;
 }
 
 export type RevocationLists = { readonly [K in RevocationKind]?: Iterable<string> };
@@ -322,9 +328,12 @@ export interface StartOptions {
   readonly timeoutMs?: number;
 }
 
-/** Reconnect quickly at first, then every ~2 s, with jitter so replicas do not reconnect in step. */
+/**
+ * Reconnect quickly at first, then every ~0.5 s, with jitter so replicas do not reconnect in step:
+ * a replica that started during an outage must load the sets within a second of Redis answering.
+ */
 export const defaultRetryStrategy = (times: number): number =>
-  Math.min(50 * 2 ** Math.min(times, 6), 2000) + Math.floor(Math.random() * 100);
+  Math.min(50 * 2 ** Math.min(times, 6), 500) + Math.floor(Math.random() * 100);
 
 export class RedisRevocations implements Revocations {
   private state: RevocationState = emptyState();
@@ -513,6 +522,11 @@ export class RedisRevocations implements Revocations {
       }
     })();
     return this.syncLoop;
+  }
+
+  /** The sets were loaded from Redis at least once (since then, the last known sets apply). */
+  loaded(): boolean {
+    return this.lastSyncAt !== undefined;
   }
 
   /** Both connections up, subscribed, and reloaded since the last disconnect. */

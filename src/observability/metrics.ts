@@ -1,6 +1,7 @@
 // Prometheus metrics. One registry per server instance (tests run several in one process).
 // Label values come from the catalog (routes, partners) and the code registry: bounded cardinality.
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
+import type { GateSnapshot } from '../admission/gate.js';
 import type { Decision } from '../decision.js';
 import type { JwksCache } from '../identity/jwks.js';
 import type { StageName } from '../pipeline/check.js';
@@ -8,6 +9,7 @@ import type { Catalog } from '../policy/catalog.js';
 import { usageRatio } from '../quota/reset.js';
 import type { ChargeResult, LimitSpec } from '../quota/types.js';
 import type { DependencyReport } from './dependencies.js';
+import type { EventLoopDelay } from './event-loop.js';
 import { FastCounter, FastHistogram } from './fast-metrics.js';
 
 const LATENCY_BUCKETS = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1];
@@ -206,9 +208,10 @@ export class Metrics {
   policyLoaded(catalog: Catalog): void {
     // Error-path series exist from the start, at 0, for every route: alerts and panels see them.
     for (const route of catalog.routes) {
-      for (const cause of ['internal_error', 'deadline_exceeded', 'dependency_unavailable']) {
+      for (const cause of ['internal_error', 'deadline_exceeded', 'dependency_unavailable', 'overloaded']) {
         this.failures.inc({ route: route.name, cause }, 0);
       }
+      this.shedChecks.inc({ route: route.name, partner: '', answer: route.onOverload }, 0);
     }
     this.policy.reset();
     this.policy.set({ version: catalog.version, name: catalog.versionName }, 1);
@@ -222,5 +225,66 @@ export class Metrics {
 
   failure(route: string, cause: string): void {
     this.failures.labels(route, cause).inc();
+  }
+
+  private readonly shedChecks = new Counter({
+    name: 'portcullis_admission_shed_total',
+    help:
+      'Checks shed by admission control (this process overloaded), by route, partner (from the mTLS ' +
+      'principal; empty when unverified) and the answer given (deny: 503 overloaded; allow: on_overload allow).',
+    labelNames: ['route', 'partner', 'answer'] as const,
+    registers: [this.registry],
+  });
+
+  shed(route: string, partner: string, answer: 'allow' | 'deny'): void {
+    this.shedChecks.inc({ route, partner, answer });
+  }
+
+  /** In-flight Checks, waiting Checks and the adaptive concurrency limit, read at scrape time. */
+  watchAdmission(snapshot: () => GateSnapshot, eventLoop: () => EventLoopDelay): void {
+    new Gauge({
+      name: 'portcullis_admission_in_flight',
+      help: 'Checks admitted and still working (past the route stage).',
+      registers: [this.registry],
+      collect() {
+        this.set(snapshot().inFlight);
+      },
+    });
+    new Gauge({
+      name: 'portcullis_admission_queued',
+      help: 'Checks waiting for an admission slot.',
+      registers: [this.registry],
+      collect() {
+        this.set(snapshot().queued);
+      },
+    });
+    new Gauge({
+      name: 'portcullis_admission_limit',
+      help: 'The adaptive concurrency limit: Checks allowed to work at once in this process.',
+      registers: [this.registry],
+      collect() {
+        this.set(snapshot().limit);
+      },
+    });
+    new Gauge({
+      name: 'portcullis_admission_baseline_seconds',
+      help: 'No-load Check latency the limit compares against (NaN before the first window).',
+      registers: [this.registry],
+      collect() {
+        this.set(snapshot().baselineMs / 1000);
+      },
+    });
+    new Gauge({
+      name: 'portcullis_event_loop_delay_seconds',
+      help: 'How late the event loop ran over the last half second (quantile 0.5, 0.99, 1 = max).',
+      labelNames: ['quantile'] as const,
+      registers: [this.registry],
+      collect() {
+        const d = eventLoop();
+        this.set({ quantile: '0.5' }, d.p50Ms / 1000);
+        this.set({ quantile: '0.99' }, d.p99Ms / 1000);
+        this.set({ quantile: '1' }, d.maxMs / 1000);
+      },
+    });
   }
 }

@@ -3,12 +3,16 @@
 //
 //   1. edge in      (src/envoy/normalize.ts, before this)
 //   2. route        which catalog route governs the request
+//      admission    at most N Checks work at once past this point (src/admission/); the excess
+//                   waits fairly or is shed with the route's on_overload, before any other work
 //   3. identify     which partner is calling
 //   4. authorize    may it use this route from this address
 //   5. inspect      size, type, schema, checksum            (content issue)
 //   6. quota        charge every applicable limit at once, in one store call
 //   7. scan         malware                                   (content issue)
 //   8. edge out     (src/envoy/respond.ts, after this)
+import { callerKey, claimedPartner } from '../admission/caller.js';
+import type { AdmissionGate } from '../admission/gate.js';
 import type { Clock } from '../clock.js';
 import type { Allow, Decision, Denial, Deny, Header } from '../decision.js';
 import { DENY_CODES } from '../errors.js';
@@ -64,12 +68,19 @@ interface Progress {
   /** The scan stage has answered (then a failure cannot leave the body unscanned). */
   scanned: boolean;
   readonly timings: Array<readonly [StageName, number]>;
+  /** Set once the Check was answered without its pipeline (the deadline): admitted late, it stops. */
+  answered: boolean;
 }
+
+/** Retry-After of an `overloaded` answer, in seconds. */
+export const OVERLOAD_RETRY_AFTER_S = 1;
 
 export class Pipeline {
   constructor(
     private readonly stages: Stages,
     private readonly clock: Clock,
+    /** Admission control; absent = every Check is admitted (tests, `policy test`). */
+    private readonly admission?: { readonly gate: AdmissionGate; readonly maxQueueWaitMs: number },
   ) {}
 
   async check(request: Request, ctx: CheckContext): Promise<Outcome> {
@@ -79,6 +90,7 @@ export class Pipeline {
       identity: undefined,
       scanned: false,
       timings: [],
+      answered: false,
     };
     const now = this.clock.now();
     const remaining = ctx.deadline - now;
@@ -102,6 +114,7 @@ export class Pipeline {
       // Re-check after the pipeline: a late allow is a failure (the route's on_error). A late refusal
       // stays a refusal: lateness must never turn a deny into an on_error allow.
       if (decision === undefined || (decision.kind === 'allow' && this.clock.now() > ctx.deadline)) {
+        progress.answered = true;
         return this.failure(
           request,
           ctx,
@@ -132,6 +145,42 @@ export class Pipeline {
     lap('route');
     if (!route.ok) return deny(request, ctx, undefined, null, route.denial);
     p.route = route.value;
+
+    const admission = this.admission;
+    if (!admission) return this.admitted(request, ctx, p, route.value, lap, answerBy);
+    const now = this.clock.now();
+    const remaining = ctx.deadline - now;
+    const { gate } = admission;
+    const startBy = Math.min(
+      ctx.deadline - deadlineMargin(remaining) - gate.serviceMs,
+      now + admission.maxQueueWaitMs,
+    );
+    let ticket = gate.enter(callerKey(request, route.value), startBy);
+    if (ticket instanceof Promise) ticket = await ticket;
+    if (ticket === null) return overloadDecision(request, ctx, route.value);
+    if (p.answered) {
+      gate.leave(ticket, false);
+      return overloadDecision(request, ctx, route.value);
+    }
+    started = performance.now();
+    try {
+      return await this.admitted(request, ctx, p, route.value, lap, answerBy);
+    } finally {
+      gate.leave(ticket);
+    }
+  }
+
+  /** The stages after admission. */
+  private async admitted(
+    request: Request,
+    ctx: CheckContext,
+    p: Progress,
+    routePolicy: RoutePolicy,
+    lap: (stage: StageName) => void,
+    answerBy: number,
+  ): Promise<Decision> {
+    const { catalog } = ctx;
+    const route = { value: routePolicy };
 
     // On a dry-run route a denial is only recorded: the request goes on, marked upstream.
     const refused = (who: Identity | null, denial: Denial) =>
@@ -198,6 +247,44 @@ export class Pipeline {
 }
 
 export type FailureCode = 'internal_error' | 'deadline_exceeded' | 'dependency_unavailable';
+
+/**
+ * A Check shed by admission control: the route's `on_overload`. Answered before any other work,
+ * so nothing was verified or charged: deny 503 `overloaded` with Retry-After, or let it through
+ * unchecked, marked like an `on_error: allow` (no identity headers).
+ */
+export function overloadDecision(request: Request, ctx: CheckContext, route: RoutePolicy): Decision {
+  const base = {
+    decisionId: ctx.decisionId,
+    requestId: request.requestId || ctx.decisionId,
+    route: route.name,
+    partner: claimedPartner(request, ctx.catalog),
+    policyVersion: ctx.catalog.version,
+    reason: 'overloaded: shed by admission control',
+    failure: 'overloaded' as const,
+  };
+  if (route.onOverload !== 'allow') {
+    return {
+      ...base,
+      kind: 'deny',
+      code: 'overloaded',
+      detail: DENY_CODES.overloaded.detail,
+      headers: [{ name: 'retry-after', value: String(OVERLOAD_RETRY_AFTER_S) }],
+    };
+  }
+  return {
+    ...base,
+    kind: 'allow',
+    code: 'allowed_on_error',
+    upstreamHeaders: [
+      { name: DECISION_ID_HEADER, value: ctx.decisionId },
+      { name: ON_ERROR_HEADER, value: 'overloaded' },
+    ],
+    removeHeaders: spoofedHeaders(request, [DECISION_ID_HEADER, ON_ERROR_HEADER], ctx.catalog),
+    removeQueryParams: [],
+    responseHeaders: [],
+  };
+}
 
 /** An internal failure or a missed deadline: the route's `on_error`, or deny before a route is known. */
 export function failureDecision(

@@ -19,7 +19,7 @@ import {
   type RoutePolicy,
 } from '../policy/catalog.js';
 import type { Request } from '../request.js';
-import { pass, refuse, type StageResult } from '../stage.js';
+import { DependencyUnavailable, pass, refuse, type StageResult } from '../stage.js';
 import { ANONYMOUS, type Identity } from './outcomes.js';
 
 export interface TokenVerifier {
@@ -267,9 +267,13 @@ async function verifyToken(
   return { token };
 }
 
-/** Revoked live (Redis) or in the catalog. */
+/** Revoked live (Redis) or in the catalog. Unknown (never loaded from Redis): a dependency failure. */
 function revoked(deps: IdentityDeps, catalog: Catalog, kind: RevocationKind, id: string): boolean {
-  return deps.revocations.isRevoked(kind, id) || catalog.revocations.isRevoked(kind, id);
+  if (catalog.revocations.isRevoked(kind, id)) return true;
+  if (deps.revocations.loaded?.() === false) {
+    throw new DependencyUnavailable('revocations', 'revoked credentials not loaded from Redis yet');
+  }
+  return deps.revocations.isRevoked(kind, id);
 }
 
 function certificateThumbprint(request: Request, catalog: Catalog, deps: IdentityDeps): string {

@@ -470,6 +470,7 @@ const FAILURES = new Set<string>([
   'token_keys_unavailable',
   'identity_unavailable',
   'quota_unavailable',
+  'overloaded',
   'allowed_on_error',
 ]);
 /** Decided before any credential was read. */

@@ -113,6 +113,8 @@ export interface RoutePolicy {
   readonly dryRun: boolean;
   readonly access: AccessPolicy;
   readonly onError: 'deny' | 'allow';
+  /** What a Check shed by admission control gets on this route. */
+  readonly onOverload: 'deny' | 'allow';
   readonly upstreamSet: readonly Header[];
   readonly upstreamRemove: readonly string[];
   readonly responseSet: readonly Header[];
@@ -125,12 +127,24 @@ export interface CatalogSettings {
   readonly realm: string;
   readonly trustXfcc: boolean;
   readonly quotas: { readonly replicas: number; readonly idempotencySeconds: number };
+  readonly admission: AdmissionSettings;
   readonly identityHeaders: {
     readonly partner: string;
     readonly application: string;
     readonly subject: string;
     readonly scopes: string;
   };
+}
+
+/** settings.admission (docs/configuration.md#admission). */
+export interface AdmissionSettings {
+  readonly minLimit: number;
+  readonly maxLimit: number;
+  readonly initialLimit: number;
+  readonly maxQueue: number;
+  readonly maxQueueWaitMs: number;
+  readonly latencyTolerance: number;
+  readonly eventLoopDelayMs: number;
 }
 
 export interface ApiKeyEntry {

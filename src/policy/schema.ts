@@ -408,6 +408,12 @@ const route = z.strictObject({
   dry_run: z.boolean().default(false),
   /** What an internal failure, a missed deadline or an unavailable dependency means on this route. */
   on_error: z.enum(['deny', 'allow']).default('deny'),
+  /**
+   * What a Check shed by admission control (this process is overloaded) gets on this route:
+   * `deny` (503 `overloaded`, Retry-After) or `allow` (let through unchecked, marked upstream),
+   * for routes that must never block.
+   */
+  on_overload: z.enum(['deny', 'allow']).default('deny'),
   upstream_headers: z
     .strictObject({
       set: headerSet.default({}),
@@ -459,6 +465,29 @@ export const catalogSchema = z.strictObject({
           idempotency_seconds: z.number().int().min(1).max(86_400).default(600),
         })
         .prefault({}),
+      /** Admission control: Checks working at once in one process (docs/configuration.md#admission). */
+      admission: z
+        .strictObject({
+          /** The floor of the adaptive concurrency limit. */
+          min_limit: z.number().int().min(1).max(100_000).default(16),
+          /** Its ceiling. min_limit = max_limit gives a fixed limit. */
+          max_limit: z.number().int().min(1).max(100_000).default(1024),
+          /** Where the limit starts. */
+          initial_limit: z.number().int().min(1).max(100_000).default(64),
+          /** Checks that may wait for a slot; 0 = shed at once over the limit. */
+          max_queue: z.number().int().min(0).max(100_000).default(2048),
+          /** Longest wait for a Check without a deadline (grpc-timeout); with one, the deadline decides. */
+          max_queue_wait_ms: z.number().int().min(0).max(60_000).default(1000),
+          /** Latency may grow to this multiple of the no-load baseline before the limit shrinks. */
+          latency_tolerance: z.number().min(1).max(100).default(2),
+          /** Event-loop delay (p99 over the last half second) above which the process counts as late. */
+          event_loop_delay_ms: z.number().int().min(1).max(60_000).default(100),
+        })
+        .prefault({})
+        .refine((a) => a.min_limit <= a.max_limit, {
+          message: 'min_limit must not be above max_limit',
+          path: ['min_limit'],
+        }),
     })
     .prefault({}),
   plans: z.array(plan).default([]),

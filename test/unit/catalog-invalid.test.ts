@@ -64,6 +64,13 @@ const CASES: Readonly<Record<string, Case>> = {
   // Enums
   'bad-enum-status': { lines: ['4:5: partners[0].status: must be one of "active", "suspended"'] },
   'bad-enum-on-error': { lines: ['3:5: routes[0].on_error: must be one of "deny", "allow"'] },
+  'admission-bounds': {
+    lines: [
+      '5:5: settings.admission.max_queue: Too small: expected number to be >=0',
+      '3:5: settings.admission.min_limit: min_limit must not be above max_limit',
+      '8:5: routes[0].on_overload: must be one of "deny", "allow"',
+    ],
+  },
 
   // CIDRs
   'bad-cidr-not-an-ip': {

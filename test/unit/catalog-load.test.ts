@@ -74,6 +74,15 @@ describe('defaults', () => {
           realm: 'partner-api',
           quotas: { replicas: 1, idempotencySeconds: 600 },
           trustXfcc: false,
+          admission: {
+            minLimit: 16,
+            maxLimit: 1024,
+            initialLimit: 64,
+            maxQueue: 2048,
+            maxQueueWaitMs: 1000,
+            latencyTolerance: 2,
+            eventLoopDelayMs: 100,
+          },
           identityHeaders: {
             partner: 'x-portcullis-partner',
             application: 'x-portcullis-application',
