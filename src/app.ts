@@ -1,11 +1,10 @@
 // Wiring: build the parts, start the gRPC and admin servers, stop them in order.
 import type { Server as HttpServer } from 'node:http';
-import * as grpc from '@grpc/grpc-js';
-import { HealthImplementation } from 'grpc-health-check';
 import type { Logger } from 'pino';
 import { splitHostPort } from './config.js';
 import { type ClamdAddress, ClamdScanner, type MalwareScanner } from './content/scanner.js';
-import { authorizationService, checkHandler } from './envoy/server.js';
+import { type Listener, startListener, type TransportName } from './envoy/listener.js';
+import { createCheckHandler } from './envoy/server.js';
 import { ApiKeyVerifier } from './identity/apikeys.js';
 import { CertificateReader } from './identity/certificates.js';
 import { type Revocations, StaticRevocations } from './identity/revocation.js';
@@ -28,7 +27,7 @@ import { OverLimitCache } from './quota/over-limit.js';
 import { quotaStatus } from './quota/status.js';
 import type { QuotaStore } from './quota/types.js';
 
-export const AUTHORIZATION_SERVICE = 'envoy.service.auth.v3.Authorization';
+export { AUTHORIZATION_SERVICE } from './envoy/listener.js';
 
 /** The stages in pipeline order, over their dependencies. */
 export function createStages(
@@ -49,6 +48,8 @@ export function createStages(
 export interface AppOptions {
   readonly catalog: Catalog;
   readonly grpcAddress: string;
+  /** The gRPC transport: node:http2 (default) or grpc-js. */
+  readonly transport?: TransportName;
   readonly adminAddress: string;
   readonly maxMessageBytes: number;
   readonly drainDelayMs: number;
@@ -175,21 +176,12 @@ export async function startApp(options: AppOptions): Promise<App> {
   metrics.policyLoaded(first);
   metrics.watchKeySets(() => runtime.tokens.keySets);
 
-  const health = new HealthImplementation({ '': 'NOT_SERVING', [AUTHORIZATION_SERVICE]: 'NOT_SERVING' });
-  const server = new grpc.Server({
-    'grpc.max_receive_message_length': options.maxMessageBytes,
-    'grpc.max_send_message_length': 4 * 1024 * 1024,
+  const listener: Listener = await startListener(options.transport ?? 'http2', {
+    address: options.grpcAddress,
+    maxMessageBytes: options.maxMessageBytes,
+    check: createCheckHandler({ runtime: () => runtime, logger, metrics, tracing }),
   });
-  server.addService(authorizationService, {
-    Check: checkHandler({ runtime: () => runtime, logger, metrics, tracing }),
-  });
-  health.addToServer(server);
-
-  const grpcPort = await new Promise<number>((resolve, reject) => {
-    server.bindAsync(options.grpcAddress, grpc.ServerCredentials.createInsecure(), (err, port) =>
-      err ? reject(err) : resolve(port),
-    );
-  });
+  const grpcPort = listener.port;
   const adminState: AdminState = {
     ready: () => !draining,
     policy: () => ({
@@ -205,11 +197,11 @@ export async function startApp(options: AppOptions): Promise<App> {
   const adminPort = admin ? await listen(admin, options.adminAddress) : 0;
 
   // The catalog is loaded (it was validated before we got here): ready to serve.
-  health.setStatus('', 'SERVING');
-  health.setStatus(AUTHORIZATION_SERVICE, 'SERVING');
+  listener.setServing(true);
   logger.info(
     {
       grpc: options.grpcAddress,
+      transport: options.transport ?? 'http2',
       grpc_port: grpcPort,
       admin_port: adminPort,
       policy_version: first.version,
@@ -250,21 +242,12 @@ export async function startApp(options: AppOptions): Promise<App> {
   const stop = () => {
     stopping ??= (async () => {
       draining = true;
-      health.setStatus('', 'NOT_SERVING');
-      health.setStatus(AUTHORIZATION_SERVICE, 'NOT_SERVING');
+      listener.setServing(false);
       logger.info({ drain_delay_ms: options.drainDelayMs, grace_ms: options.shutdownGraceMs }, 'draining');
       if (options.drainDelayMs > 0) await sleep(options.drainDelayMs);
-      await new Promise<void>((resolve) => {
-        const force = setTimeout(() => {
-          logger.warn('grace period over: closing remaining calls');
-          server.forceShutdown();
-          resolve();
-        }, options.shutdownGraceMs);
-        server.tryShutdown(() => {
-          clearTimeout(force);
-          resolve();
-        });
-      });
+      await listener.shutdown(options.shutdownGraceMs, () =>
+        logger.warn('grace period over: closing remaining calls'),
+      );
       if (admin) {
         await new Promise<void>((resolve) => admin.close(() => resolve()));
         admin.closeAllConnections();
