@@ -13,6 +13,7 @@ import type { Allow, Decision, Denial, Deny, Header } from '../decision.js';
 import { DENY_CODES } from '../errors.js';
 import type { Catalog, RoutePolicy } from '../policy/catalog.js';
 import type { Request } from '../request.js';
+import { Deadlines } from './deadlines.js';
 import {
   ANONYMOUS,
   type Clock,
@@ -61,6 +62,9 @@ interface Progress {
   readonly timings: Array<readonly [StageName, number]>;
 }
 
+/** Every Pipeline's Check deadlines, on one timer. */
+const DEADLINES = new Deadlines();
+
 export class Pipeline {
   constructor(
     private readonly stages: Stages,
@@ -73,17 +77,10 @@ export class Pipeline {
     const budget = remaining - deadlineMargin(remaining);
     if (budget <= 0)
       return this.failure(request, ctx, progress, 'deadline_exceeded', 'deadline already passed');
-    let timer: NodeJS.Timeout | undefined;
     try {
-      const work = this.run(request, ctx, progress);
       const decision = Number.isFinite(budget)
-        ? await Promise.race([
-            work,
-            new Promise<undefined>((resolve) => {
-              timer = setTimeout(() => resolve(undefined), budget);
-            }),
-          ])
-        : await work;
+        ? await this.race(request, ctx, progress, budget)
+        : await this.run(request, ctx, progress);
       // Re-check after the pipeline: a late answer is a failure, whatever it says.
       if (decision === undefined || this.clock.now() > ctx.deadline) {
         return this.failure(
@@ -98,9 +95,29 @@ export class Pipeline {
     } catch (error: unknown) {
       const code = error instanceof DependencyUnavailable ? 'dependency_unavailable' : 'internal_error';
       return this.failure(request, ctx, progress, code, errorText(error), error);
-    } finally {
-      clearTimeout(timer);
     }
+  }
+
+  /** The pipeline's decision, or undefined when `budget` ms pass first (one shared timer, see deadlines.ts). */
+  private race(
+    request: Request,
+    ctx: CheckContext,
+    p: Progress,
+    budget: number,
+  ): Promise<Decision | undefined> {
+    return new Promise((resolve, reject) => {
+      const entry = DEADLINES.after(budget, () => resolve(undefined));
+      this.run(request, ctx, p).then(
+        (decision) => {
+          DEADLINES.cancel(entry);
+          resolve(decision);
+        },
+        (error: unknown) => {
+          DEADLINES.cancel(entry);
+          reject(error);
+        },
+      );
+    });
   }
 
   private async run(request: Request, ctx: CheckContext, p: Progress): Promise<Decision> {
