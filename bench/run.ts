@@ -589,6 +589,30 @@ try {
   await redis?.close();
 }
 
+// --- allocations in process (bench/alloc.ts): bytes per Check, insensitive to CPU contention.
+
+interface AllocResult {
+  checks: number;
+  bytesPerCheck: Record<string, number | null>;
+}
+function allocations(): AllocResult | null {
+  try {
+    const out = execFileSync(
+      'node',
+      [
+        ...['--expose-gc', '--min-semi-space-size=128', '--max-semi-space-size=128'],
+        ...['--import', 'tsx', 'bench/alloc.ts', '--checks', QUICK ? '500' : '1000'],
+      ],
+      { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'], timeout: 10 * 60_000 },
+    );
+    return JSON.parse(out.trim().split('\n').at(-1) ?? '{}') as AllocResult;
+  } catch (error: unknown) {
+    process.stderr.write(`bench/alloc.ts failed: ${String(error)}\n`);
+    return null;
+  }
+}
+const alloc = allocations();
+
 // --- report
 
 const median = (xs: readonly number[]): number => {
@@ -699,6 +723,16 @@ const quotaP99 = roundRatio('quota-only', BARE, p99);
 const fullP99 = roundRatio('full (jwt+quota+schema)', BARE, p99);
 const quotaGarbage = roundDiff('quota-only', BARE, garbage);
 const allowGarbage = roundDiff('allow-all', BARE, garbage);
+const kb = (name: string) => {
+  const b = alloc?.bytesPerCheck[name];
+  return typeof b === 'number' ? b / 1024 : null;
+};
+const oursInProcess = (name: string) => {
+  const a = kb(name);
+  const b = kb('bare-http2');
+  return a === null || b === null ? null : a - b;
+};
+const allocLine = `- allocated per Check in process (bench/alloc.ts, ${alloc?.checks ?? '—'} Checks, minus bare-http2's ${f(kb('bare-http2'), 1)} KB): allow-all ${f(oursInProcess('allow-all'), 1)} KB ≤ 8 → ${atMost(oursInProcess('allow-all'), 8)}; quota-only ${f(oursInProcess('quota-only'), 1)} KB ≤ 15 → ${atMost(oursInProcess('quota-only'), 15)}; jwt-cached ${f(oursInProcess('jwt-cached'), 1)} KB; jwt+quota ${f(oursInProcess('jwt+quota'), 1)} KB`;
 const http2VsGrpcJs = roundRatio('bare-http2', 'baseline', cpu);
 const connectVsGrpcJs = roundRatio('bare-connect', 'baseline', cpu);
 const rawVsGrpcJs = roundRatio('bare-http2-raw', 'baseline', cpu);
@@ -708,6 +742,7 @@ const issue14 = [
   `- full pipeline Check/s ≥ 0.5 × bare grpc-js': ${f(fullRps, 2)}× → ${atLeast(fullRps, 0.5)}`,
   `- p99 @${RATE}/s ≤ 2 × the bare server's (${BARE}, same round): quota-only ${f(quotaP99, 2)}× → ${atMost(quotaP99, 2)}; full ${f(fullP99, 2)}× → ${atMost(fullP99, 2)}`,
   `- our garbage per Check (portcullis − ${BARE}, same round, --trace-gc @${RATE}/s): quota-only ${f(quotaGarbage, 1)} KB ≤ 15 → ${atMost(quotaGarbage, 15)}; allow-all ${f(allowGarbage, 1)} KB ≤ 8 → ${atMost(allowGarbage, 8)}`,
+  allocLine,
   `- largest GC pause @${RATE}/s: ${f(maxOf(portcullis.map((r) => r.maxGcPauseMs)), 1)} ms (portcullis cases), ${f(row(BARE)?.maxGcPauseMs ?? null, 1)} ms (${BARE})`,
   `- transport CPU/Check vs bare grpc-js (same round): ${BARE} ${f(http2VsGrpcJs, 2)}×, bare-http2-raw ${f(rawVsGrpcJs, 2)}×, bare-connect ${f(connectVsGrpcJs, 2)}× → the default is the cheapest one that does the whole job (http2)`,
 ].join('\n');
@@ -737,6 +772,7 @@ writeFileSync(
       warmupS: WARMUP,
       repeat: REPEAT,
       rate: RATE,
+      allocations: alloc,
       rows,
     },
     null,
