@@ -34,3 +34,16 @@ const refused: [string, Record<string, string>, RegExp][] = [
 for (const [name, flags, error] of refused) {
   test(`refused: ${name}`, () => assert.throws(() => resolveServeConfig(flags, {}), error));
 }
+
+test('transport: http2 by default, grpc-js by flag or PORTCULLIS_TRANSPORT, anything else refused', () => {
+  assert.equal(resolveServeConfig({}, {}).transport, 'http2');
+  assert.equal(resolveServeConfig({}, { PORTCULLIS_TRANSPORT: 'grpc-js' }).transport, 'grpc-js');
+  assert.equal(
+    resolveServeConfig({ transport: 'http2' }, { PORTCULLIS_TRANSPORT: 'grpc-js' }).transport,
+    'http2',
+  );
+  assert.throws(
+    () => resolveServeConfig({ transport: 'connect' }, {}),
+    /transport \(PORTCULLIS_TRANSPORT\) must be one of http2, grpc-js, got "connect"/,
+  );
+});
