@@ -4,7 +4,7 @@ SHELL := /bin/bash
 NODE_TEST := node --import tsx --test --test-reporter=spec --test-timeout=60000
 TIER_FILES = $(shell find test/$(1) -name '*.test.ts' 2>/dev/null | sort)
 
-.PHONY: help install tools build run test typecheck lint format test-unit test-contract test-integration bench clean
+.PHONY: help install tools build run test typecheck lint format test-unit test-contract test-integration test-integration-grpc-js test-integration-grpc-js-full bench bench-quick clean
 
 # Programs the integration tests start themselves (on free loopback ports); installed when missing.
 TEST_TOOLS := redis-server openssl promtool clamd
@@ -43,14 +43,28 @@ test-unit: install ## pure logic, fast (no servers but a loopback decoy)
 test-contract: install tools ## our protos, envoy.yaml and deploy/ against the official schemas (and promtool)
 	$(NODE_TEST) $(call TIER_FILES,contract)
 
-test-integration: install tools ## real gRPC servers, clients and redis-server on loopback
-	$(NODE_TEST) $(call TIER_FILES,integration)
+test-integration: install tools ## real gRPC servers, clients and redis-server on loopback (default transport: http2)
+	PORTCULLIS_TRANSPORT=http2 $(NODE_TEST) $(call TIER_FILES,integration)
 
-test: typecheck lint test-unit test-contract test-integration ## everything CI runs, from a fresh machine
+# The second transport in `make test`: the Check, health and drain behaviour (the whole tier twice
+# took about 19 min on a loaded 2-core host); `make test-integration-grpc-js-full` runs all of it.
+GRPC_JS_SUBSET := test/integration/check-handler.test.ts test/integration/lifecycle.test.ts \
+	test/integration/content.test.ts test/integration/rules.test.ts
 
-bench: build ## the benchmark: every case against the bare grpc-js baseline, in one run
+test-integration-grpc-js: install tools ## Check/health/drain integration tests, served by serve --transport grpc-js
+	PORTCULLIS_TRANSPORT=grpc-js $(NODE_TEST) $(GRPC_JS_SUBSET)
+
+test-integration-grpc-js-full: install tools ## the whole integration tier, served by serve --transport grpc-js
+	PORTCULLIS_TRANSPORT=grpc-js $(NODE_TEST) $(call TIER_FILES,integration)
+
+test: typecheck lint test-unit test-contract test-integration test-integration-grpc-js ## everything CI runs, from a fresh machine
+
+bench: build ## the benchmark: every case against the bare grpc-js baseline, in one run (ARGS=--quick for a short one)
 	scripts/ensure-tools.sh h2load redis-server
-	node --import tsx bench/run.ts
+	node --import tsx bench/run.ts $(ARGS)
+
+bench-quick: ## one short round of the benchmark: checks the harness, figures not to quote
+	$(MAKE) bench ARGS=--quick
 
 clean: ## remove build output
 	rm -rf dist .tmp

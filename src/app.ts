@@ -3,7 +3,8 @@
 import type { Server as HttpServer } from 'node:http';
 import { splitHostPort } from './config.js';
 import { ClamdScanner } from './content/scanner.js';
-import { listenForChecks } from './envoy/listener.js';
+import { type Listener, startListener, type TransportName } from './envoy/listener.js';
+import { createCheckHandler } from './envoy/server.js';
 import { warmUp } from './envoy/warmup.js';
 import { type AdminState, createAdminServer, registrySource } from './observability/admin.js';
 import { type DependencyReport, dependencyReport } from './observability/dependencies.js';
@@ -14,9 +15,13 @@ import { windowAt } from './quota/calendar.js';
 import { quotaStatus } from './quota/status.js';
 import { createRuntimeBuilder, type RuntimeOptions } from './runtime.js';
 
+export { AUTHORIZATION_SERVICE } from './envoy/listener.js';
+
 export interface AppOptions extends RuntimeOptions {
   readonly catalog: Catalog;
   readonly grpcAddress: string;
+  /** The gRPC transport: node:http2 (default) or grpc-js. */
+  readonly transport?: TransportName;
   readonly adminAddress: string;
   readonly maxMessageBytes: number;
   readonly drainDelayMs: number;
@@ -67,10 +72,10 @@ export async function startApp(options: AppOptions): Promise<App> {
   metrics.policyLoaded(first);
   metrics.watchKeySets(() => runtime.tokens.keySets);
 
-  const checks = await listenForChecks({
+  const checks: Listener = await startListener(options.transport ?? 'http2', {
     address: options.grpcAddress,
     maxMessageBytes: options.maxMessageBytes,
-    handler: { runtime: () => runtime, logger, metrics, tracing },
+    check: createCheckHandler({ runtime: () => runtime, logger, metrics, tracing }),
   });
   const grpcPort = checks.port;
   const adminState: AdminState = {
@@ -106,6 +111,7 @@ export async function startApp(options: AppOptions): Promise<App> {
   logger.info(
     {
       grpc: options.grpcAddress,
+      transport: options.transport ?? 'http2',
       grpc_port: grpcPort,
       admin_port: adminPort,
       policy_version: first.version,
@@ -150,7 +156,9 @@ export async function startApp(options: AppOptions): Promise<App> {
       checks.setServing(false);
       logger.info({ drain_delay_ms: options.drainDelayMs, grace_ms: options.shutdownGraceMs }, 'draining');
       if (options.drainDelayMs > 0) await sleep(options.drainDelayMs);
-      await checks.shutdown(options.shutdownGraceMs, logger);
+      await checks.shutdown(options.shutdownGraceMs, () =>
+        logger.warn('grace period over: closing remaining calls'),
+      );
       if (admin) {
         await new Promise<void>((resolve) => admin.close(() => resolve()));
         admin.closeAllConnections();

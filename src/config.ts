@@ -12,9 +12,15 @@ export const PEPPER_ENV = 'PORTCULLIS_API_KEY_PEPPER';
 
 export type LogLevel = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
 
+/** The gRPC transports of the Check listener (src/envoy/listener.ts); the first is the default. */
+export const TRANSPORTS = ['http2', 'grpc-js'] as const;
+export type TransportName = (typeof TRANSPORTS)[number];
+
 export interface ServeConfig {
   readonly catalogFile: string;
   readonly grpcAddress: string;
+  /** gRPC transport of the Check listener: node:http2 (our framing) or grpc-js. */
+  readonly transport: TransportName;
   readonly adminAddress: string;
   readonly logLevel: LogLevel;
   /**
@@ -44,6 +50,7 @@ export const SERVE_DEFAULTS: ServeConfig = {
   // `principal` would be charged to that partner). Envoy runs in the same pod; anything else must
   // be asked for explicitly.
   grpcAddress: '127.0.0.1:9001',
+  transport: 'http2',
   adminAddress: '127.0.0.1:9090',
   logLevel: 'info',
   maxMessageBytes: 8 * 1024 * 1024,
@@ -59,6 +66,7 @@ export const SERVE_DEFAULTS: ServeConfig = {
 export const SERVE_ENV = {
   catalogFile: 'PORTCULLIS_CONFIG',
   grpcAddress: 'PORTCULLIS_GRPC_ADDRESS',
+  transport: 'PORTCULLIS_TRANSPORT',
   adminAddress: 'PORTCULLIS_ADMIN_ADDRESS',
   logLevel: 'PORTCULLIS_LOG_LEVEL',
   maxMessageBytes: 'PORTCULLIS_MAX_MESSAGE_BYTES',
@@ -93,8 +101,14 @@ export function resolveServeConfig(
   const logLevel = (pick('logLevel') ?? SERVE_DEFAULTS.logLevel) as LogLevel;
   if (!LEVELS.includes(logLevel))
     throw new Error(`logLevel must be one of ${LEVELS.join(', ')}, got "${logLevel}"`);
+  const transport = (pick('transport') ?? SERVE_DEFAULTS.transport) as TransportName;
+  if (!TRANSPORTS.includes(transport))
+    throw new Error(
+      `transport (${SERVE_ENV.transport}) must be one of ${TRANSPORTS.join(', ')}, got "${transport}"`,
+    );
   return {
     catalogFile: pick('catalogFile') ?? SERVE_DEFAULTS.catalogFile,
+    transport,
     grpcAddress: address('grpcAddress', pick('grpcAddress') ?? SERVE_DEFAULTS.grpcAddress),
     adminAddress: address('adminAddress', pick('adminAddress') ?? SERVE_DEFAULTS.adminAddress),
     logLevel,

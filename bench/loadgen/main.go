@@ -4,7 +4,7 @@
 // not ms, of its own jitter to the latencies.
 //
 //	loadgen --target 127.0.0.1:9001 --payloads FILE --connections 4 --streams 32 \
-//	        --duration 10 --warmup 2 [--rate 1000] [--v]
+//	        --duration 10 --warmup 2 [--rate 1000] [--path /pkg.Service/Method] [--v]
 //
 // FILE: JSON array of base64 gRPC-framed requests (5-byte prefix included), sent unchanged; request
 // i carries payload i mod n. --rate 0: closed loop, connections×streams requests always in flight.
@@ -43,8 +43,11 @@ import (
 
 const (
 	checkPath = "/envoy.service.auth.v3.Authorization/Check"
-	deadline  = time.Second // grpc-timeout: 1S, also enforced here, as a gRPC client would
-	drain     = 2 * time.Second
+	// shouldRateLimitPath: the same unary gRPC call shape (a RateLimitRequest per payload), so
+	// envoyproxy/ratelimit is driven exactly like portcullis.
+	shouldRateLimitPath = "/envoy.service.ratelimit.v3.RateLimitService/ShouldRateLimit"
+	deadline            = time.Second // grpc-timeout: 1S, also enforced here, as a gRPC client would
+	drain               = 2 * time.Second
 	// spinMargin: the open loop's scheduler wakes this long before a due time and yields until
 	// then, to absorb the timer's own lateness.
 	spinMargin = 50 * time.Microsecond
@@ -70,6 +73,7 @@ func main() {
 	duration := flag.Float64("duration", 10, "measured `seconds`")
 	warmup := flag.Float64("warmup", 2, "`seconds` of load before measuring")
 	rate := flag.Float64("rate", 0, "requests/s in total, open loop (0: closed loop at full speed)")
+	path := flag.String("path", checkPath, "gRPC method path; "+shouldRateLimitPath+" drives envoyproxy/ratelimit")
 	verbose := flag.Bool("v", false, "diagnostics on stderr")
 	flag.Parse()
 	switch {
@@ -88,7 +92,7 @@ func main() {
 	}
 
 	l := &loader{
-		url:      "http://" + *target + checkPath,
+		url:      "http://" + *target + *path,
 		payloads: payloads,
 		header: http.Header{
 			"Content-Type": {"application/grpc"},

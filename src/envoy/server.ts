@@ -1,7 +1,8 @@
-// The Check RPC handler: wire bytes in, wire bytes out, and in between one call to the pipeline.
-// It never throws and never leaves a call unanswered: whatever goes wrong becomes a decision.
+// The Check handling every transport shares: wire bytes in, wire bytes out, and in between one
+// call to the pipeline (decode → normalize → pipeline → encode, audit, metrics, trace). It never
+// throws and never leaves a call unanswered: whatever goes wrong becomes a decision. The
+// transports (transport-http2.ts, transport-grpc-js.ts) only move bytes and gRPC status.
 import { randomUUID } from 'node:crypto';
-import type * as grpc from '@grpc/grpc-js';
 import type { Logger } from 'pino';
 import type { Decision } from '../decision.js';
 import { audit } from '../observability/audit.js';
@@ -16,14 +17,9 @@ import {
 } from '../pipeline/check.js';
 import type { Catalog } from '../policy/catalog.js';
 import type { Request } from '../request.js';
-import { CHECK_PATH, checkCodec, type WireCheckRequest } from './codec.js';
+import { checkCodec, type WireCheckRequest } from './codec.js';
 import { normalize } from './normalize.js';
 import { toCheckResponse } from './respond.js';
-
-/** What the deserializer hands the handler when the bytes are not a CheckRequest. */
-interface Unreadable {
-  readonly unreadable: string;
-}
 
 export interface CheckHandlerDeps {
   /** The catalog and its pipeline: read once per Check, so a reload never mixes versions. */
@@ -34,71 +30,56 @@ export interface CheckHandlerDeps {
   readonly tracing: Tracing | null;
 }
 
+/**
+ * One Check: the serialized CheckRequest (without the gRPC frame prefix) and the epoch ms by which
+ * the caller needs the answer (Infinity = no grpc-timeout), to the serialized CheckResponse.
+ * The promise never rejects.
+ */
+export type CheckHandler = (message: Uint8Array, deadline: number) => Promise<Uint8Array>;
+
 const codec = checkCodec();
 
-/** The service definition, with protobufjs codecs instead of proto-loader's object conversions. */
-export const authorizationService: grpc.ServiceDefinition = {
-  Check: {
-    path: CHECK_PATH,
-    requestStream: false,
-    responseStream: false,
-    requestSerialize: (value: Uint8Array) => Buffer.from(value),
-    requestDeserialize: (bytes: Buffer): WireCheckRequest | Unreadable => {
-      try {
-        return codec.decodeRequest(bytes);
-      } catch (err: unknown) {
-        return { unreadable: err instanceof Error ? err.message : String(err) };
-      }
-    },
-    responseSerialize: (value: Uint8Array) => Buffer.from(value.buffer, value.byteOffset, value.byteLength),
-    responseDeserialize: (bytes: Buffer) => bytes,
-  },
-};
-
-export function checkHandler(
-  deps: CheckHandlerDeps,
-): grpc.handleUnaryCall<WireCheckRequest | Unreadable, Uint8Array> {
-  return (call, callback) => {
+export function createCheckHandler(deps: CheckHandlerDeps): CheckHandler {
+  return async (message, deadline) => {
     const started = performance.now();
     const { catalog, pipeline } = deps.runtime();
-    const deadline = call.getDeadline();
-    const ctx: CheckContext = {
-      catalog,
-      decisionId: randomUUID(),
-      deadline: deadline instanceof Date ? deadline.getTime() : deadline,
-    };
-    decide(pipeline, ctx, call.request).then(
-      ({ outcome, request }) => callback(null, answer(deps, ctx, outcome, request, started)),
-      // decide() catches everything itself; this is the last line of defence.
-      (err: unknown) => {
-        const decision = failureDecision(null, ctx, undefined, '', 'internal_error', String(err));
-        callback(null, answer(deps, ctx, { decision, timings: [], error: err }, null, started));
-      },
-    );
+    const ctx: CheckContext = { catalog, decisionId: randomUUID(), deadline };
+    let outcome: Outcome;
+    let request: Request | null = null;
+    try {
+      let wire: WireCheckRequest | undefined;
+      let unreadable = '';
+      try {
+        wire = codec.decodeRequest(message);
+      } catch (err: unknown) {
+        unreadable = err instanceof Error ? err.message : String(err);
+      }
+      if (wire === undefined) {
+        const denial = {
+          code: 'request_malformed' as const,
+          reason: `undecodable CheckRequest: ${unreadable}`,
+        };
+        outcome = { decision: rejectUnreadable(ctx, '', denial), timings: [] };
+      } else {
+        const normalized = normalize(wire, { maxHeaderValueBytes: catalog.settings.maxHeaderValueBytes });
+        if (normalized.ok) {
+          request = normalized.request;
+          outcome = await pipeline.check(request, ctx);
+        } else {
+          outcome = {
+            decision: rejectUnreadable(ctx, normalized.requestId, normalized.denial),
+            timings: [],
+          };
+        }
+      }
+    } catch (err: unknown) {
+      // The pipeline catches everything itself; this is the last line of defence.
+      const decision = failureDecision(null, ctx, undefined, '', 'internal_error', String(err));
+      outcome = { decision, timings: [], error: err };
+      request = null;
+    }
+    return answer(deps, ctx, outcome, request, started);
   };
-}
-
-async function decide(
-  pipeline: Pipeline,
-  ctx: CheckContext,
-  wire: WireCheckRequest | Unreadable,
-): Promise<{ outcome: Outcome; request: Request | null }> {
-  if ('unreadable' in wire) {
-    const denial = {
-      code: 'request_malformed' as const,
-      reason: `undecodable CheckRequest: ${wire.unreadable}`,
-    };
-    return { outcome: { decision: rejectUnreadable(ctx, '', denial), timings: [] }, request: null };
-  }
-  const normalized = normalize(wire, { maxHeaderValueBytes: ctx.catalog.settings.maxHeaderValueBytes });
-  if (!normalized.ok) {
-    return {
-      outcome: { decision: rejectUnreadable(ctx, normalized.requestId, normalized.denial), timings: [] },
-      request: null,
-    };
-  }
-  const outcome = await pipeline.check(normalized.request, ctx);
-  return { outcome, request: normalized.request };
 }
 
 /** Encodes, audits and meters one decision. An unencodable decision becomes the route's on_error. */

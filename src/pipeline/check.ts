@@ -19,6 +19,7 @@ import { DENY_CODES } from '../errors.js';
 import type { Catalog, RoutePolicy } from '../policy/catalog.js';
 import type { Request } from '../request.js';
 import { DependencyUnavailable } from '../stage.js';
+import { Deadlines } from './deadlines.js';
 import { credentialCarriers } from './identify.js';
 import { ANONYMOUS, type Identity, type QuotaOutcome } from './outcomes.js';
 import type { Stages } from './types.js';
@@ -75,6 +76,9 @@ interface Progress {
 /** Retry-After of an `overloaded` answer, in seconds. */
 export const OVERLOAD_RETRY_AFTER_S = 1;
 
+/** Every Pipeline's Check deadlines, on one timer. */
+const DEADLINES = new Deadlines();
+
 export class Pipeline {
   constructor(
     private readonly stages: Stages,
@@ -100,17 +104,10 @@ export class Pipeline {
     // One instant, on one clock, for the pipeline's timer and the scan's: the scan must give its own
     // answer (scan.on_error) before this timer turns a slow clamd into the route's on_error.
     const answerBy = now + budget;
-    let timer: NodeJS.Timeout | undefined;
     try {
-      const work = this.run(request, ctx, progress, answerBy);
       const decision = Number.isFinite(budget)
-        ? await Promise.race([
-            work,
-            new Promise<undefined>((resolve) => {
-              timer = setTimeout(() => resolve(undefined), budget);
-            }),
-          ])
-        : await work;
+        ? await this.race(request, ctx, progress, budget, answerBy)
+        : await this.run(request, ctx, progress, answerBy);
       // Re-check after the pipeline: a late allow is a failure (the route's on_error). A late refusal
       // stays a refusal: lateness must never turn a deny into an on_error allow.
       if (decision === undefined || (decision.kind === 'allow' && this.clock.now() > ctx.deadline)) {
@@ -127,9 +124,30 @@ export class Pipeline {
     } catch (error: unknown) {
       const code = error instanceof DependencyUnavailable ? 'dependency_unavailable' : 'internal_error';
       return this.failure(request, ctx, progress, code, errorText(error), error);
-    } finally {
-      clearTimeout(timer);
     }
+  }
+
+  /** The pipeline's decision, or undefined when `budget` ms pass first (one shared timer, see deadlines.ts). */
+  private race(
+    request: Request,
+    ctx: CheckContext,
+    p: Progress,
+    budget: number,
+    answerBy: number,
+  ): Promise<Decision | undefined> {
+    return new Promise((resolve, reject) => {
+      const entry = DEADLINES.after(budget, () => resolve(undefined));
+      this.run(request, ctx, p, answerBy).then(
+        (decision) => {
+          DEADLINES.cancel(entry);
+          resolve(decision);
+        },
+        (error: unknown) => {
+          DEADLINES.cancel(entry);
+          reject(error);
+        },
+      );
+    });
   }
 
   private async run(request: Request, ctx: CheckContext, p: Progress, answerBy: number): Promise<Decision> {

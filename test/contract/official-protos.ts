@@ -87,3 +87,8 @@ export function loadOurRoot(): protobuf.Root {
 export function loadOfficialHealthRoot(): protobuf.Root {
   return loadRoot([], [healthCheckProtoPath()]);
 }
+
+/** Other official protos by entry file (e.g. the rate limit service, for bench/ratelimit.ts). */
+export function loadOfficialFiles(files: readonly string[]): protobuf.Root {
+  return loadRoot(officialProtoDirs(), files);
+}

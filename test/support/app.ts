@@ -2,6 +2,7 @@
 import { Writable } from 'node:stream';
 import type { TestContext } from 'node:test';
 import { type App, type AppOptions, startApp } from '../../src/app.js';
+import { SERVE_ENV, TRANSPORTS, type TransportName } from '../../src/config.js';
 import { createLogger } from '../../src/observability/audit.js';
 import { loadCatalogFile, parseCatalog } from '../../src/policy/load.js';
 
@@ -26,6 +27,17 @@ export interface TestApp {
   readonly logs: LogCapture;
 }
 
+/**
+ * The transport the integration tier runs on: PORTCULLIS_TRANSPORT (http2 | grpc-js), else the
+ * default. `make test` runs the tier once per transport; spawned servers read the same variable.
+ */
+export function testTransport(): TransportName | undefined {
+  const name = process.env[SERVE_ENV.transport];
+  if (!name) return undefined;
+  if (!(TRANSPORTS as readonly string[]).includes(name)) throw new Error(`unknown transport ${name}`);
+  return name as TransportName;
+}
+
 export async function startTestApp(
   t: TestContext,
   options: { catalogFile?: string; catalogText?: string } & Partial<AppOptions>,
@@ -42,6 +54,7 @@ export async function startTestApp(
     shutdownGraceMs: 2000,
     logger: createLogger('info', logs),
     apiKeyPepper: TEST_PEPPER,
+    transport: testTransport(),
     ...options,
     catalog,
   });

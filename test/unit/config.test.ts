@@ -39,3 +39,16 @@ test('finding 14: the default gRPC bind is loopback (plaintext Check must not be
   assert.equal(SERVE_DEFAULTS.grpcAddress, '127.0.0.1:9001');
   assert.equal(resolveServeConfig({}, {}).grpcAddress, '127.0.0.1:9001');
 });
+
+test('transport: http2 by default, grpc-js by flag or PORTCULLIS_TRANSPORT, anything else refused', () => {
+  assert.equal(resolveServeConfig({}, {}).transport, 'http2');
+  assert.equal(resolveServeConfig({}, { PORTCULLIS_TRANSPORT: 'grpc-js' }).transport, 'grpc-js');
+  assert.equal(
+    resolveServeConfig({ transport: 'http2' }, { PORTCULLIS_TRANSPORT: 'grpc-js' }).transport,
+    'http2',
+  );
+  assert.throws(
+    () => resolveServeConfig({ transport: 'connect' }, {}),
+    /transport \(PORTCULLIS_TRANSPORT\) must be one of http2, grpc-js, got "connect"/,
+  );
+});

@@ -1,0 +1,64 @@
+// The shared deadline timer behind Pipeline.check: every Check's budget on one Node timer.
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { Deadlines } from '../../src/pipeline/deadlines.js';
+
+const until = (d: Deadlines, fired: string[], n: number) =>
+  new Promise<void>((resolve) => {
+    const poll = () => (fired.length >= n ? resolve() : setTimeout(poll, 5));
+    poll();
+    void d;
+  });
+
+test('entries fire in due order, whatever order they were added in', async () => {
+  const d = new Deadlines();
+  const fired: string[] = [];
+  const c = d.after(60, () => fired.push('c'));
+  const a = d.after(20, () => fired.push('a')); // earlier than the armed one: re-arms
+  const b = d.after(40, () => fired.push('b'));
+  await until(d, fired, 3);
+  // Due times count from each call (a stalled machine may space the calls out): compare with them.
+  const due = [
+    ['a', a.at],
+    ['b', b.at],
+    ['c', c.at],
+  ] as const;
+  assert.deepEqual(
+    fired,
+    [...due].sort((x, y) => x[1] - y[1]).map(([name]) => name),
+  );
+  assert.equal(d.size, 0, 'fired entries leave the heap');
+});
+
+test('a cancelled entry never fires; the ones after it still do', async () => {
+  const d = new Deadlines();
+  const fired: string[] = [];
+  const first = d.after(10, () => fired.push('cancelled'));
+  d.after(30, () => fired.push('kept'));
+  d.cancel(first);
+  await until(d, fired, 1);
+  assert.deepEqual(fired, ['kept']);
+});
+
+test('many entries: each fires exactly once, cancelled ones never', async () => {
+  const d = new Deadlines();
+  const fired: number[] = [];
+  const entries = Array.from({ length: 200 }, (_, i) => d.after((i * 7) % 50, () => fired.push(i)));
+  for (const [i, e] of entries.entries()) if (i % 3 === 0) d.cancel(e);
+  const expected = entries.map((_, i) => i).filter((i) => i % 3 !== 0);
+  await new Promise<void>((resolve) => {
+    const poll = () => (fired.length >= expected.length ? resolve() : setTimeout(poll, 5));
+    poll();
+  });
+  await new Promise((r) => setTimeout(r, 60));
+  assert.deepEqual(
+    [...fired].sort((a, b) => a - b),
+    expected,
+  );
+  const dues = fired.map((i) => (i * 7) % 50);
+  assert.deepEqual(
+    dues,
+    [...dues].sort((a, b) => a - b),
+    'in due order',
+  );
+});
