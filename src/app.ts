@@ -23,6 +23,7 @@ import { type Clock, type Stages, systemClock } from './pipeline/types.js';
 import type { Catalog } from './policy/catalog.js';
 import { type BreakerOptions, StoreBreaker } from './quota/breaker.js';
 import { windowAt } from './quota/calendar.js';
+import { ChargedIds } from './quota/charged-ids.js';
 import { MemoryQuotaStore } from './quota/memory-store.js';
 import { OverLimitCache } from './quota/over-limit.js';
 import { quotaStatus } from './quota/status.js';
@@ -115,7 +116,14 @@ export async function startApp(options: AppOptions): Promise<App> {
     idempotencyMs: quotas.idempotencySeconds * 1000,
     divisor: options.quotaStore ? quotas.replicas : 1,
   });
-  const breaker = options.quotaStore ? new StoreBreaker(options.quotaStore, options.breaker) : null;
+  const shared = options.quotaStore;
+  const breaker = shared
+    ? new StoreBreaker(shared, options.breaker, {
+        now: () => performance.now(),
+        ...(shared.connected ? { connected: () => shared.connected?.() ?? true } : {}),
+      })
+    : null;
+  const chargedIds = new ChargedIds(quotas.idempotencySeconds * 1000);
   metrics.watchQuotaStore(() => breaker?.state() ?? 'local');
   const apiKeys = new ApiKeyVerifier(options.apiKeyPepper);
   const scanner: MalwareScanner = options.clamd?.address
@@ -133,6 +141,9 @@ export async function startApp(options: AppOptions): Promise<App> {
     storeFailed: (behaviour: 'fail_closed' | 'fail_open', error: unknown) => {
       metrics.quotaStoreFailed(behaviour);
       if (logger.isLevelEnabled('warn')) logger.warn({ err: error, behaviour }, 'quota store failed');
+    },
+    refundFailed: (error: unknown) => {
+      if (logger.isLevelEnabled('warn')) logger.warn({ err: error }, 'quota refund failed: the charge stays');
     },
   };
 
@@ -157,6 +168,7 @@ export async function startApp(options: AppOptions): Promise<App> {
         fallback: breaker ? local : null,
         windowAt,
         overLimit,
+        charged: chargedIds,
         clock,
         events: quotaEvents,
       },

@@ -59,6 +59,17 @@ interface Progress {
   route: RoutePolicy | undefined;
   identity: Identity | undefined;
   readonly timings: Array<readonly [StageName, number]>;
+  /** The quota charge's settlement, until the Check is answered. */
+  settle: ((verdict: Verdict) => void) | undefined;
+  /** Set once the Check is answered: what its charge deserves (a charge made later is settled so). */
+  verdict: Verdict | undefined;
+}
+
+type Verdict = 'keep' | 'refund';
+
+/** A partner never pays for our refusal: a Check denied with a 5xx gets its charge back. */
+function verdictOf(decision: Decision): Verdict {
+  return decision.kind === 'deny' && DENY_CODES[decision.code].http >= 500 ? 'refund' : 'keep';
 }
 
 export class Pipeline {
@@ -68,7 +79,23 @@ export class Pipeline {
   ) {}
 
   async check(request: Request, ctx: CheckContext): Promise<Outcome> {
-    const progress: Progress = { route: undefined, identity: undefined, timings: [] };
+    const progress: Progress = {
+      route: undefined,
+      identity: undefined,
+      timings: [],
+      settle: undefined,
+      verdict: undefined,
+    };
+    const outcome = await this.decide(request, ctx, progress);
+    // The Check is answered: settle its charge, now or (if the charge is still in flight) when it lands.
+    progress.verdict = verdictOf(outcome.decision);
+    const settle = progress.settle;
+    progress.settle = undefined;
+    settle?.(progress.verdict);
+    return outcome;
+  }
+
+  private async decide(request: Request, ctx: CheckContext, progress: Progress): Promise<Outcome> {
     const remaining = ctx.deadline - this.clock.now();
     const budget = remaining - deadlineMargin(remaining);
     if (budget <= 0)
@@ -140,6 +167,10 @@ export class Pipeline {
     const quota = await this.stages.quota(request, catalog, route.value, identity.value);
     lap('quota');
     if (!quota.ok) return refused(identity.value, quota.denial);
+    const settle = quota.value.settle;
+    if (settle && p.verdict)
+      settle(p.verdict); // answered already (the deadline): settle at once
+    else p.settle = settle;
 
     // The scan gets what is left of Envoy's deadline, less the margin our own answer needs.
     const scanned = await this.stages.scan(

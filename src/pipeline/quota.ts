@@ -1,11 +1,20 @@
 // Stage 6, quota: charge every limit that applies to this partner, route and method in one store
 // call — all or nothing. A refusal is a 429 naming the limit, with Retry-After; an allow carries
 // the RateLimit headers. When the store fails, each limit's declared behaviour applies.
+//
+// A partner never pays for our refusal: an allow carries `settle`, which the orchestrator calls with
+// the Check's final answer. A Check answered by a refusal of ours (a 5xx: scan unavailable, a
+// dependency error, the deadline) gets its charge refunded; an allowed one has its request id
+// remembered here (ChargedIds), so that its retries are allowed at once, even while the over-limit
+// cache or an open circuit would refuse anything new. Request ids are idempotent per partner, route
+// and set of limits charged (idempotencyScope): an id reused on another route is charged there.
 import type { Header } from '../decision.js';
 import type { Catalog, Partner, QuotaLimitPolicy, RoutePolicy } from '../policy/catalog.js';
+import type { ChargedIds } from '../quota/charged-ids.js';
 import { periodText } from '../quota/describe.js';
 import { quotaHeaders, retryAfterSeconds } from '../quota/headers.js';
 import type { OverLimitCache } from '../quota/over-limit.js';
+import { idempotencyScope } from '../quota/refund.js';
 import type { CalendarWindow, ChargeResult, LimitSpec, LimitState, QuotaStore } from '../quota/types.js';
 import type { Request } from '../request.js';
 import { type Clock, type Identity, pass, type QuotaOutcome, refuse, type StageResult } from './types.js';
@@ -15,13 +24,17 @@ const NONE: QuotaOutcome = Object.freeze({ headers: [], note: '' });
 export interface QuotaEvents {
   charged(partner: string, specs: readonly LimitSpec[], result: ChargeResult): void;
   storeFailed(behaviour: 'fail_closed' | 'fail_open', error: unknown): void;
+  /** A refund of a Check we refused after charging it failed (the charge stays). */
+  refundFailed?(error: unknown): void;
 }
 
 export interface QuotaDeps {
   /** The shared store (Redis, behind its circuit breaker), or the in-memory one without Redis. */
-  readonly store: Pick<QuotaStore, 'charge'>;
+  readonly store: Pick<QuotaStore, 'charge' | 'refund'>;
   /** fail_open: the same limits in this process, divided by the replica count. null = none. */
-  readonly fallback: Pick<QuotaStore, 'charge'> | null;
+  readonly fallback: Pick<QuotaStore, 'charge' | 'refund'> | null;
+  /** Request ids this replica allowed (for free retries); absent = always ask the store. */
+  readonly charged?: ChargedIds;
   readonly windowAt: (
     unit: NonNullable<QuotaLimitPolicy['window']>,
     zone: string,
@@ -49,6 +62,19 @@ export function createQuotaStage(deps: QuotaDeps) {
     if (applicable.length === 0) return pass(NONE);
     const now = deps.clock.now();
     const specs = applicable.map((l) => specFor(l, partner, request, now, deps));
+    const scope = idempotencyScope(
+      route.name,
+      specs.map((s) => s.id),
+    );
+
+    // A retry of a request this replica allowed: free, whatever the cache or the circuit says.
+    const known = deps.charged?.get(partner.id, scope, request.requestId, now);
+    if (known) {
+      return pass({
+        headers: quotaHeaders(specs, known.limits, route.quota.headers),
+        note: 'retry of an allowed request id: not charged again',
+      });
+    }
 
     const enforced = specs.filter((s) => !s.shadow).map((s) => s.id);
     const blocked = deps.overLimit.blocked(partner.id, enforced, now);
@@ -69,7 +95,7 @@ export function createQuotaStage(deps: QuotaDeps) {
     let result: ChargeResult;
     let note = '';
     let fromFallback = false;
-    const charge = { partner: partner.id, requestId: request.requestId, limits: specs, nowMs: now };
+    const charge = { partner: partner.id, requestId: request.requestId, scope, limits: specs, nowMs: now };
     try {
       result = await deps.store.charge(charge);
     } catch (error: unknown) {
@@ -105,7 +131,16 @@ export function createQuotaStage(deps: QuotaDeps) {
       }
       return refuse(refusal(route, applicable, specs, result.limits, note));
     }
-    return pass({ headers: quotaHeaders(specs, result.limits, route.quota.headers), note });
+    const store = fromFallback && deps.fallback ? deps.fallback : deps.store;
+    const charged = result;
+    const settle = (verdict: 'keep' | 'refund') => {
+      if (verdict === 'keep') {
+        deps.charged?.remember(partner.id, scope, request.requestId, { atMs: now, limits: charged.limits });
+      } else if (!charged.duplicate) {
+        store.refund(charge, charged).catch((error: unknown) => deps.events.refundFailed?.(error));
+      }
+    };
+    return pass({ headers: quotaHeaders(specs, result.limits, route.quota.headers), note, settle });
   };
 }
 

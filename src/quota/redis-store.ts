@@ -4,7 +4,10 @@
 // Keys, all hash-tagged by partner so that one request's keys share one Redis Cluster slot:
 //   {q:<partner>}:<limit id>               gcra "<tatMs>:<tatRem>", sliding_window "<index>:<prev>:<cur>"
 //   {q:<partner>}:<limit id>:<window id>   fixed_window "<count>" (one key per calendar window)
-//   {q:<partner>}:rid:<request id>         nowMs of the charge (request ids over 128 chars: `sha256:<hex>`)
+//   {q:<partner>}:rid:<scope>:<request id> nowMs of the charge; the scope is the route and the set of
+//                                          limits charged (`orders|daily,per-minute`), so an id reused on
+//                                          another route is charged there; scope and id over 128
+//                                          chars together: `sha256:<hex>` of both
 // TTLs (every write is SET … PX, so every key expires): a limit key lives as long as its state matters
 // (gcra: until the bucket is full again; sliding_window: until the end of the next sub-window;
 // fixed_window: until the window ends), a request id `idempotencyMs` (default 10 min), each plus
@@ -17,16 +20,25 @@
 //
 // The script is sent by EVALSHA (its SHA-1 computed here); on NOSCRIPT (a restarted or flushed Redis,
 // a new cluster node) it is sent once by EVAL, which also caches it in that server.
+//
+// Timeouts: a charge with no reply `timeoutMs` (default 100) after it was WRITTEN fails with
+// StoreTimeout (reply-timer.ts: our own event-loop lag is never counted). If the reply comes later
+// and the charge was applied, it is refunded (refund-script.ts): the Check was answered without it.
 import { createHash } from 'node:crypto';
 import { Cluster, type ClusterOptions, Redis, type RedisOptions } from 'ioredis';
 import { DEFAULT_IDEMPOTENCY_MS, normalizeRequestId, validateCharge } from './algorithms.js';
 import { CHARGE_LUA } from './charge-script.js';
+import { refundCosts } from './refund.js';
+import { REFUND_LUA } from './refund-script.js';
+import { ReplyTimer } from './reply-timer.js';
 import type { ChargeRequest, ChargeResult, LimitSpec, LimitState, QuotaStore } from './types.js';
 
 export type RedisClient = Redis | Cluster;
 
 /** SHA-1 of the charge script, as EVALSHA wants it. */
 export const CHARGE_SHA = createHash('sha1').update(CHARGE_LUA).digest('hex');
+/** SHA-1 of the refund script. */
+export const REFUND_SHA = createHash('sha1').update(REFUND_LUA).digest('hex');
 
 export const DEFAULT_KEY_SLACK_MS = 5_000;
 
@@ -41,9 +53,9 @@ export function limitKey(partner: string, spec: LimitSpec): string {
   return spec.algorithm === 'fixed_window' ? `${base}:${spec.window?.id ?? ''}` : base;
 }
 
-/** The key remembering a charged request id. */
-export function requestIdKey(partner: string, requestId: string): string {
-  return `${partnerTag(partner)}:rid:${normalizeRequestId(requestId)}`;
+/** The key remembering a request id charged within `scope` (see ChargeRequest.scope). */
+export function requestIdKey(partner: string, requestId: string, scope = ''): string {
+  return `${partnerTag(partner)}:rid:${normalizeRequestId(scope === '' ? requestId : `${scope}:${requestId}`)}`;
 }
 
 export interface RedisQuotaStoreOptions {
@@ -51,13 +63,25 @@ export interface RedisQuotaStoreOptions {
   readonly idempotencyMs?: number;
   /** Added to every key's PX. Default 5 000. */
   readonly keySlackMs?: number;
+  /**
+   * A charge with no reply this long after it was written fails (StoreTimeout), so that the route's
+   * on_store_error answers within Envoy's deadline. Default 100 ms. See reply-timer.ts.
+   */
+  readonly timeoutMs?: number;
+  /** A late reply's charge was refunded (or the refund failed): for metrics and logs. */
+  readonly onLateCharge?: (refunded: boolean, error?: unknown) => void;
 }
+
+/** The default of RedisQuotaStoreOptions.timeoutMs. */
+export const DEFAULT_STORE_TIMEOUT_MS = 100;
 
 const ALGORITHM_CODE = { gcra: 'g', sliding_window: 's', fixed_window: 'f' } as const;
 
 export class RedisQuotaStore implements QuotaStore {
   private readonly idempotencyMs: number;
   private readonly keySlackMs: number;
+  private readonly timer: ReplyTimer;
+  private readonly onLateCharge: (refunded: boolean, error?: unknown) => void;
 
   /** `client`: a connected ioredis Redis (standalone or Sentinel) or Cluster, e.g. createRedisClient(). */
   constructor(
@@ -66,6 +90,8 @@ export class RedisQuotaStore implements QuotaStore {
   ) {
     this.idempotencyMs = options.idempotencyMs ?? DEFAULT_IDEMPOTENCY_MS;
     this.keySlackMs = options.keySlackMs ?? DEFAULT_KEY_SLACK_MS;
+    this.timer = new ReplyTimer(options.timeoutMs ?? DEFAULT_STORE_TIMEOUT_MS);
+    this.onLateCharge = options.onLateCharge ?? (() => {});
     if (!Number.isSafeInteger(this.idempotencyMs) || this.idempotencyMs < 1) {
       throw new RangeError('idempotencyMs must be an integer ≥ 1');
     }
@@ -78,25 +104,59 @@ export class RedisQuotaStore implements QuotaStore {
     const { partner, requestId, limits, nowMs } = request;
     validateCharge(partner, limits, nowMs);
     const ridTtl = requestId === '' ? 0 : this.idempotencyMs;
-    const reply = await this.run('c', partner, requestId, limits, nowMs, ridTtl);
+    const sent = this.run('c', partner, requestId, request.scope ?? '', limits, nowMs, ridTtl);
+    const reply = await this.timer.watch(sent, (late) => {
+      // Too late: the Check was answered without this charge. Give it back if it was applied.
+      if (late[0] !== 1 || late[1] === 1) return;
+      const result = { allowed: true, duplicate: false, limits: states(limits, late) };
+      this.refund(request, result).then(
+        () => this.onLateCharge(true),
+        (error: unknown) => this.onLateCharge(false, error),
+      );
+    });
     return { allowed: reply[0] === 1, duplicate: reply[1] === 1, limits: states(limits, reply) };
+  }
+
+  connected(): boolean {
+    return this.client.status === 'ready';
+  }
+
+  async refund(request: ChargeRequest, result: ChargeResult): Promise<void> {
+    const costs = refundCosts(request, result);
+    if (!costs.some((cost) => cost > 0)) return;
+    const { partner, requestId, limits, nowMs } = request;
+    const keys = [
+      requestIdKey(partner, requestId, request.scope ?? ''),
+      ...limits.map((spec) => limitKey(partner, spec)),
+    ];
+    const args: (string | number)[] = [nowMs, requestId === '' ? 0 : 1, limits.length];
+    limits.forEach((spec, i) => {
+      args.push(ALGORITHM_CODE[spec.algorithm], spec.limit, spec.periodMs, costs[i] as number);
+    });
+    try {
+      await this.client.evalsha(REFUND_SHA, keys.length, ...keys, ...args);
+    } catch (err: unknown) {
+      if (!(err instanceof Error && err.message.startsWith('NOSCRIPT'))) throw err;
+      await this.client.eval(REFUND_LUA, keys.length, ...keys, ...args);
+    }
   }
 
   async peek(partner: string, limits: readonly LimitSpec[], nowMs: number): Promise<readonly LimitState[]> {
     const specs = limits.map((spec) => ({ ...spec, cost: 1 }));
     validateCharge(partner, specs, nowMs);
-    return states(specs, await this.run('p', partner, '', specs, nowMs, 0));
+    return states(specs, await this.run('p', partner, '', '', specs, nowMs, 0));
   }
 
   private async run(
     mode: 'c' | 'p',
     partner: string,
     requestId: string,
+    scope: string,
     limits: readonly LimitSpec[],
     nowMs: number,
     ridTtl: number,
   ): Promise<number[]> {
-    const keys = [requestIdKey(partner, requestId), ...limits.map((spec) => limitKey(partner, spec))];
+    const keys = [requestIdKey(partner, requestId, scope), ...limits.map((spec) => limitKey(partner, spec))];
     const args: (string | number)[] = [mode, nowMs, ridTtl, this.keySlackMs, limits.length];
     for (const spec of limits) {
       args.push(
@@ -262,9 +322,10 @@ export interface RedisClientOptions {
   /** Give up a connection attempt after this long (ioredis default: 10 s). Default 2 000 ms. */
   readonly connectTimeoutMs?: number;
   /**
-   * Reject a command with no reply after this long (ioredis default: never). Default 100 ms: a charge
-   * must fit in Envoy's Check deadline (200 ms by default) with room left for the route's on_error or
-   * fallback. A timed-out charge may still have been applied by Redis (it then counts once).
+   * ioredis' own limit for a command with no reply (ioredis default: never). Default 1 000 ms: only
+   * a backstop for a connection that silently stopped answering. The quota store judges charges
+   * itself, on a shorter timeout measured from the write (RedisQuotaStoreOptions.timeoutMs): ioredis'
+   * timer would also count the time our own busy event loop leaves a reply unread.
    */
   readonly commandTimeoutMs?: number;
   /** CLIENT SETNAME, to find our connections in CLIENT LIST. Default `portcullis-quota`. */
@@ -279,7 +340,7 @@ export interface RedisClientOptions {
  * An ioredis client for a quota (or any hot-path) Redis, from a URL (see parseRedisUrl):
  * a `Redis` for redis://, rediss:// and redis+sentinel://, a `Cluster` for redis+cluster://.
  * Options, chosen for a sidecar that must answer within Envoy's deadline and fail over to a fallback:
- * - connectTimeout (connectTimeoutMs, 2 s) and commandTimeout (commandTimeoutMs, 100 ms): see above;
+ * - connectTimeout (connectTimeoutMs, 2 s) and commandTimeout (commandTimeoutMs, 1 s backstop): see above;
  * - enableOfflineQueue: false — while disconnected, commands fail at once instead of queueing until
  *   long after the Check's deadline; the stage then applies the route's on_error/fallback;
  * - enableAutoPipelining: one write per event-loop tick instead of one per charge (measured: +14%);
@@ -296,7 +357,7 @@ export function createRedisClient(url: string, options: RedisClientOptions = {})
   const backoff = (times: number) => Math.min(50 * 2 ** Math.min(times, 2), 200);
   const common: RedisOptions = {
     connectTimeout: options.connectTimeoutMs ?? 2000,
-    commandTimeout: options.commandTimeoutMs ?? 100,
+    commandTimeout: options.commandTimeoutMs ?? 1000,
     connectionName: options.connectionName ?? 'portcullis-quota',
     maxRetriesPerRequest: 0,
     autoResendUnfulfilledCommands: false,

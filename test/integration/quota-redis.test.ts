@@ -62,7 +62,7 @@ interface LimitPlan {
 describe('differential: MemoryQuotaStore and RedisQuotaStore give identical results', () => {
   const zones = ['UTC', 'Europe/Berlin', 'Asia/Kathmandu'];
   for (const seed of [1, 2, 3]) {
-    test(`seed ${seed}: 1500 random charges and peeks`, async (t) => {
+    test(`seed ${seed}: 1500 random charges, peeks and refunds`, async (t) => {
       const server = await startRedis(t);
       const idempotencyMs = 20_000; // short, so that repeated ids also outlive it
       const redis = new RedisQuotaStore(server.client(), { idempotencyMs });
@@ -112,6 +112,7 @@ describe('differential: MemoryQuotaStore and RedisQuotaStore give identical resu
       let allowed = 0;
       let duplicates = 0;
       let refused = 0;
+      let refunds = 0;
       for (let step = 0; step < 1500; step++) {
         const r = random();
         now += r < 0.5 ? int(0, 5) : r < 0.8 ? int(5, 400) : r < 0.95 ? int(400, 5000) : int(5000, 90_000);
@@ -175,22 +176,43 @@ describe('differential: MemoryQuotaStore and RedisQuotaStore give identical resu
             limits[i] = { ...l, window, periodMs: window.endMs - window.startMs };
           });
         }
-        const request: ChargeRequest = { partner: partner.id, requestId, limits, nowMs: now };
+        // Idempotency scopes (route + limits): mostly one, sometimes another route.
+        const scope = random() < 0.2 ? 'uploads|x' : 'orders|x';
+        const request: ChargeRequest = { partner: partner.id, requestId, scope, limits, nowMs: now };
         const expected: ChargeResult = memory.chargeNow(request);
-        if (requestId !== '' && expected.allowed && !expected.duplicate) {
+        if (requestId !== '' && scope === 'orders|x' && expected.allowed && !expected.duplicate) {
           chargedAt.delete(requestId);
           chargedAt.set(requestId, now);
         }
         const got = await redis.charge(request);
         assert.deepEqual(got, expected, `charge: ${what}`);
         compared++;
+        if (got.allowed && random() < 0.15) {
+          // The Check was refused after the charge (scan unavailable…): both give it back.
+          memory.refundNow(request, expected);
+          await redis.refund(request, got);
+          if (got.allowed && !got.duplicate) {
+            refunds++;
+            if (scope === 'orders|x') chargedAt.delete(requestId);
+          }
+          const [a, b] = await Promise.all([
+            memory.peek(partner.id, limits, now),
+            redis.peek(partner.id, limits, now),
+          ]);
+          assert.deepEqual(b, a, `peek after a refund: ${what}`);
+        }
         if (got.duplicate) duplicates++;
         else if (got.allowed) allowed++;
         else refused++;
       }
       // the sequence exercised every path
-      assert.ok(allowed > 100 && refused > 100 && duplicates >= 10, `${allowed}/${refused}/${duplicates}`);
-      t.diagnostic(`${compared} compared: ${allowed} allowed, ${refused} refused, ${duplicates} duplicates`);
+      assert.ok(
+        allowed > 100 && refused > 100 && duplicates >= 10 && refunds >= 20,
+        `${allowed}/${refused}/${duplicates}/${refunds}`,
+      );
+      t.diagnostic(
+        `${compared} compared: ${allowed} allowed, ${refused} refused, ${duplicates} duplicates, ${refunds} refunds`,
+      );
     });
   }
 });
