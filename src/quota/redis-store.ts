@@ -22,23 +22,23 @@
 // a new cluster node) it is sent once by EVAL, which also caches it in that server.
 //
 // Timeouts: a charge with no reply `timeoutMs` (default 100) after it was WRITTEN fails with
-// StoreTimeout (reply-timer.ts: our own event-loop lag is never counted). If the reply comes later
-// and the charge was applied, it is refunded (refund-script.ts): the Check was answered without it.
+// StoreTimeout (reply-timer.ts: our own event-loop lag is never counted). Redis may still apply it
+// later, and the Check was answered without it: so a refund guarded by the request id is sent at
+// once behind it on the same connection (Redis runs them in order; the guard makes it a no-op if
+// the charge never happened). Without a request id, the refund waits for the late reply.
 import { createHash } from 'node:crypto';
 import { Cluster, type ClusterOptions, Redis, type RedisOptions } from 'ioredis';
 import { DEFAULT_IDEMPOTENCY_MS, normalizeRequestId, validateCharge } from './algorithms.js';
 import { CHARGE_LUA } from './charge-script.js';
 import { refundCosts } from './refund.js';
 import { REFUND_LUA } from './refund-script.js';
-import { ReplyTimer } from './reply-timer.js';
+import { ReplyTimer, StoreTimeout } from './reply-timer.js';
 import type { ChargeRequest, ChargeResult, LimitSpec, LimitState, QuotaStore } from './types.js';
 
 export type RedisClient = Redis | Cluster;
 
 /** SHA-1 of the charge script, as EVALSHA wants it. */
 export const CHARGE_SHA = createHash('sha1').update(CHARGE_LUA).digest('hex');
-/** SHA-1 of the refund script. */
-export const REFUND_SHA = createHash('sha1').update(REFUND_LUA).digest('hex');
 
 export const DEFAULT_KEY_SLACK_MS = 5_000;
 
@@ -105,16 +105,29 @@ export class RedisQuotaStore implements QuotaStore {
     validateCharge(partner, limits, nowMs);
     const ridTtl = requestId === '' ? 0 : this.idempotencyMs;
     const sent = this.run('c', partner, requestId, request.scope ?? '', limits, nowMs, ridTtl);
-    const reply = await this.timer.watch(sent, (late) => {
-      // Too late: the Check was answered without this charge. Give it back if it was applied.
-      if (late[0] !== 1 || late[1] === 1) return;
-      const result = { allowed: true, duplicate: false, limits: states(limits, late) };
-      this.refund(request, result).then(
-        () => this.onLateCharge(true),
-        (error: unknown) => this.onLateCharge(false, error),
-      );
-    });
+    let reply: number[];
+    try {
+      reply = await this.timer.watch(sent, (late) => {
+        // Without a request id the refund cannot be guarded: send it only once we know it charged.
+        if (requestId !== '' || late[0] !== 1 || late[1] === 1) return;
+        this.settleLate(
+          this.refund(request, { allowed: true, duplicate: false, limits: states(limits, late) }),
+        );
+      });
+    } catch (error: unknown) {
+      // Timed out (ours or ioredis' backstop): Redis may still apply the charge. A refund guarded by
+      // the request id, sent now on the same connection, runs after it and undoes it if it happened.
+      if (requestId !== '' && isTimeout(error)) this.settleLate(this.refund(request, BLIND));
+      throw error;
+    }
     return { allowed: reply[0] === 1, duplicate: reply[1] === 1, limits: states(limits, reply) };
+  }
+
+  private settleLate(refund: Promise<void>): void {
+    refund.then(
+      () => this.onLateCharge(true),
+      (error: unknown) => this.onLateCharge(false, error),
+    );
   }
 
   connected(): boolean {
@@ -122,7 +135,10 @@ export class RedisQuotaStore implements QuotaStore {
   }
 
   async refund(request: ChargeRequest, result: ChargeResult): Promise<void> {
-    const costs = refundCosts(request, result);
+    const costs =
+      result === BLIND
+        ? request.limits.map((spec) => (spec.shadow ? 0 : spec.cost))
+        : refundCosts(request, result);
     if (!costs.some((cost) => cost > 0)) return;
     const { partner, requestId, limits, nowMs } = request;
     const keys = [
@@ -133,12 +149,9 @@ export class RedisQuotaStore implements QuotaStore {
     limits.forEach((spec, i) => {
       args.push(ALGORITHM_CODE[spec.algorithm], spec.limit, spec.periodMs, costs[i] as number);
     });
-    try {
-      await this.client.evalsha(REFUND_SHA, keys.length, ...keys, ...args);
-    } catch (err: unknown) {
-      if (!(err instanceof Error && err.message.startsWith('NOSCRIPT'))) throw err;
-      await this.client.eval(REFUND_LUA, keys.length, ...keys, ...args);
-    }
+    // EVAL, not EVALSHA: refunds are rare, and one that must follow a timed-out charge cannot
+    // afford a NOSCRIPT round trip (its EVALSHA could itself time out before the fallback is sent).
+    await this.client.eval(REFUND_LUA, keys.length, ...keys, ...args);
   }
 
   async peek(partner: string, limits: readonly LimitSpec[], nowMs: number): Promise<readonly LimitState[]> {
@@ -178,6 +191,17 @@ export class RedisQuotaStore implements QuotaStore {
     }
     return decode(reply, limits.length);
   }
+}
+
+/**
+ * The result of a charge whose reply never came: refund every enforced limit (the request id guard
+ * makes it a no-op if the charge was not applied). Shadow limits are left alone: whether their cost
+ * fitted is unknown, and they never refuse.
+ */
+const BLIND: ChargeResult = Object.freeze({ allowed: true, duplicate: false, limits: [] });
+
+function isTimeout(error: unknown): boolean {
+  return error instanceof StoreTimeout || (error instanceof Error && error.message === 'Command timed out');
 }
 
 function decode(reply: unknown, n: number): number[] {
