@@ -4,6 +4,7 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import type { Redis } from 'ioredis';
+import { StoreBreaker } from '../../src/quota/breaker.js';
 import { windowAt } from '../../src/quota/calendar.js';
 import { MemoryQuotaStore } from '../../src/quota/memory-store.js';
 import {
@@ -15,6 +16,7 @@ import {
   requestIdKey,
   waitForReady,
 } from '../../src/quota/redis-store.js';
+import { StoreTimeout } from '../../src/quota/reply-timer.js';
 import type { ChargeRequest, ChargeResult, LimitSpec } from '../../src/quota/types.js';
 import { startRedis } from '../support/redis.js';
 import { startRedisCluster } from '../support/redis-cluster.js';
@@ -468,5 +470,87 @@ describe('Redis Cluster (3 masters)', () => {
     for (const partner of partners) {
       assert.equal(perNode.filter((set) => set.has(partner)).length, 1, `${partner}: one node`);
     }
+  });
+});
+
+describe('timeouts judge Redis, not our event loop', () => {
+  const unit: LimitSpec = {
+    id: 'daily',
+    algorithm: 'fixed_window',
+    limit: 1000,
+    periodMs: 86_400_000,
+    burst: 1000,
+    window: windowAt('day', 'UTC', T0),
+    cost: 1,
+    shadow: false,
+  };
+  /** Spins the CPU for `ms`: our process is late, Redis is not. */
+  const busy = (ms: number) => {
+    const until = performance.now() + ms;
+    while (performance.now() < until) {
+      // nothing: a blocked event loop
+    }
+  };
+
+  test('charges whose replies arrive while our event loop is blocked for 400 ms are not timeouts (100 ms timeout, default client)', async (t) => {
+    const server = await startRedis(t);
+    const client = createRedisClient(server.url);
+    client.on('error', () => {});
+    t.after(() => client.disconnect());
+    await waitForReady(client);
+    const store = new RedisQuotaStore(client, { timeoutMs: 100 });
+    const breaker = new StoreBreaker(store);
+    await breaker.charge({ partner: 'lag', requestId: '', limits: [unit], nowMs: T0 }); // script loaded
+    for (let round = 0; round < 3; round++) {
+      const pending = Array.from({ length: 50 }, (_, i) =>
+        breaker.charge({ partner: 'lag', requestId: `r${round}-${i}`, limits: [unit], nowMs: T0 }),
+      );
+      // The charges are written from a setImmediate; block right after, as a burst of Checks would.
+      await new Promise<void>((resolve) =>
+        setImmediate(() => {
+          busy(400);
+          resolve();
+        }),
+      );
+      const results = await Promise.allSettled(pending);
+      const failed = results.filter((r) => r.status === 'rejected').map((r) => String(r.reason));
+      assert.deepEqual(failed, [], `round ${round}: no charge failed`);
+      assert.equal(breaker.state(), 'closed');
+    }
+    assert.equal(await server.client().get(`{q:lag}:daily:${unit.window?.id}`), String(1 + 150));
+  });
+
+  test('a Redis that really is slow (DEBUG SLEEP) times out after the store timeout and opens the circuit', async (t) => {
+    const server = await startRedis(t, { args: ['--enable-debug-command', 'yes'] });
+    const client = createRedisClient(server.url);
+    client.on('error', () => {});
+    t.after(() => client.disconnect());
+    await waitForReady(client);
+    const store = new RedisQuotaStore(client, { timeoutMs: 100 });
+    const breaker = new StoreBreaker(store);
+    await breaker.charge({ partner: 'slow', requestId: '', limits: [unit], nowMs: T0 });
+    const sleeper = server.client();
+    await sleeper.ping();
+    const asleep = sleeper.call('DEBUG', 'SLEEP', '1');
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    const results = await Promise.allSettled(
+      Array.from({ length: 10 }, (_, i) =>
+        breaker.charge({ partner: 'slow', requestId: `s-${i}`, limits: [unit], nowMs: T0 }),
+      ),
+    );
+    assert.ok(
+      results.every((r) => r.status === 'rejected' && r.reason instanceof StoreTimeout),
+      results.map((r) => (r.status === 'rejected' ? String(r.reason) : 'allowed')).join(', '),
+    );
+    assert.equal(breaker.state(), 'open');
+    await asleep;
+    // Each timed-out charge was applied once Redis woke up, then refunded (guarded by its request id).
+    let used = '';
+    for (const deadline = Date.now() + 3000; Date.now() < deadline; ) {
+      used = (await server.client().get(`{q:slow}:daily:${unit.window?.id}`)) ?? '';
+      if (used === '1') break;
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+    assert.equal(used, '1', 'only the first charge stays');
   });
 });
