@@ -92,6 +92,11 @@ export class RedisQuotaStore implements QuotaStore {
     this.keySlackMs = options.keySlackMs ?? DEFAULT_KEY_SLACK_MS;
     this.timer = new ReplyTimer(options.timeoutMs ?? DEFAULT_STORE_TIMEOUT_MS);
     this.onLateCharge = options.onLateCharge ?? (() => {});
+    // Load the script on every (re)connection: a fresh or restarted Redis has none, and a burst of
+    // charges would each pay a NOSCRIPT round trip and send the script again.
+    const load = () => this.loadScript().catch(() => {});
+    client.on('ready', load);
+    if (client.status === 'ready') void load();
     if (!Number.isSafeInteger(this.idempotencyMs) || this.idempotencyMs < 1) {
       throw new RangeError('idempotencyMs must be an integer ≥ 1');
     }
@@ -128,6 +133,15 @@ export class RedisQuotaStore implements QuotaStore {
       () => this.onLateCharge(true),
       (error: unknown) => this.onLateCharge(false, error),
     );
+  }
+
+  /** SCRIPT LOAD of the charge script (on every node of a cluster). */
+  async loadScript(): Promise<void> {
+    if (this.client instanceof Cluster) {
+      await Promise.all(this.client.nodes('master').map((node) => node.script('LOAD', CHARGE_LUA)));
+    } else {
+      await this.client.script('LOAD', CHARGE_LUA);
+    }
   }
 
   connected(): boolean {

@@ -7,7 +7,9 @@
 // been sitting in the socket buffer the whole time while our event loop was busy (a burst, GC, a
 // CPU hog on our core): Node runs expired timers BEFORE it reads sockets. So an expired batch is
 // judged one setImmediate later, after the poll phase has read whatever Redis already sent; only
-// calls still without a reply then are late. Our own lag thus never reads as Redis being slow.
+// calls still without a reply then are late. And when the timer itself fired late (our process
+// could not run), that lateness is given back as more waiting, up to 4 × the timeout in all. Our
+// own lag thus never reads as Redis being slow, and a Redis that hangs is still caught.
 //
 // A call judged late is rejected with StoreTimeout (the breaker counts it). If its reply still
 // comes, `onLate` gets it: the caller gave up, but Redis may have applied the command (a charge
@@ -69,10 +71,32 @@ export class ReplyTimer {
     // Queued after ioredis' own flush of this turn's commands: runs when they have been written.
     setImmediate(() => {
       this.batch = null;
-      setTimeout(() => setImmediate(() => expire(batch, this.timeoutMs)), this.timeoutMs).unref();
+      const now = performance.now();
+      this.arm(batch, this.timeoutMs, now + MAX_STRETCH * this.timeoutMs);
     });
   }
+
+  /**
+   * Waits `ms`, then judges the batch after one poll phase. A timer that fired late shows that our
+   * process could not run (a burst, GC, a starved CPU): that time was not Redis' — it is given back,
+   * up to MAX_STRETCH × the timeout in all, so a Redis that really hangs is still caught.
+   */
+  private arm(batch: readonly Pending[], ms: number, hardLimit: number): void {
+    const due = performance.now() + ms;
+    setTimeout(() => {
+      const late = performance.now() - due;
+      setImmediate(() => {
+        if (batch.every((p) => p.state !== 0)) return;
+        const now = performance.now();
+        if (late > 1 && now < hardLimit) this.arm(batch, Math.min(late, hardLimit - now), hardLimit);
+        else expire(batch, this.timeoutMs);
+      });
+    }, ms).unref();
+  }
 }
+
+/** The most a batch's wait is stretched to give back our own lateness (× the timeout). */
+const MAX_STRETCH = 4;
 
 function expire(batch: readonly Pending[], timeoutMs: number): void {
   for (const pending of batch) {
