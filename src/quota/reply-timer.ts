@@ -8,7 +8,7 @@
 // CPU hog on our core): Node runs expired timers BEFORE it reads sockets. So an expired batch is
 // judged one setImmediate later, after the poll phase has read whatever Redis already sent; only
 // calls still without a reply then are late. And when the timer itself fired late (our process
-// could not run), that lateness is given back as more waiting, up to 4 × the timeout in all. Our
+// could not run), that lateness is given back as more waiting, up to 10 × the timeout in all. Our
 // own lag thus never reads as Redis being slow, and a Redis that hangs is still caught.
 //
 // A call judged late is rejected with StoreTimeout (the breaker counts it). If its reply still
@@ -96,7 +96,7 @@ export class ReplyTimer {
 }
 
 /** The most a batch's wait is stretched to give back our own lateness (× the timeout). */
-const MAX_STRETCH = 4;
+const MAX_STRETCH = 10;
 
 function expire(batch: readonly Pending[], timeoutMs: number): void {
   for (const pending of batch) {
