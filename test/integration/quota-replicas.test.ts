@@ -12,7 +12,6 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, type TestContext, test } from 'node:test';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { envoyRequest } from '../support/envoy-request.js';
 import { OfficialCheckClient, type OfficialCheckResponse } from '../support/official-client.js';
 import { type RedisServer, startRedis } from '../support/redis.js';
