@@ -142,7 +142,9 @@ describe('two serve replicas, one redis-server: a Redis outage', { timeout: 600_
     assert.equal((await check(b, 'steady', 'warm-b')).code, 'allowed');
 
     interface Sent {
+      /** When it was sent, and when its answer came (ms since the start). */
       readonly at: number;
+      readonly answeredAt: number;
       readonly answer: Answer;
     }
     const sent: Promise<Sent>[] = [];
@@ -166,7 +168,13 @@ describe('two serve replicas, one redis-server: a Redis outage', { timeout: 600_
       for (let i = 0; i < 10; i++) {
         const at = performance.now() - start;
         const id = `steady-${n}`;
-        sent.push(check(n++ % 2 === 0 ? a : b, 'steady', id, 30_000).then((answer) => ({ at, answer })));
+        sent.push(
+          check(n++ % 2 === 0 ? a : b, 'steady', id, 30_000).then((answer) => ({
+            at,
+            answeredAt: performance.now() - start,
+            answer,
+          })),
+        );
       }
     }
     await outage;
@@ -179,8 +187,9 @@ describe('two serve replicas, one redis-server: a Redis outage', { timeout: 600_
     const other = results.filter((r) => r.answer.code !== 'allowed' && r.answer.code !== 'quota_unavailable');
     assert.deepEqual(other.slice(0, 5), [], `${other.length} Checks answered otherwise`);
     assert.ok((counts.quota_unavailable ?? 0) > 0, 'the outage was seen');
-    // Before the kill, everything allowed.
-    const before = results.filter((r) => r.at < killedAt - 100);
+    // Answered before the kill: everything allowed. (By answer time: on a loaded machine a Check
+    // sent before the kill may be processed after it.)
+    const before = results.filter((r) => r.answeredAt < killedAt);
     assert.ok(
       before.every((r) => r.answer.code === 'allowed'),
       'all allowed while Redis is healthy',
