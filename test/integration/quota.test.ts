@@ -841,6 +841,10 @@ describe('Redis failures', () => {
     t.diagnostic(`recovery after redis-server answered PING: ${delayMs.toFixed(0)} ms (${polls} polls)`);
     assert.ok(Number.isFinite(delayMs), 'Checks are charged in Redis again (within the 5 s poll)');
     assert.equal(await plain.get(dayKey('closedp', 'daily')), '1', 'the allowed Check was charged in Redis');
+    // The circuit recovers by a ramp (10 %, 50 %, all): wait until it is closed again.
+    for (const deadline = Date.now() + 3000; Date.now() < deadline; await sleep(20)) {
+      if (sample(await h.metrics(), 'portcullis_quota_store_state', { state: 'closed' }) === 1) break;
+    }
     assertAllowed(await h.check({ partner: 'closedp' }));
     assert.equal(await plain.get(dayKey('closedp', 'daily')), '2');
     assert.equal(sample(await h.metrics(), 'portcullis_quota_store_state', { state: 'closed' }), 1);
