@@ -24,6 +24,7 @@ import { plainStoreError } from './plain-errors.js';
 import type { AdmissionSettings, Catalog } from './policy/catalog.js';
 import { type BreakerOptions, StoreBreaker } from './quota/breaker.js';
 import { windowAt } from './quota/calendar.js';
+import { ChargedIds } from './quota/charged-ids.js';
 import { MemoryQuotaStore } from './quota/memory-store.js';
 import { OverLimitCache } from './quota/over-limit.js';
 import type { QuotaStore } from './quota/types.js';
@@ -136,7 +137,14 @@ export function createRuntimeBuilder(
     idempotencyMs: quotas.idempotencySeconds * 1000,
     divisor: options.quotaStore ? quotas.replicas : 1,
   });
-  const breaker = options.quotaStore ? new StoreBreaker(options.quotaStore, options.breaker) : null;
+  const shared = options.quotaStore;
+  const breaker = shared
+    ? new StoreBreaker(shared, options.breaker, {
+        now: () => performance.now(),
+        ...(shared.connected ? { connected: () => shared.connected?.() ?? true } : {}),
+      })
+    : null;
+  const chargedIds = new ChargedIds(quotas.idempotencySeconds * 1000);
   metrics.watchQuotaStore(() => breaker?.state() ?? 'local');
   const apiKeys = new ApiKeyVerifier(options.apiKeyPepper);
   const scanner: MalwareScanner = options.clamd?.address
@@ -160,6 +168,9 @@ export function createRuntimeBuilder(
         const cause = error instanceof Error ? error.message : String(error);
         logger.warn({ behaviour, cause }, `quota store failed: ${lastStoreError}`);
       }
+    },
+    refundFailed: (error: unknown) => {
+      if (logger.isLevelEnabled('warn')) logger.warn({ err: error }, 'quota refund failed: the charge stays');
     },
   };
 
@@ -186,6 +197,7 @@ export function createRuntimeBuilder(
         fallback: breaker ? local : null,
         windowAt,
         overLimit,
+        charged: chargedIds,
         clock,
         events: quotaEvents,
       },

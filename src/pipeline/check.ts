@@ -71,6 +71,17 @@ interface Progress {
   readonly timings: Array<readonly [StageName, number]>;
   /** Set once the Check was answered without its pipeline (the deadline): admitted late, it stops. */
   answered: boolean;
+  /** The quota charge's settlement, until the Check is answered. */
+  settle: ((verdict: Verdict) => void) | undefined;
+  /** Set once the Check is answered: what its charge deserves (a charge made later is settled so). */
+  verdict: Verdict | undefined;
+}
+
+type Verdict = 'keep' | 'refund';
+
+/** A partner never pays for our refusal: a Check denied with a 5xx gets its charge back. */
+function verdictOf(decision: Decision): Verdict {
+  return decision.kind === 'deny' && DENY_CODES[decision.code].http >= 500 ? 'refund' : 'keep';
 }
 
 /** Retry-After of an `overloaded` answer, in seconds. */
@@ -95,7 +106,19 @@ export class Pipeline {
       scanned: false,
       timings: [],
       answered: false,
+      settle: undefined,
+      verdict: undefined,
     };
+    const outcome = await this.decide(request, ctx, progress);
+    // The Check is answered: settle its charge, now or (if the charge is still in flight) when it lands.
+    progress.verdict = verdictOf(outcome.decision);
+    const settle = progress.settle;
+    progress.settle = undefined;
+    settle?.(progress.verdict);
+    return outcome;
+  }
+
+  private async decide(request: Request, ctx: CheckContext, progress: Progress): Promise<Outcome> {
     const now = this.clock.now();
     const remaining = ctx.deadline - now;
     const budget = remaining - deadlineMargin(remaining);
@@ -225,6 +248,10 @@ export class Pipeline {
     const quota = await this.stages.quota(request, catalog, route.value, identity.value);
     lap('quota');
     if (!quota.ok) return refused(identity.value, quota.denial);
+    const settle = quota.value.settle;
+    if (settle && p.verdict)
+      settle(p.verdict); // answered already (the deadline): settle at once
+    else p.settle = settle;
 
     // The scan ends SCAN_VERDICT_MS before the pipeline's own timer fires (both set from answerBy), so
     // a slow scanner is always answered by the scan's declared behaviour, never by the route's on_error.

@@ -53,6 +53,11 @@ export interface QuotaOutcome {
   readonly headers: readonly Header[];
   /** For the audit log: shadow refusals, local fallback. '' when there is nothing to say. */
   readonly note: string;
+  /**
+   * Present when a charge was made: call it once with the Check's final answer — `refund` when it
+   * was refused for a reason that is not the partner's (a 5xx), `keep` otherwise.
+   */
+  readonly settle?: (verdict: 'keep' | 'refund') => void;
 }
 
 /** What the content stages found, for the audit line. null when the route inspects nothing. */

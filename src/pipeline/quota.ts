@@ -1,14 +1,23 @@
 // Stage 6, quota: charge every limit that applies to this partner, route and method in one store
 // call — all or nothing. A refusal is a 429 naming the limit, with Retry-After; an allow carries
 // the RateLimit headers. When the store fails, each limit's declared behaviour applies.
+//
+// A partner never pays for our refusal: an allow carries `settle`, which the orchestrator calls with
+// the Check's final answer. A Check answered by a refusal of ours (a 5xx: scan unavailable, a
+// dependency error, the deadline) gets its charge refunded; an allowed one has its request id
+// remembered here (ChargedIds), so that its retries are allowed at once, even while the over-limit
+// cache or an open circuit would refuse anything new. Request ids are idempotent per partner, route
+// and set of limits charged (idempotencyScope): an id reused on another route is charged there.
 import type { Clock } from '../clock.js';
 import type { Header } from '../decision.js';
 import { sourceBlock } from '../net/source-block.js';
 import { plainStoreError } from '../plain-errors.js';
 import type { Catalog, QuotaLimitPolicy, RouteLimitPolicy, RoutePolicy } from '../policy/catalog.js';
+import type { ChargedIds } from '../quota/charged-ids.js';
 import { periodText } from '../quota/describe.js';
 import { quotaHeaders, retryAfterSeconds } from '../quota/headers.js';
 import type { OverLimitCache } from '../quota/over-limit.js';
+import { idempotencyScope } from '../quota/refund.js';
 import type {
   CalendarWindow,
   ChargeResult,
@@ -26,13 +35,17 @@ const NONE: QuotaOutcome = Object.freeze({ headers: [], note: '' });
 export interface QuotaEvents {
   charged(partner: string, specs: readonly LimitSpec[], result: ChargeResult): void;
   storeFailed(behaviour: 'fail_closed' | 'fail_open', error: unknown): void;
+  /** A refund of a Check we refused after charging it failed (the charge stays). */
+  refundFailed?(error: unknown): void;
 }
 
 export interface QuotaDeps {
   /** The shared store (Redis, behind its circuit breaker), or the in-memory one without Redis. */
-  readonly store: Pick<QuotaStore, 'charge'>;
+  readonly store: Pick<QuotaStore, 'charge' | 'refund'>;
   /** fail_open: the same limits in this process, divided by the replica count. null = none. */
-  readonly fallback: Pick<QuotaStore, 'charge'> | null;
+  readonly fallback: Pick<QuotaStore, 'charge' | 'refund'> | null;
+  /** Request ids this replica allowed (for free retries); absent = always ask the store. */
+  readonly charged?: ChargedIds;
   readonly windowAt: (
     unit: NonNullable<QuotaLimitPolicy['window']>,
     zone: string,
@@ -83,6 +96,22 @@ export function createQuotaStage(deps: QuotaDeps) {
     const only = owners.size === 1 ? [...owners][0] : undefined;
     const owner = only || partner?.id || `r:${route.name}`;
     const label = partner?.id ?? '';
+    const scope = idempotencyScope(
+      route.name,
+      specs.map((s) => s.id),
+    );
+    // Anonymous callers get no idempotency: anyone can send any x-request-id, and a replayed id
+    // would pass a per-source or per-route limit uncharged. (Their Envoy retries are charged again.)
+    const requestId = partner ? request.requestId : '';
+
+    // A retry of a request this replica allowed: free, whatever the cache or the circuit says.
+    const known = requestId ? deps.charged?.get(owner, scope, requestId, now) : undefined;
+    if (known) {
+      return pass({
+        headers: quotaHeaders(specs, known.limits, route.quota.headers),
+        note: 'retry of an allowed request id: not charged again',
+      });
+    }
 
     // Only the partner's own counters are cached locally: a route's shared or per-address counter
     // says nothing about this caller alone.
@@ -105,10 +134,7 @@ export function createQuotaStage(deps: QuotaDeps) {
     let result: ChargeResult;
     let note = '';
     let fromFallback = false;
-    // Anonymous callers get no idempotency: anyone can send any x-request-id, and a replayed id
-    // would pass a per-source or per-route limit uncharged. (Their Envoy retries are charged again.)
-    const requestId = partner ? request.requestId : '';
-    const charge = { partner: owner, requestId, limits: specs, nowMs: now };
+    const charge = { partner: owner, requestId, scope, limits: specs, nowMs: now };
     try {
       result = await deps.store.charge(charge);
     } catch (error: unknown) {
@@ -152,7 +178,16 @@ export function createQuotaStage(deps: QuotaDeps) {
       }
       return refuse(refusal(route, policies, specs, result.limits, note));
     }
-    return pass({ headers: quotaHeaders(specs, result.limits, route.quota.headers), note });
+    const store = fromFallback && deps.fallback ? deps.fallback : deps.store;
+    const charged = result;
+    const settle = (verdict: 'keep' | 'refund') => {
+      if (verdict === 'keep') {
+        if (requestId) deps.charged?.remember(owner, scope, requestId, { atMs: now, limits: charged.limits });
+      } else if (!charged.duplicate) {
+        store.refund(charge, charged).catch((error: unknown) => deps.events.refundFailed?.(error));
+      }
+    };
+    return pass({ headers: quotaHeaders(specs, result.limits, route.quota.headers), note, settle });
   };
 }
 

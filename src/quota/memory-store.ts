@@ -9,7 +9,9 @@
 //   `maxEntries` above the number of live (partner, limit) pairs.
 // - Time is the requests' `nowMs` (the largest seen), not a timer: expiry is deterministic.
 // - Idempotency: a charged request id is remembered for `idempotencyMs` (default 10 min), at most
-//   `maxRequestIds` of them (LRU). A refused request is not remembered: its retry is evaluated again.
+//   `maxRequestIds` of them (LRU), within its scope (ChargeRequest.scope: route and limits). A
+//   refused request is not remembered: its retry is evaluated again.
+// - refund() gives an allowed charge back (refund.ts), once, as RedisQuotaStore does.
 // - `divisor` (fail-open use, N replicas each counting alone): every limit and burst is divided by N,
 //   rounded down, at least 1. The LimitStates then report the divided limit (what was enforced).
 import { LRUCache } from 'lru-cache';
@@ -23,6 +25,7 @@ import {
   peekAll,
   validateCharge,
 } from './algorithms.js';
+import { refundCosts, refundState } from './refund.js';
 import type { ChargeRequest, ChargeResult, LimitSpec, LimitState, QuotaStore } from './types.js';
 
 export interface MemoryQuotaStoreOptions {
@@ -79,7 +82,7 @@ export class MemoryQuotaStore implements QuotaStore {
     this.tick(nowMs);
     const keys = limits.map((spec) => stateKey(partner, spec));
     const states = keys.map((key) => this.states.get(key));
-    const ridKey = request.requestId === '' ? '' : `${partner}\u0000${normalizeRequestId(request.requestId)}`;
+    const ridKey = requestIdKey(request);
     if (ridKey !== '' && isDuplicate(this.requestIds.get(ridKey), nowMs, this.idempotencyMs)) {
       return { allowed: true, duplicate: true, limits: duplicateViews(limits, states, nowMs) };
     }
@@ -92,6 +95,29 @@ export class MemoryQuotaStore implements QuotaStore {
       if (ridKey !== '') this.requestIds.set(ridKey, nowMs);
     }
     return { allowed: result.allowed, duplicate: false, limits: result.limits };
+  }
+
+  async refund(request: ChargeRequest, result: ChargeResult): Promise<void> {
+    this.refundNow(request, result);
+  }
+
+  /** refund(), synchronously. */
+  refundNow(request: ChargeRequest, result: ChargeResult): void {
+    const costs = refundCosts(request, result);
+    if (!costs.some((cost) => cost > 0)) return;
+    const ridKey = requestIdKey(request);
+    if (ridKey !== '') {
+      if (this.requestIds.get(ridKey) !== request.nowMs) return;
+      this.requestIds.delete(ridKey);
+    }
+    request.limits.forEach((original, i) => {
+      const spec = this.divide(original);
+      const key = stateKey(request.partner, spec);
+      const state = this.states.get(key);
+      const next = refundState(spec, state, request.nowMs, costs[i] as number);
+      // Keeps the entry's TTL: a refund never makes a state live longer.
+      if (next && next !== state) this.states.set(key, next, { noUpdateTTL: true });
+    });
   }
 
   /** peek(), synchronously. */
@@ -132,6 +158,12 @@ export class MemoryQuotaStore implements QuotaStore {
       burst: Math.max(1, Math.floor(spec.burst / this.divisor)),
     };
   }
+}
+
+function requestIdKey(request: ChargeRequest): string {
+  if (request.requestId === '') return '';
+  const scope = request.scope ?? '';
+  return `${request.partner}\u0000${scope}\u0000${normalizeRequestId(request.requestId)}`;
 }
 
 function stateKey(partner: string, spec: LimitSpec): string {

@@ -4,7 +4,10 @@
 // Keys, all hash-tagged by partner so that one request's keys share one Redis Cluster slot:
 //   {q:<partner>}:<limit id>               gcra "<tatMs>:<tatRem>", sliding_window "<index>:<prev>:<cur>"
 //   {q:<partner>}:<limit id>:<window id>   fixed_window "<count>" (one key per calendar window)
-//   {q:<partner>}:rid:<request id>         nowMs of the charge (request ids over 128 chars: `sha256:<hex>`)
+//   {q:<partner>}:rid:<scope>:<request id> nowMs of the charge; the scope is the route and the set of
+//                                          limits charged (`orders|daily,per-minute`), so an id reused on
+//                                          another route is charged there; scope and id over 128
+//                                          chars together: `sha256:<hex>` of both
 // TTLs (every write is SET … PX, so every key expires): a limit key lives as long as its state matters
 // (gcra: until the bucket is full again; sliding_window: until the end of the next sub-window;
 // fixed_window: until the window ends), a request id `idempotencyMs` (default 10 min), each plus
@@ -17,10 +20,19 @@
 //
 // The script is sent by EVALSHA (its SHA-1 computed here); on NOSCRIPT (a restarted or flushed Redis,
 // a new cluster node) it is sent once by EVAL, which also caches it in that server.
+//
+// Timeouts: a charge with no reply `timeoutMs` (default 100) after it was WRITTEN fails with
+// StoreTimeout (reply-timer.ts: our own event-loop lag is never counted). Redis may still apply it
+// later, and the Check was answered without it: so a refund guarded by the request id is sent at
+// once behind it on the same connection (Redis runs them in order; the guard makes it a no-op if
+// the charge never happened). Without a request id, the refund waits for the late reply.
 import { createHash } from 'node:crypto';
 import { Cluster, type ClusterOptions, Redis, type RedisOptions } from 'ioredis';
 import { DEFAULT_IDEMPOTENCY_MS, normalizeRequestId, validateCharge } from './algorithms.js';
 import { CHARGE_LUA } from './charge-script.js';
+import { refundCosts } from './refund.js';
+import { REFUND_LUA } from './refund-script.js';
+import { ReplyTimer, StoreTimeout } from './reply-timer.js';
 import type { ChargeRequest, ChargeResult, LimitSpec, LimitState, QuotaStore } from './types.js';
 
 export type RedisClient = Redis | Cluster;
@@ -43,9 +55,9 @@ export function limitKey(partner: string, spec: LimitSpec): string {
   return spec.algorithm === 'fixed_window' ? `${base}:${spec.window?.id ?? ''}` : base;
 }
 
-/** The key remembering a charged request id. */
-export function requestIdKey(partner: string, requestId: string): string {
-  return `${partnerTag(partner)}:rid:${normalizeRequestId(requestId)}`;
+/** The key remembering a request id charged within `scope` (see ChargeRequest.scope). */
+export function requestIdKey(partner: string, requestId: string, scope = ''): string {
+  return `${partnerTag(partner)}:rid:${normalizeRequestId(scope === '' ? requestId : `${scope}:${requestId}`)}`;
 }
 
 export interface RedisQuotaStoreOptions {
@@ -53,13 +65,25 @@ export interface RedisQuotaStoreOptions {
   readonly idempotencyMs?: number;
   /** Added to every key's PX. Default 5 000. */
   readonly keySlackMs?: number;
+  /**
+   * A charge with no reply this long after it was written fails (StoreTimeout), so that the route's
+   * on_store_error answers within Envoy's deadline. Default 100 ms. See reply-timer.ts.
+   */
+  readonly timeoutMs?: number;
+  /** A late reply's charge was refunded (or the refund failed): for metrics and logs. */
+  readonly onLateCharge?: (refunded: boolean, error?: unknown) => void;
 }
+
+/** The default of RedisQuotaStoreOptions.timeoutMs. */
+export const DEFAULT_STORE_TIMEOUT_MS = 100;
 
 const ALGORITHM_CODE = { gcra: 'g', sliding_window: 's', fixed_window: 'f' } as const;
 
 export class RedisQuotaStore implements QuotaStore {
   private readonly idempotencyMs: number;
   private readonly keySlackMs: number;
+  private readonly timer: ReplyTimer;
+  private readonly onLateCharge: (refunded: boolean, error?: unknown) => void;
 
   /** `client`: a connected ioredis Redis (standalone or Sentinel) or Cluster, e.g. createRedisClient(). */
   constructor(
@@ -68,6 +92,13 @@ export class RedisQuotaStore implements QuotaStore {
   ) {
     this.idempotencyMs = options.idempotencyMs ?? DEFAULT_IDEMPOTENCY_MS;
     this.keySlackMs = options.keySlackMs ?? DEFAULT_KEY_SLACK_MS;
+    this.timer = new ReplyTimer(options.timeoutMs ?? DEFAULT_STORE_TIMEOUT_MS);
+    this.onLateCharge = options.onLateCharge ?? (() => {});
+    // Load the script on every (re)connection: a fresh or restarted Redis has none, and a burst of
+    // charges would each pay a NOSCRIPT round trip and send the script again.
+    const load = () => this.loadScript().catch(() => {});
+    client.on('ready', load);
+    if (client.status === 'ready') void load();
     if (!Number.isSafeInteger(this.idempotencyMs) || this.idempotencyMs < 1) {
       throw new RangeError('idempotencyMs must be an integer ≥ 1');
     }
@@ -80,20 +111,76 @@ export class RedisQuotaStore implements QuotaStore {
     const { partner, requestId, limits, nowMs } = request;
     validateCharge(partner, limits, nowMs);
     const ridTtl = requestId === '' ? 0 : this.idempotencyMs;
-    const reply = await this.run('c', partner, requestId, limits, nowMs, ridTtl);
+    const sent = this.run('c', partner, requestId, request.scope ?? '', limits, nowMs, ridTtl);
+    let reply: number[];
+    try {
+      reply = await this.timer.watch(sent, (late) => {
+        // Without a request id the refund cannot be guarded: send it only once we know it charged.
+        if (requestId !== '' || late[0] !== 1 || late[1] === 1) return;
+        this.settleLate(
+          this.refund(request, { allowed: true, duplicate: false, limits: states(limits, late) }),
+        );
+      });
+    } catch (error: unknown) {
+      // Timed out (ours or ioredis' backstop): Redis may still apply the charge. A refund guarded by
+      // the request id, sent now on the same connection, runs after it and undoes it if it happened.
+      if (requestId !== '' && isTimeout(error)) this.settleLate(this.refund(request, BLIND));
+      throw error;
+    }
     return { allowed: reply[0] === 1, duplicate: reply[1] === 1, limits: states(limits, reply) };
+  }
+
+  private settleLate(refund: Promise<void>): void {
+    refund.then(
+      () => this.onLateCharge(true),
+      (error: unknown) => this.onLateCharge(false, error),
+    );
+  }
+
+  /** SCRIPT LOAD of the charge script (on every node of a cluster). */
+  async loadScript(): Promise<void> {
+    if (this.client instanceof Cluster) {
+      await Promise.all(this.client.nodes('master').map((node) => node.script('LOAD', CHARGE_LUA)));
+    } else {
+      await this.client.script('LOAD', CHARGE_LUA);
+    }
+  }
+
+  connected(): boolean {
+    return this.client.status === 'ready';
+  }
+
+  async refund(request: ChargeRequest, result: ChargeResult): Promise<void> {
+    const costs =
+      result === BLIND
+        ? request.limits.map((spec) => (spec.shadow ? 0 : spec.cost))
+        : refundCosts(request, result);
+    if (!costs.some((cost) => cost > 0)) return;
+    const { partner, requestId, limits, nowMs } = request;
+    const keys = [
+      requestIdKey(partner, requestId, request.scope ?? ''),
+      ...limits.map((spec) => limitKey(partner, spec)),
+    ];
+    const args: (string | number)[] = [nowMs, requestId === '' ? 0 : 1, limits.length];
+    limits.forEach((spec, i) => {
+      args.push(ALGORITHM_CODE[spec.algorithm], spec.limit, spec.periodMs, costs[i] as number);
+    });
+    // EVAL, not EVALSHA: refunds are rare, and one that must follow a timed-out charge cannot
+    // afford a NOSCRIPT round trip (its EVALSHA could itself time out before the fallback is sent).
+    await this.client.eval(REFUND_LUA, keys.length, ...keys, ...args);
   }
 
   async peek(partner: string, limits: readonly LimitSpec[], nowMs: number): Promise<readonly LimitState[]> {
     const specs = limits.map((spec) => ({ ...spec, cost: 1 }));
     validateCharge(partner, specs, nowMs);
-    return states(specs, await this.run('p', partner, '', specs, nowMs, 0));
+    return states(specs, await this.run('p', partner, '', '', specs, nowMs, 0));
   }
 
   private async run(
     mode: 'c' | 'p',
     partner: string,
     requestId: string,
+    scope: string,
     limits: readonly LimitSpec[],
     nowMs: number,
     ridTtl: number,
@@ -111,7 +198,7 @@ export class RedisQuotaStore implements QuotaStore {
         );
       }
     }
-    const keys = [requestIdKey(partner, requestId), ...limits.map((spec) => limitKey(partner, spec))];
+    const keys = [requestIdKey(partner, requestId, scope), ...limits.map((spec) => limitKey(partner, spec))];
     const args: (string | number)[] = [mode, nowMs, ridTtl, this.keySlackMs, limits.length];
     for (const spec of limits) {
       args.push(
@@ -133,6 +220,17 @@ export class RedisQuotaStore implements QuotaStore {
     }
     return decode(reply, limits.length);
   }
+}
+
+/**
+ * The result of a charge whose reply never came: refund every enforced limit (the request id guard
+ * makes it a no-op if the charge was not applied). Shadow limits are left alone: whether their cost
+ * fitted is unknown, and they never refuse.
+ */
+const BLIND: ChargeResult = Object.freeze({ allowed: true, duplicate: false, limits: [] });
+
+function isTimeout(error: unknown): boolean {
+  return error instanceof StoreTimeout || (error instanceof Error && error.message === 'Command timed out');
 }
 
 function decode(reply: unknown, n: number): number[] {
@@ -277,9 +375,10 @@ export interface RedisClientOptions {
   /** Give up a connection attempt after this long (ioredis default: 10 s). Default 2 000 ms. */
   readonly connectTimeoutMs?: number;
   /**
-   * Reject a command with no reply after this long (ioredis default: never). Default 100 ms: a charge
-   * must fit in Envoy's Check deadline (200 ms by default) with room left for the route's on_error or
-   * fallback. A timed-out charge may still have been applied by Redis (it then counts once).
+   * ioredis' own limit for a command with no reply (ioredis default: never). Default 1 000 ms: only
+   * a backstop for a connection that silently stopped answering. The quota store judges charges
+   * itself, on a shorter timeout measured from the write (RedisQuotaStoreOptions.timeoutMs): ioredis'
+   * timer would also count the time our own busy event loop leaves a reply unread.
    */
   readonly commandTimeoutMs?: number;
   /** CLIENT SETNAME, to find our connections in CLIENT LIST. Default `portcullis-quota`. */
@@ -294,7 +393,7 @@ export interface RedisClientOptions {
  * An ioredis client for a quota (or any hot-path) Redis, from a URL (see parseRedisUrl):
  * a `Redis` for redis://, rediss:// and redis+sentinel://, a `Cluster` for redis+cluster://.
  * Options, chosen for a sidecar that must answer within Envoy's deadline and fail over to a fallback:
- * - connectTimeout (connectTimeoutMs, 2 s) and commandTimeout (commandTimeoutMs, 100 ms): see above;
+ * - connectTimeout (connectTimeoutMs, 2 s) and commandTimeout (commandTimeoutMs, 1 s backstop): see above;
  * - enableOfflineQueue: false — while disconnected, commands fail at once instead of queueing until
  *   long after the Check's deadline; the stage then applies the route's on_error/fallback;
  * - enableAutoPipelining: one write per event-loop tick instead of one per charge (measured: +14%);
@@ -311,7 +410,7 @@ export function createRedisClient(url: string, options: RedisClientOptions = {})
   const backoff = (times: number) => Math.min(50 * 2 ** Math.min(times, 2), 200);
   const common: RedisOptions = {
     connectTimeout: options.connectTimeoutMs ?? 2000,
-    commandTimeout: options.commandTimeoutMs ?? 100,
+    commandTimeout: options.commandTimeoutMs ?? 1000,
     connectionName: options.connectionName ?? 'portcullis-quota',
     maxRetriesPerRequest: 0,
     autoResendUnfulfilledCommands: false,

@@ -49,6 +49,12 @@ export interface ChargeRequest {
   readonly partner: string;
   /** x-request-id: a retried Check with the same id is charged once. '' = no idempotency. */
   readonly requestId: string;
+  /**
+   * What a request id is idempotent within: a retry counts as a duplicate only in the same scope.
+   * The quota stage passes the route and the set of limits charged (`idempotencyScope`), so one id
+   * reused on another route charges that route's limits. '' (or absent) = the partner as a whole.
+   */
+  readonly scope?: string;
   readonly limits: readonly LimitSpec[];
   readonly nowMs: number;
 }
@@ -82,6 +88,15 @@ export interface ChargeResult {
 
 export interface QuotaStore {
   charge(request: ChargeRequest): Promise<ChargeResult>;
+  /**
+   * Gives back what `charge(request)` charged when it answered `result` (allowed, not a duplicate):
+   * the Check was then answered otherwise, for a reason that is not the partner's. Keyed by the
+   * request id: the request id is forgotten too, and a refund of a charge whose id is no longer the
+   * one stored (expired, or already refunded) does nothing. Without a request id, call it once.
+   */
+  refund(request: ChargeRequest, result: ChargeResult): Promise<void>;
+  /** Whether its connection is up now (a remote store); absent = always. The breaker's ramp waits for it. */
+  connected?(): boolean;
   /** The limits' current state without charging (for status endpoints); cost is ignored. */
   peek(partner: string, limits: readonly LimitSpec[], nowMs: number): Promise<readonly LimitState[]>;
 }

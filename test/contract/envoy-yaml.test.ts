@@ -128,6 +128,17 @@ describe('envoy/envoy.yaml wires portcullis correctly', () => {
     assert.equal(at(hcm, 'generate_request_id'), true);
   });
 
+  it('generates the x-request-id of partner traffic: only loopback is internal (quota idempotency, issue 12.10)', () => {
+    assert.equal(at(hcm, 'preserve_external_request_id'), false);
+    assert.equal(at(hcm, 'use_remote_address'), true);
+    // Unset, every RFC 1918 / 4193 address would be internal, and keep its client-sent request id.
+    assert.deepEqual(at(hcm, 'internal_address_config.cidr_ranges'), [
+      { address_prefix: '127.0.0.1', prefix_len: 32 },
+      { address_prefix: '::1', prefix_len: 128 },
+    ]);
+    assert.notEqual(at(hcm, 'internal_address_config.unix_sockets'), true);
+  });
+
   it('talks HTTP/2 to portcullis on 127.0.0.1:9001 with gRPC health checks', () => {
     const portcullis = byName(clusters, 'portcullis');
     const http = at(

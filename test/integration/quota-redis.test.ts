@@ -4,6 +4,7 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import type { Redis } from 'ioredis';
+import { StoreBreaker } from '../../src/quota/breaker.js';
 import { windowAt } from '../../src/quota/calendar.js';
 import { MemoryQuotaStore } from '../../src/quota/memory-store.js';
 import {
@@ -15,6 +16,7 @@ import {
   requestIdKey,
   waitForReady,
 } from '../../src/quota/redis-store.js';
+import { StoreTimeout } from '../../src/quota/reply-timer.js';
 import type { ChargeRequest, ChargeResult, LimitSpec } from '../../src/quota/types.js';
 import { startRedis } from '../support/redis.js';
 import { startRedisCluster } from '../support/redis-cluster.js';
@@ -62,7 +64,7 @@ interface LimitPlan {
 describe('differential: MemoryQuotaStore and RedisQuotaStore give identical results', () => {
   const zones = ['UTC', 'Europe/Berlin', 'Asia/Kathmandu'];
   for (const seed of [1, 2, 3]) {
-    test(`seed ${seed}: 1500 random charges and peeks`, async (t) => {
+    test(`seed ${seed}: 1500 random charges, peeks and refunds`, async (t) => {
       const server = await startRedis(t);
       const idempotencyMs = 20_000; // short, so that repeated ids also outlive it
       const redis = new RedisQuotaStore(server.client(), { idempotencyMs });
@@ -112,6 +114,7 @@ describe('differential: MemoryQuotaStore and RedisQuotaStore give identical resu
       let allowed = 0;
       let duplicates = 0;
       let refused = 0;
+      let refunds = 0;
       for (let step = 0; step < 1500; step++) {
         const r = random();
         now += r < 0.5 ? int(0, 5) : r < 0.8 ? int(5, 400) : r < 0.95 ? int(400, 5000) : int(5000, 90_000);
@@ -175,22 +178,43 @@ describe('differential: MemoryQuotaStore and RedisQuotaStore give identical resu
             limits[i] = { ...l, window, periodMs: window.endMs - window.startMs };
           });
         }
-        const request: ChargeRequest = { partner: partner.id, requestId, limits, nowMs: now };
+        // Idempotency scopes (route + limits): mostly one, sometimes another route.
+        const scope = random() < 0.2 ? 'uploads|x' : 'orders|x';
+        const request: ChargeRequest = { partner: partner.id, requestId, scope, limits, nowMs: now };
         const expected: ChargeResult = memory.chargeNow(request);
-        if (requestId !== '' && expected.allowed && !expected.duplicate) {
+        if (requestId !== '' && scope === 'orders|x' && expected.allowed && !expected.duplicate) {
           chargedAt.delete(requestId);
           chargedAt.set(requestId, now);
         }
         const got = await redis.charge(request);
         assert.deepEqual(got, expected, `charge: ${what}`);
         compared++;
+        if (got.allowed && random() < 0.15) {
+          // The Check was refused after the charge (scan unavailable…): both give it back.
+          memory.refundNow(request, expected);
+          await redis.refund(request, got);
+          if (got.allowed && !got.duplicate) {
+            refunds++;
+            if (scope === 'orders|x') chargedAt.delete(requestId);
+          }
+          const [a, b] = await Promise.all([
+            memory.peek(partner.id, limits, now),
+            redis.peek(partner.id, limits, now),
+          ]);
+          assert.deepEqual(b, a, `peek after a refund: ${what}`);
+        }
         if (got.duplicate) duplicates++;
         else if (got.allowed) allowed++;
         else refused++;
       }
       // the sequence exercised every path
-      assert.ok(allowed > 100 && refused > 100 && duplicates >= 10, `${allowed}/${refused}/${duplicates}`);
-      t.diagnostic(`${compared} compared: ${allowed} allowed, ${refused} refused, ${duplicates} duplicates`);
+      assert.ok(
+        allowed > 100 && refused > 100 && duplicates >= 10 && refunds >= 20,
+        `${allowed}/${refused}/${duplicates}/${refunds}`,
+      );
+      t.diagnostic(
+        `${compared} compared: ${allowed} allowed, ${refused} refused, ${duplicates} duplicates, ${refunds} refunds`,
+      );
     });
   }
 });
@@ -500,5 +524,87 @@ describe('Redis Cluster (3 masters)', () => {
     );
     const acmeKeys = await Promise.all(cluster.nodes.map((node) => node.client().keys('{q:acme}*')));
     assert.deepEqual(acmeKeys.flat(), [], 'nothing charged');
+  });
+});
+
+describe('timeouts judge Redis, not our event loop', () => {
+  const unit: LimitSpec = {
+    id: 'daily',
+    algorithm: 'fixed_window',
+    limit: 1000,
+    periodMs: 86_400_000,
+    burst: 1000,
+    window: windowAt('day', 'UTC', T0),
+    cost: 1,
+    shadow: false,
+  };
+  /** Spins the CPU for `ms`: our process is late, Redis is not. */
+  const busy = (ms: number) => {
+    const until = performance.now() + ms;
+    while (performance.now() < until) {
+      // nothing: a blocked event loop
+    }
+  };
+
+  test('charges whose replies arrive while our event loop is blocked for 400 ms are not timeouts (100 ms timeout, default client)', async (t) => {
+    const server = await startRedis(t);
+    const client = createRedisClient(server.url);
+    client.on('error', () => {});
+    t.after(() => client.disconnect());
+    await waitForReady(client);
+    const store = new RedisQuotaStore(client, { timeoutMs: 100 });
+    const breaker = new StoreBreaker(store);
+    await breaker.charge({ partner: 'lag', requestId: '', limits: [unit], nowMs: T0 }); // script loaded
+    for (let round = 0; round < 3; round++) {
+      const pending = Array.from({ length: 50 }, (_, i) =>
+        breaker.charge({ partner: 'lag', requestId: `r${round}-${i}`, limits: [unit], nowMs: T0 }),
+      );
+      // The charges are written from a setImmediate; block right after, as a burst of Checks would.
+      await new Promise<void>((resolve) =>
+        setImmediate(() => {
+          busy(400);
+          resolve();
+        }),
+      );
+      const results = await Promise.allSettled(pending);
+      const failed = results.filter((r) => r.status === 'rejected').map((r) => String(r.reason));
+      assert.deepEqual(failed, [], `round ${round}: no charge failed`);
+      assert.equal(breaker.state(), 'closed');
+    }
+    assert.equal(await server.client().get(`{q:lag}:daily:${unit.window?.id}`), String(1 + 150));
+  });
+
+  test('a Redis that really is slow (DEBUG SLEEP) times out after the store timeout and opens the circuit', async (t) => {
+    const server = await startRedis(t, { args: ['--enable-debug-command', 'yes'] });
+    const client = createRedisClient(server.url);
+    client.on('error', () => {});
+    t.after(() => client.disconnect());
+    await waitForReady(client);
+    const store = new RedisQuotaStore(client, { timeoutMs: 100 });
+    const breaker = new StoreBreaker(store);
+    await breaker.charge({ partner: 'slow', requestId: '', limits: [unit], nowMs: T0 });
+    const sleeper = server.client();
+    await sleeper.ping();
+    const asleep = sleeper.call('DEBUG', 'SLEEP', '1');
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    const results = await Promise.allSettled(
+      Array.from({ length: 10 }, (_, i) =>
+        breaker.charge({ partner: 'slow', requestId: `s-${i}`, limits: [unit], nowMs: T0 }),
+      ),
+    );
+    assert.ok(
+      results.every((r) => r.status === 'rejected' && r.reason instanceof StoreTimeout),
+      results.map((r) => (r.status === 'rejected' ? String(r.reason) : 'allowed')).join(', '),
+    );
+    assert.equal(breaker.state(), 'open');
+    await asleep;
+    // Each timed-out charge was applied once Redis woke up, then refunded (guarded by its request id).
+    let used = '';
+    for (const deadline = Date.now() + 3000; Date.now() < deadline; ) {
+      used = (await server.client().get(`{q:slow}:daily:${unit.window?.id}`)) ?? '';
+      if (used === '1') break;
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+    assert.equal(used, '1', 'only the first charge stays');
   });
 });

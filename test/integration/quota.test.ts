@@ -15,6 +15,7 @@ import { describe, type TestContext, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { promisify } from 'node:util';
 import type { Clock } from '../../src/clock.js';
+import { systemClock } from '../../src/clock.js';
 import { DENY_CODES, type DenyCode } from '../../src/errors.js';
 import type { BreakerOptions } from '../../src/quota/breaker.js';
 import {
@@ -26,6 +27,7 @@ import {
 import { startTestApp, type TestApp } from '../support/app.js';
 import { envoyRequest } from '../support/envoy-request.js';
 import { OfficialCheckClient, type OfficialCheckResponse } from '../support/official-client.js';
+import { freePort } from '../support/processes.js';
 import { type RedisServer, startRedis } from '../support/redis.js';
 
 const run = promisify(execFile);
@@ -131,6 +133,7 @@ function catalogText(partners: readonly object[]): string {
           ],
         },
       },
+      { name: 'scanned', match: { path: { prefix: '/v1/scanned' } }, content: { scan: {} } },
     ],
   });
 }
@@ -225,6 +228,10 @@ interface StartOptions {
   readonly redis?: RedisServer;
   readonly redisOptions?: RedisClientOptions;
   readonly breaker?: BreakerOptions;
+  /** RedisQuotaStoreOptions.timeoutMs. */
+  readonly storeTimeoutMs?: number;
+  /** clamd's address (here: a closed port, so that every scan fails). */
+  readonly clamd?: string;
 }
 
 async function startPortcullis(t: TestContext, o: StartOptions): Promise<Harness> {
@@ -234,13 +241,17 @@ async function startPortcullis(t: TestContext, o: StartOptions): Promise<Harness
     redis.on('error', () => {}); // as `serve` does: it reconnects by itself, failures surface per call
     t.after(() => redis.disconnect());
     await waitForReady(redis);
-    quotaStore = new RedisQuotaStore(redis, { idempotencyMs: 600_000 });
+    quotaStore = new RedisQuotaStore(redis, {
+      idempotencyMs: 600_000,
+      ...(o.storeTimeoutMs ? { timeoutMs: o.storeTimeoutMs } : {}),
+    });
   }
   const server = await startTestApp(t, {
     catalogText: catalogText(o.partners),
     clock: o.clock,
     ...(quotaStore ? { quotaStore } : {}),
     ...(o.breaker ? { breaker: o.breaker } : {}),
+    ...(o.clamd ? { clamd: { address: o.clamd, maxBytes: 1 << 20 } } : {}),
   });
   const client = new OfficialCheckClient(server.address);
   t.after(() => client.close());
@@ -313,7 +324,7 @@ describe('exactness', () => {
     // Exactness is the script's, not the timeouts': give 1000 Checks in one process room to finish.
     const generous = {
       redisOptions: { commandTimeoutMs: 10_000, connectTimeoutMs: 10_000 },
-      breaker: { timeoutMs: 10_000, resetMs: 500, volumeThreshold: 5 },
+      storeTimeoutMs: 10_000,
     };
     const a = await startPortcullis(t, { partners, clock, redis, ...generous });
     const b = await startPortcullis(t, { partners, clock, redis, ...generous });
@@ -404,7 +415,8 @@ describe('idempotency', () => {
     assert.equal(left(first), '9');
     assert.equal(left(again), '9', 'the retry sees the same remaining');
     assert.equal(await plain.get(dayKey('retry', 'daily')), '1', 'charged once');
-    assert.equal(await plain.get('{q:retry}:rid:envoy-retry-1'), String(T0));
+    // Scoped by route and the set of limits charged.
+    assert.equal(await plain.get('{q:retry}:rid:orders|daily:envoy-retry-1'), String(T0));
     const next = await h.check({ partner: 'retry', requestId: 'envoy-retry-2' });
     assert.equal(left(next), '8', 'another request id is charged');
     assert.equal(await plain.get(dayKey('retry', 'daily')), '2');
@@ -785,7 +797,9 @@ describe('Redis failures', () => {
     const results = await Promise.all(sent);
     assert.equal(results.length, 2000);
     assert.deepEqual(
-      results.filter((r) => r.error !== undefined).map((r) => String(r.error)),
+      results
+        .filter((r) => r.error !== undefined)
+        .map((r) => `${r.phase} ${r.partner} ${String(r.error).slice(0, 40)}`),
       [],
       'no gRPC errors',
     );
@@ -854,6 +868,10 @@ describe('Redis failures', () => {
     t.diagnostic(`recovery after redis-server answered PING: ${delayMs.toFixed(0)} ms (${polls} polls)`);
     assert.ok(Number.isFinite(delayMs), 'Checks are charged in Redis again (within the 5 s poll)');
     assert.equal(await plain.get(dayKey('closedp', 'daily')), '1', 'the allowed Check was charged in Redis');
+    // The circuit recovers by a ramp (10 %, 50 %, all): wait until it is closed again.
+    for (const deadline = Date.now() + 3000; Date.now() < deadline; await sleep(20)) {
+      if (sample(await h.metrics(), 'portcullis_quota_store_state', { state: 'closed' }) === 1) break;
+    }
     assertAllowed(await h.check({ partner: 'closedp' }));
     assert.equal(await plain.get(dayKey('closedp', 'daily')), '2');
     assert.equal(sample(await h.metrics(), 'portcullis_quota_store_state', { state: 'closed' }), 1);
@@ -1231,5 +1249,164 @@ describe('anonymous callers', () => {
     assertAllowed(known);
     assert.match(known.headers.ratelimit ?? '', /^"daily";r=4;/);
     assert.equal(await plain.get(dayKey('known', 'daily')), '1');
+  });
+});
+
+// ---------------------------------------------------------------------------------------------
+// A partner never pays for our refusal (issue 13 item 4, issue 15 item 5), retries of an allowed
+// request are free (13.5), and idempotency is scoped by route and limits (issue 12 finding 10).
+
+/** A redis-server that accepts DEBUG SLEEP: a real Redis that is really slow for a while. */
+const slowableRedis = (t: TestContext) => startRedis(t, { args: ['--enable-debug-command', 'yes'] });
+
+/** Blocks Redis itself for `seconds`, from now on; `done` settles when it answers again. */
+async function redisSleep(redis: RedisServer, seconds: number): Promise<{ done: Promise<unknown> }> {
+  const client = redis.client();
+  await client.ping();
+  const done = client.call('DEBUG', 'SLEEP', String(seconds));
+  await sleep(50); // the command is in Redis, which is asleep
+  return { done };
+}
+
+const dayCount = async (redis: RedisServer, id: string, limit = 'daily', at = T0) =>
+  Number((await redis.client().get(dayKey(id, limit, at))) ?? 0);
+
+describe('never charged and refused', () => {
+  test('a refused scan (scan_unavailable) leaves the quota unchanged in Redis', async (t) => {
+    const redis = await startRedis(t);
+    const closed = await freePort(); // clamd "at" a closed port: every scan fails (connection refused)
+    const h = await startPortcullis(t, {
+      partners: [partner('scanp', [{ name: 'daily', algorithm: 'fixed_window', limit: 10, window: 'day' }])],
+      clock: fakeClock(),
+      redis,
+      clamd: `127.0.0.1:${closed}`,
+    });
+    const body = Buffer.from('{"hello":"world"}');
+    for (let i = 0; i < 3; i++) {
+      const a = await h.check({
+        partner: 'scanp',
+        path: '/v1/scanned/1',
+        requestId: `scan-${i}`,
+        body,
+        headers: { 'content-type': 'application/json' },
+      });
+      assertDenied(a, 'scan_unavailable', `scan ${i}`);
+    }
+    // The refund is sent as the answer goes out: give it a moment to land.
+    let used = -1;
+    for (const deadline = Date.now() + 3000; Date.now() < deadline; await sleep(20)) {
+      used = await dayCount(redis, 'scanp');
+      if (used === 0) break;
+    }
+    assert.equal(used, 0, 'no unit of the daily limit is used by three refused scans');
+    assert.equal(
+      await redis.client().exists('{q:scanp}:rid:scanned|daily:scan-0'),
+      0,
+      'the request id is forgotten',
+    );
+    // An allowed Check on another route is charged as usual.
+    assertAllowed(await h.check({ partner: 'scanp', requestId: 'ok-1' }));
+    assert.equal(await dayCount(redis, 'scanp'), 1);
+  });
+
+  test('a charge that lands after the Check timed out (deadline_exceeded) is refunded', async (t) => {
+    const redis = await slowableRedis(t);
+    const h = await startPortcullis(t, {
+      partners: [partner('latep', [{ name: 'daily', algorithm: 'fixed_window', limit: 10, window: 'day' }])],
+      clock: systemClock, // the deadline is Envoy's, on the wall clock
+      redis,
+      storeTimeoutMs: 10_000, // the Check's own deadline answers first
+    });
+    assertAllowed(await h.check({ partner: 'latep', requestId: 'warm' }), 'warm-up');
+    const slow = await redisSleep(redis, 2.5);
+    // Our answer comes just inside the deadline; on a loaded machine it may reach the client just
+    // after it (a gRPC DEADLINE_EXCEEDED): either way the server decided deadline_exceeded.
+    const a = await h.check({ partner: 'latep', requestId: 'late-1' }, 1000).catch(() => undefined);
+    if (a) assertDenied(a, 'deadline_exceeded', 'Redis asleep past the deadline');
+    const decision = h.logs.decisions().find((l) => l.request_id === 'late-1');
+    assert.equal(decision?.code, 'deadline_exceeded');
+    await slow.done;
+    let used = -1;
+    for (const deadline = Date.now() + 3000; Date.now() < deadline; await sleep(20)) {
+      used = await dayCount(redis, 'latep', 'daily', Date.now());
+      if (used === 1) break;
+    }
+    assert.equal(used, 1, 'only the warm-up stays charged');
+  });
+
+  test('a charge whose reply comes after the store timeout (quota_unavailable) is refunded', async (t) => {
+    const redis = await slowableRedis(t);
+    const h = await startPortcullis(t, {
+      partners: [partner('slowp', [{ name: 'daily', algorithm: 'fixed_window', limit: 10, window: 'day' }])],
+      clock: fakeClock(),
+      redis,
+      storeTimeoutMs: 100,
+    });
+    assertAllowed(await h.check({ partner: 'slowp', requestId: 'warm' }), 'warm-up');
+    const slow = redisSleep(redis, 0.6);
+    await sleep(50); // DEBUG SLEEP is running
+    assertDenied(
+      await h.check({ partner: 'slowp', requestId: 'slow-1' }),
+      'quota_unavailable',
+      'Redis asleep',
+    );
+    await slow;
+    let used = -1;
+    for (const deadline = Date.now() + 3000; Date.now() < deadline; await sleep(20)) {
+      used = await dayCount(redis, 'slowp');
+      if (used === 1) break;
+    }
+    assert.equal(used, 1, 'the late charge was given back');
+  });
+
+  test('retries of an allowed request id are allowed while the circuit is open and the partner is over its limit', async (t) => {
+    const redis = await startRedis(t);
+    const h = await startPortcullis(t, {
+      partners: [
+        partner('onep', [{ name: 'tight', algorithm: 'gcra', limit: 1, period: '1h', burst: 1 }]),
+        partner('busy', [{ name: 'daily', algorithm: 'fixed_window', limit: 1_000_000, window: 'day' }]),
+      ],
+      clock: fakeClock(),
+      redis,
+    });
+    assertAllowed(await h.check({ partner: 'onep', requestId: 'paid' }), 'the first request');
+    assertDenied(await h.check({ partner: 'onep', requestId: 'new-1' }), 'quota_exceeded', 'over the limit');
+    assertDenied(await h.check({ partner: 'onep', requestId: 'new-2' }), 'quota_exceeded', 'cached as over');
+    for (let i = 0; i < 20; i++)
+      assertAllowed(await h.check({ partner: 'onep', requestId: 'paid' }), `retry ${i}`);
+    await redis.kill();
+    let open: number | undefined;
+    for (let i = 0; i < 200 && open !== 1; i++) {
+      await h.check({ partner: 'busy', requestId: `down-${i}` }); // another partner's charges fail
+      open = sample(await h.metrics(), 'portcullis_quota_store_state', { state: 'open' });
+    }
+    assert.equal(open, 1, 'the circuit is open');
+    for (let i = 0; i < 20; i++) {
+      assertAllowed(await h.check({ partner: 'onep', requestId: 'paid' }), `retry ${i} while open`);
+    }
+    assertDenied(
+      await h.check({ partner: 'onep', requestId: 'unknown' }),
+      'quota_exceeded',
+      'new ids are not',
+    );
+  });
+});
+
+describe('idempotency scope', () => {
+  test('one x-request-id reused on two routes charges both routes; a retry on the same route does not', async (t) => {
+    const redis = await startRedis(t);
+    const h = await startPortcullis(t, {
+      partners: [partner('reuse', [{ name: 'daily', algorithm: 'fixed_window', limit: 10, window: 'day' }])],
+      clock: fakeClock(),
+      redis,
+    });
+    assertAllowed(await h.check({ partner: 'reuse', requestId: 'same-id', path: '/v1/orders/1' }));
+    assertAllowed(await h.check({ partner: 'reuse', requestId: 'same-id', path: '/v1/uploads/1' }));
+    assert.equal(await dayCount(redis, 'reuse'), 2, 'charged once per route');
+    for (let i = 0; i < 9; i++) {
+      assertAllowed(await h.check({ partner: 'reuse', requestId: 'same-id', path: '/v1/orders/1' }));
+      assertAllowed(await h.check({ partner: 'reuse', requestId: 'same-id', path: '/v1/uploads/1' }));
+    }
+    assert.equal(await dayCount(redis, 'reuse'), 2, 'retries within each route are free');
   });
 });
