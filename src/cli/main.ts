@@ -16,7 +16,7 @@ import { catalogEntry, generateApiKey } from '../identity/apikeys.js';
 import { loadPepper } from '../identity/pepper.js';
 import { RedisRevocations } from '../identity/revocation.js';
 import { createLogger } from '../observability/audit.js';
-import { CatalogError, formatIssue, loadCatalogFile, parseCatalog } from '../policy/load.js';
+import { CatalogError, formatIssue, loadCatalogFile } from '../policy/load.js';
 import { watchCatalog } from '../policy/watch.js';
 import {
   createRedisClient,
@@ -323,23 +323,24 @@ async function serve(args: readonly string[]): Promise<number> {
 
   // Hot reload: the file (a mounted ConfigMap swaps it under a symlink) and SIGHUP. One at a time.
   let reloading = Promise.resolve();
-  const reloadFrom = (text: string | null, force: boolean) => {
+  const reloadFrom = (force: boolean) => {
     reloading = reloading.then(async () => {
       try {
-        const next =
-          text === null ? await loadCatalogFile(config.catalogFile) : parseCatalog(text, config.catalogFile);
+        // The catalog and the files it names, read afresh: the version covers them all.
+        const next = await loadCatalogFile(config.catalogFile);
         await app.reload(next, { force });
       } catch (err: unknown) {
         app.reloadFailed(err instanceof CatalogError ? err.issues.map(formatIssue).join('; ') : String(err));
       }
     });
   };
-  const watcher = watchCatalog(config.catalogFile, (text) => reloadFrom(text, false), {
+  const watcher = watchCatalog(config.catalogFile, () => reloadFrom(false), {
     onError: (err) => logger.warn({ err }, 'catalog watch'),
+    references: () => app.catalog().references.map((ref) => ref.file),
   });
   onHangup = () => {
     logger.info('SIGHUP: reloading the policy catalog');
-    reloadFrom(null, true);
+    reloadFrom(true);
   };
   const signal = await signalled;
   logger.info({ signal }, 'shutting down');

@@ -183,6 +183,16 @@ export class Metrics {
     this.reloads.inc({ result });
   }
 
+  private readonly reloadFailing = new Gauge({
+    name: 'portcullis_policy_reload_failing',
+    help: '1 while the last reload was refused (the last good catalog serves); 0 after a good reload or a revert to the served catalog.',
+    registers: [this.registry],
+  });
+
+  policyReloadFailing(failing: boolean): void {
+    this.reloadFailing.set(failing ? 1 : 0);
+  }
+
   policyLoaded(catalog: Catalog): void {
     // Error-path series exist from the start, at 0, for every route: alerts and panels see them.
     for (const route of catalog.routes) {

@@ -1,6 +1,5 @@
 // Catalog loading: YAML text → schema validation → cross-reference checks → compiled, frozen Catalog.
 // Every problem is reported with file, line, column and the path inside the document, all at once.
-import { createHash } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { dirname, resolve } from 'node:path';
 import { IANAZone } from 'luxon';
@@ -14,6 +13,7 @@ import {
   type ApiKeyEntry,
   applicationKey,
   type Catalog,
+  type CatalogReference,
   type Credential,
   type IssuerPolicy,
   type Partner,
@@ -24,6 +24,7 @@ import {
 } from './catalog.js';
 import { type ContentFields, compileContent, mergeContent } from './content.js';
 import { compilePathMatch, patternError } from './match.js';
+import { catalogVersion, FileCache, referencesOf } from './references.js';
 import { type CompiledRule, compileRule } from './rules.js';
 import {
   type AccessDocument,
@@ -62,11 +63,14 @@ export function parseCatalog(text: string, file: string): Catalog {
   const parsed = parseYaml(text, file, catalogSchema, unionMessage);
   if (!parsed.ok) throw new CatalogError(parsed.issues);
   const { locate } = parsed;
-  const problems = crossCheck(parsed.data, dirname(file)).map((p) => locate(p.path, p.message));
+  // One read per named file: the bytes compiled are the bytes in the version.
+  const files = new FileCache();
+  const problems = crossCheck(parsed.data, dirname(file), files).map((p) => locate(p.path, p.message));
   if (problems.length > 0) throw new CatalogError(problems);
 
-  const version = `sha256:${createHash('sha256').update(text).digest('hex').slice(0, 16)}`;
-  return deepFreeze(compile(parsed.data, version, file));
+  const references = referencesOf(parsed.data, dirname(file), files);
+  const version = catalogVersion(text, references);
+  return deepFreeze(compile(parsed.data, version, file, files, references));
 }
 
 function unionMessage(path: DocPath): string {
@@ -91,7 +95,7 @@ interface Problem {
 }
 
 /** Checks the schema cannot express: uniqueness, references, CIDRs, patterns. */
-function crossCheck(doc: CatalogDocument, dir: string): Problem[] {
+function crossCheck(doc: CatalogDocument, dir: string, files: FileCache): Problem[] {
   const problems: Problem[] = [];
   /** Records `value` as owned by `owner`; a second owner is a problem at `path`. */
   const claim = (owners: Map<string, string>, value: string, owner: string, path: DocPath, what: string) => {
@@ -203,7 +207,7 @@ function crossCheck(doc: CatalogDocument, dir: string): Problem[] {
     const { partners, ...base } = r.content;
     const tryCompile = (fields: ContentFields, path: DocPath) => {
       try {
-        compileContent(fields, dir);
+        compileContent(fields, dir, files);
       } catch (err: unknown) {
         problems.push({ path, message: err instanceof Error ? err.message : String(err) });
       }
@@ -289,7 +293,13 @@ function acceptedCredentials(r: RouteDocument): Set<Credential> {
   return new Set([...(any_of ?? (all_of.length > 0 ? [] : ALL_CREDENTIALS)), ...all_of]);
 }
 
-function compile(doc: CatalogDocument, version: string, file: string): Catalog {
+function compile(
+  doc: CatalogDocument,
+  version: string,
+  file: string,
+  files: FileCache,
+  references: readonly CatalogReference[],
+): Catalog {
   const partners = new Map<string, Partner>();
   const partnersByPrincipal = new Map<string, Partner>();
   const partnersByApplication = new Map<string, Partner>();
@@ -323,12 +333,13 @@ function compile(doc: CatalogDocument, version: string, file: string): Catalog {
       });
     }
   }
-  const routes = doc.routes.map((r) => compileRoute(r, dirname(file)));
+  const routes = doc.routes.map((r) => compileRoute(r, dirname(file), files));
   const routesByName = new Map(routes.map((r) => [r.name, r]));
   const dir = dirname(file);
   const s = doc.settings;
   return {
     version,
+    references,
     versionName: doc.version_name ?? '',
     file,
     settings: {
@@ -447,18 +458,25 @@ function compileIssuer(iss: IssuerDocument, dir: string): IssuerPolicy {
   };
 }
 
-function compileRouteContent(content: RouteDocument['content'], dir: string): RouteContent | null {
+function compileRouteContent(
+  content: RouteDocument['content'],
+  dir: string,
+  files: FileCache,
+): RouteContent | null {
   if (!content) return null;
   const { partners, ...base } = content;
   return {
-    policy: compileContent(base, dir),
+    policy: compileContent(base, dir, files),
     byPartner: new Map(
-      Object.entries(partners).map(([id, over]) => [id, compileContent(mergeContent(base, over), dir)]),
+      Object.entries(partners).map(([id, over]) => [
+        id,
+        compileContent(mergeContent(base, over), dir, files),
+      ]),
     ),
   };
 }
 
-function compileRoute(r: RouteDocument, dir: string): RoutePolicy {
+function compileRoute(r: RouteDocument, dir: string, files: FileCache): RoutePolicy {
   const hosts = r.match.hosts.map((h) => h.toLowerCase());
   const match: RouteMatcher = {
     anyHost: hosts.includes('*'),
@@ -485,7 +503,7 @@ function compileRoute(r: RouteDocument, dir: string): RoutePolicy {
       keepCredentials: id.keep_credentials,
     },
     quota: { headers: r.quota.headers, onStoreError: r.quota.on_store_error },
-    content: compileRouteContent(r.content, dir),
+    content: compileRouteContent(r.content, dir, files),
     rules: r.rules.map(compileChecked),
     dryRun: r.dry_run,
     access: compileAccess(r.access),
