@@ -8,6 +8,7 @@ import { type ClamdAddress, ClamdScanner, type MalwareScanner } from './content/
 import { authorizationService, checkHandler } from './envoy/server.js';
 import { ApiKeyVerifier } from './identity/apikeys.js';
 import { CertificateReader } from './identity/certificates.js';
+import { missingPepper, PepperError } from './identity/pepper.js';
 import { type Revocations, StaticRevocations } from './identity/revocation.js';
 import { createTokens, type Tokens } from './identity/tokens.js';
 import { type AdminState, createAdminServer, registrySource } from './observability/admin.js';
@@ -138,9 +139,7 @@ export async function startApp(options: AppOptions): Promise<App> {
 
   const build = async (catalog: Catalog): Promise<Runtime> => {
     if (catalog.apiKeysByHash.size > 0 && !options.apiKeyPepper) {
-      throw new Error(
-        'the catalog has API keys but no pepper is configured (PORTCULLIS_API_KEY_PEPPER[_FILE])',
-      );
+      throw new PepperError(missingPepper(catalog.file, catalog.apiKeysByHash.size));
     }
     const tokens = createTokens(catalog, { clock, logger });
     await tokens.warm();

@@ -2,10 +2,10 @@
 // The work is in policy/policy-test.ts, policy/diff.ts and policy/harness.ts.
 import { existsSync, statSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
-import { dirname, join, resolve } from 'node:path';
+import { dirname, join } from 'node:path';
 import { type ParseArgsConfig, parseArgs } from 'node:util';
 import { SERVE_ENV } from '../config.js';
-import { loadPepper } from '../identity/pepper.js';
+import { loadPepper, PepperError } from '../identity/pepper.js';
 import type { Catalog } from '../policy/catalog.js';
 import {
   byPartner,
@@ -50,8 +50,9 @@ default ${DEFAULT_CLOCK}), no Redis, no network. Fixture format: docs/policy-tes
 
   --catalog FILE         the catalog under test (default: DIR/../catalog.yaml)
   --pepper-file FILE     API key pepper, for fixtures with real API keys [${SERVE_ENV.apiKeyPepperFile}]
-                         (or the value in PORTCULLIS_API_KEY_PEPPER; the example pepper with the
-                         example catalog). Keys named by id (api_key: {id: …}) need none.
+                         (or the value in PORTCULLIS_API_KEY_PEPPER), whatever the catalog; for the
+                         example catalog: examples/keys/api-key-pepper.txt. Keys named by id
+                         (api_key: {id: …}) need none.
   --json                 print the results as JSON
 
 Prints PASS or FAIL per case (a failure says what was expected and what came), then
@@ -88,13 +89,10 @@ function parse(args: readonly string[], options: NonNullable<ParseArgsConfig['op
   }
 }
 
-async function pepperFor(flag: string | undefined, catalogFiles: readonly string[]): Promise<Buffer | null> {
+/** As serve reads it (flag, then the environment), whatever the catalog's path. */
+async function pepperFor(flag: string | undefined): Promise<Buffer | null> {
   const apiKeyPepperFile = flag ?? process.env[SERVE_ENV.apiKeyPepperFile] ?? '';
-  for (const file of catalogFiles) {
-    const pepper = await loadPepper({ apiKeyPepperFile, catalogFile: resolve(file) }, process.env);
-    if (pepper) return pepper;
-  }
-  return null;
+  return loadPepper({ apiKeyPepperFile }, process.env);
 }
 
 function catalogProblems(io: Io, err: CatalogError, file: string): number {
@@ -129,7 +127,7 @@ export async function policyTest(args: readonly string[], io: Io = processIo): P
       io.err(`portcullis policy test: ${err.message}\n\n${POLICY_TEST_HELP}`);
       return 2;
     }
-    if (err instanceof HarnessInputError || isFsError(err)) {
+    if (err instanceof HarnessInputError || err instanceof PepperError || isFsError(err)) {
       io.err(`portcullis: ${err.message}\n`);
       return 2;
     }
@@ -164,7 +162,7 @@ async function runPolicyTest(args: readonly string[], io: Io): Promise<number> {
     throw err;
   }
   const pepperFlag = typeof values['pepper-file'] === 'string' ? values['pepper-file'] : undefined;
-  const apiKeyPepper = await pepperFor(pepperFlag, [catalogFile]);
+  const apiKeyPepper = await pepperFor(pepperFlag);
   const fixtures = fixturesIn(io, target);
   if (!fixtures) return 2;
 
@@ -261,7 +259,7 @@ export async function policyDiff(args: readonly string[], io: Io = processIo): P
       io.err(`portcullis policy diff: ${err.message}\n\n${POLICY_DIFF_HELP}`);
       return 2;
     }
-    if (err instanceof HarnessInputError || isFsError(err)) {
+    if (err instanceof HarnessInputError || err instanceof PepperError || isFsError(err)) {
       io.err(`portcullis: ${err.message}\n`);
       return 2;
     }
@@ -314,7 +312,7 @@ async function runPolicyDiff(args: readonly string[], io: Io): Promise<number> {
     }
   }
   const pepperFlag = typeof values['pepper-file'] === 'string' ? values['pepper-file'] : undefined;
-  const apiKeyPepper = await pepperFor(pepperFlag, [newFile, oldFile]);
+  const apiKeyPepper = await pepperFor(pepperFlag);
   const changes = diffDocuments(before.document, after.document);
   const report = await compareDecisions(before.catalog, after.catalog, { tests, audit }, { apiKeyPepper });
   const hasSamples = tests !== undefined || audit !== undefined;

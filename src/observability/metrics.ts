@@ -179,6 +179,17 @@ export class Metrics {
     this.dryRuns.inc({ route, code });
   }
 
+  private readonly revocations = new Counter({
+    name: 'portcullis_revocations_applied_total',
+    help: 'Live revocations this replica applied, by kind, op (add, remove) and source (message, or reload: found without a message).',
+    labelNames: ['kind', 'op', 'source'] as const,
+    registers: [this.registry],
+  });
+
+  revocationApplied(kind: string, op: string, source: string): void {
+    this.revocations.inc({ kind, op, source });
+  }
+
   policyReloaded(result: 'success' | 'failure'): void {
     this.reloads.inc({ result });
   }

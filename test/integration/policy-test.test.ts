@@ -44,7 +44,7 @@ const failLines = (text: string) => text.split('\n').filter((l) => l.startsWith(
 
 test('policy test examples/tests: every case passes, exit 0, one summary line', async () => {
   const io = capture();
-  const code = await policyTest(['examples/tests'], io);
+  const code = await policyTest(['examples/tests', '--pepper-file', EXAMPLE_PEPPER], io);
   assert.equal(code, 0, io.stdout() + io.stderr());
   const out = io.stdout();
   assert.match(
@@ -200,11 +200,15 @@ cases:
     expect: { decision: deny, code: malware_detected, status: 422 }
 `,
   );
-  // examples/catalog.yaml is the embedded default: its example pepper applies without a flag.
+  // The pepper comes from --pepper-file (or the environment), whatever the catalog's path.
   const io = capture();
-  assert.equal(await policyTest([dir, '--catalog', 'examples/catalog.yaml'], io), 0, io.stdout());
+  assert.equal(
+    await policyTest([dir, '--catalog', 'examples/catalog.yaml', '--pepper-file', EXAMPLE_PEPPER], io),
+    0,
+    io.stdout(),
+  );
   assert.match(io.stdout(), /^4 passed, 0 failed$/m);
-  // Another path to the same catalog is not the embedded default: no pepper, a failure that says so.
+  // A copy of the catalog elsewhere, with the same flag: the same result.
   writeFileSync(
     join(dir, 'catalog.yaml'),
     readFileSync('examples/catalog.yaml', 'utf8').replace(
@@ -212,23 +216,32 @@ cases:
       `$1: ${process.cwd()}/examples/$2/`,
     ),
   );
-  const nopepper = capture();
-  const saved = { ...process.env };
-  delete process.env.PORTCULLIS_API_KEY_PEPPER;
-  delete process.env.PORTCULLIS_API_KEY_PEPPER_FILE;
-  try {
-    assert.equal(
-      await policyTest([join(dir, 'signed.yaml'), '--catalog', join(dir, 'catalog.yaml')], nopepper),
-      1,
-    );
-  } finally {
-    Object.assign(process.env, saved);
-  }
-  assert.match(
-    nopepper.stdout(),
-    /^FAIL signed\.yaml › the demo API key: expected decision allow, got deny api_key_invalid \(401\)/m,
+  const copied = capture();
+  assert.equal(
+    await policyTest(
+      [join(dir, 'signed.yaml'), '--catalog', join(dir, 'catalog.yaml'), '--pepper-file', EXAMPLE_PEPPER],
+      copied,
+    ),
+    0,
+    copied.stdout(),
   );
-  assert.match(nopepper.stdout(), /^ {2}hint: no API key pepper is configured: pass --pepper-file/m);
+  // Without it, the example catalog and its copy fail alike, with a hint that says what to pass.
+  for (const catalog of ['examples/catalog.yaml', join(dir, 'catalog.yaml')]) {
+    const nopepper = capture();
+    const saved = { ...process.env };
+    delete process.env.PORTCULLIS_API_KEY_PEPPER;
+    delete process.env.PORTCULLIS_API_KEY_PEPPER_FILE;
+    try {
+      assert.equal(await policyTest([join(dir, 'signed.yaml'), '--catalog', catalog], nopepper), 1);
+    } finally {
+      Object.assign(process.env, saved);
+    }
+    assert.match(
+      nopepper.stdout(),
+      /^FAIL signed\.yaml › the demo API key: expected decision allow, got deny api_key_invalid \(401\)/m,
+    );
+    assert.match(nopepper.stdout(), /^ {2}hint: no API key pepper is configured: pass --pepper-file/m);
+  }
 });
 
 test('policy diff: the broken catalog, judged by the example tests', async () => {
@@ -320,7 +333,7 @@ function run(args: string[]): Promise<{ code: number; stdout: string; stderr: st
 }
 
 test('CLI: portcullis policy test examples/tests exits 0 with the summary', async () => {
-  const ok = await run(['policy', 'test', 'examples/tests']);
+  const ok = await run(['policy', 'test', 'examples/tests', '--pepper-file', EXAMPLE_PEPPER]);
   assert.equal(ok.code, 0, ok.stdout + ok.stderr);
   assert.equal(SUMMARY.exec(ok.stdout)?.[2], '0');
 });
