@@ -4,7 +4,7 @@
 // First through the exported functions (output captured), then through the real CLI process.
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { cpSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
@@ -382,4 +382,56 @@ test('CLI: policy diff exits 1 on flips, 0 without; help documents both', async 
   const help = await run(['help', 'policy']);
   assert.match(help.stdout, /portcullis policy test DIR/);
   assert.match(help.stdout, /portcullis policy diff OLD NEW/);
+});
+
+test('policy diff: a schema-only change is a JSON diff with the flips it causes; an added partner is shown in full', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'portcullis-diff-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  for (const side of ['old', 'new']) {
+    cpSync('examples/catalog.yaml', join(dir, side, 'catalog.yaml'));
+    cpSync('examples/schemas', join(dir, side, 'schemas'), { recursive: true });
+    cpSync('examples/keys', join(dir, side, 'keys'), { recursive: true });
+  }
+  // NEW: the order schema requires a currency, the catalog gains a partner, and globex's plan
+  // burst shrinks (the 41-request case then ends as it did: 429).
+  const schema = JSON.parse(readFileSync('examples/schemas/order.json', 'utf8')) as {
+    required: string[];
+    properties: Record<string, unknown>;
+  };
+  schema.required.push('currency');
+  schema.properties.currency = { type: 'string' };
+  writeFileSync(join(dir, 'new', 'schemas', 'order.json'), JSON.stringify(schema, null, 2));
+  const catalog = readFileSync('examples/catalog.yaml', 'utf8');
+  writeFileSync(
+    join(dir, 'new', 'catalog.yaml'),
+    catalog.replace(
+      /^partners:\n/m,
+      'partners:\n  - id: wayne\n    name: Wayne Enterprises\n    identities:\n      principals: [spiffe://partners.example.com/wayne]\n',
+    ),
+  );
+  const io = capture();
+  const code = await policyDiff(
+    [
+      join(dir, 'old', 'catalog.yaml'),
+      join(dir, 'new', 'catalog.yaml'),
+      '--tests',
+      'examples/tests',
+      '--pepper-file',
+      EXAMPLE_PEPPER,
+    ],
+    io,
+  );
+  const out = io.stdout();
+  assert.equal(code, 1, out + io.stderr());
+  // Same catalog text but the schema: the versions differ.
+  assert.match(out, /~ schema schemas\/order\.json\n( {6}.*\n)* {6}required: added currency\n/);
+  assert.match(out, /~ schema schemas\/order\.json\n( {6}.*\n)* {6}properties\.currency: added \{type: string\}\n/);
+  assert.match(
+    out,
+    /\+ partner wayne added\n {6}id: wayne\n {6}name: Wayne Enterprises\n(.*\n)* {6}identities:\n {8}principals:\n {10}- spiffe:\/\/partners\.example\.com\/wayne\n/,
+  );
+  assert.match(
+    out,
+    /allow→deny {2}orders\.yaml › acme places an order with its client certificate\n.*\n.*allow allowed → deny schema_violation \(422\)/,
+  );
 });
