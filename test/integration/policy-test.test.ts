@@ -425,7 +425,10 @@ test('policy diff: a schema-only change is a JSON diff with the flips it causes;
   assert.equal(code, 1, out + io.stderr());
   // Same catalog text but the schema: the versions differ.
   assert.match(out, /~ schema schemas\/order\.json\n( {6}.*\n)* {6}required: added currency\n/);
-  assert.match(out, /~ schema schemas\/order\.json\n( {6}.*\n)* {6}properties\.currency: added \{type: string\}\n/);
+  assert.match(
+    out,
+    /~ schema schemas\/order\.json\n( {6}.*\n)* {6}properties\.currency: added \{type: string\}\n/,
+  );
   assert.match(
     out,
     /\+ partner wayne added\n {6}id: wayne\n {6}name: Wayne Enterprises\n(.*\n)* {6}identities:\n {8}principals:\n {10}- spiffe:\/\/partners\.example\.com\/wayne\n/,
