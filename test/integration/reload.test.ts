@@ -253,7 +253,11 @@ test('a schema-only edit changes the version and is reloaded without SIGHUP', {
   assert.equal(after.http_response, 'denied_response');
   assert.equal(meta(after, 'code'), 'schema_violation');
   assert.equal(meta(after, 'policy_version'), ready.policy.version, 'the audit version names the new schema');
-  assert.ok(logs.some((l) => l.msg === 'policy reloaded' && l.previous_version === v1));
+  // The log line follows the swap /readyz already shows: wait for it (bounded).
+  const reloaded = () => logs.some((l) => l.msg === 'policy reloaded' && l.previous_version === v1);
+  const logDeadline = Date.now() + 10_000;
+  while (!reloaded() && Date.now() < logDeadline) await sleep(50);
+  assert.ok(reloaded(), 'the reload is logged with the version it replaced');
   assert.ok(!logs.some((l) => l.msg === 'SIGHUP: reloading the policy catalog'));
 });
 
