@@ -289,7 +289,9 @@ test('a revert clears the failure: /readyz, the log and the metric record the re
   assert.equal(back.policy.last_reload?.recovered, true);
   assert.equal(back.policy.last_reload?.reason, undefined, 'the old errors are gone');
   assert.equal(await metric('portcullis_policy_reload_failing'), '0');
-  assert.ok(
-    logs.some((l) => l.msg === 'policy reload recovered: the files are back to the catalog being served'),
-  );
+  const recovered = () =>
+    logs.some((l) => l.msg === 'policy reload recovered: the files are back to the catalog being served');
+  const logDeadline = Date.now() + 10_000;
+  while (!recovered() && Date.now() < logDeadline) await sleep(50);
+  assert.ok(recovered(), 'the recovery is logged');
 });
