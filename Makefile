@@ -21,8 +21,9 @@ install: node_modules/.installed ## install npm packages from package-lock.json
 tools: ## install the programs the tests run (apt-get, when missing and root)
 	scripts/ensure-tools.sh $(TEST_TOOLS)
 
-build: install ## compile TypeScript to dist/
+build: install ## compile TypeScript to dist/; then `npx portcullis ...` runs the CLI
 	npx tsc -p tsconfig.build.json
+	chmod +x dist/cli/main.js
 
 run: build ## start portcullis on the embedded example catalog (gRPC 127.0.0.1:9001, admin 127.0.0.1:9090; other binds via ARGS)
 	node dist/cli/main.js serve $(ARGS)

@@ -68,7 +68,8 @@ export async function startApp(options: AppOptions): Promise<App> {
   const tracing: Tracing | null = options.otlpEndpoint
     ? new (await import('./observability/tracing.js')).Tracing(options.otlpEndpoint)
     : null;
-  let lastReload: { result: 'success' | 'failure'; at: string; reason?: string } | null = null;
+  let lastReload: { result: 'success' | 'failure'; at: string; reason?: string; recovered?: boolean } | null =
+    null;
   metrics.policyLoaded(first);
   metrics.watchKeySets(() => runtime.tokens.keySets);
 
@@ -122,13 +123,19 @@ export async function startApp(options: AppOptions): Promise<App> {
 
   const retiring = new Set<NodeJS.Timeout>();
   const reload = async (next: Catalog, reloadOptions: { force?: boolean } = {}) => {
-    // Same bytes, same catalog, unless forced (SIGHUP: the files it references may have changed).
-    if (next.version === runtime.catalog.version && !reloadOptions.force) return;
+    // Same bytes, same catalog, unless forced (SIGHUP: re-read whatever it names anyway).
+    if (next.version === runtime.catalog.version && !reloadOptions.force) {
+      // The files are back to the catalog being served (a refused edit was reverted): that is a
+      // recovery, recorded as a good reload, or /readyz and the metrics would go on saying "failure".
+      if (lastReload?.result === 'failure') recovered(lastReload.reason ?? '');
+      return;
+    }
     const previous = runtime;
     runtime = await builder.build(next);
     lastReload = { result: 'success', at: new Date(clock.now()).toISOString() };
     metrics.policyLoaded(next);
     metrics.policyReloaded('success');
+    metrics.policyReloadFailing(false);
     logger.info(
       { policy_version: next.version, previous_version: previous.catalog.version },
       'policy reloaded',
@@ -140,9 +147,19 @@ export async function startApp(options: AppOptions): Promise<App> {
     timer.unref();
     retiring.add(timer);
   };
+  const recovered = (failure: string) => {
+    lastReload = { result: 'success', at: new Date(clock.now()).toISOString(), recovered: true };
+    metrics.policyReloaded('success');
+    metrics.policyReloadFailing(false);
+    logger.info(
+      { policy_version: runtime.catalog.version, previous_failure: failure },
+      'policy reload recovered: the files are back to the catalog being served',
+    );
+  };
   const reloadFailed = (reason: string) => {
     lastReload = { result: 'failure', at: new Date(clock.now()).toISOString(), reason };
     metrics.policyReloaded('failure');
+    metrics.policyReloadFailing(true);
     logger.error(
       { reason, policy_version: runtime.catalog.version },
       'policy reload refused: keeping the last good catalog',

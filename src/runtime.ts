@@ -9,6 +9,7 @@ import { splitHostPort } from './config.js';
 import { type ClamdAddress, ClamdScanner, type MalwareScanner } from './content/scanner.js';
 import { ApiKeyVerifier } from './identity/apikeys.js';
 import { CertificateReader } from './identity/certificates.js';
+import { missingPepper, PepperError } from './identity/pepper.js';
 import { type Revocations, StaticRevocations } from './identity/revocation.js';
 import { createTokens, type Tokens } from './identity/tokens.js';
 import { EventLoopMonitor } from './observability/event-loop.js';
@@ -176,9 +177,7 @@ export function createRuntimeBuilder(
 
   const build = async (catalog: Catalog): Promise<Runtime> => {
     if (catalog.apiKeysByHash.size > 0 && !options.apiKeyPepper) {
-      throw new Error(
-        'the catalog has API keys but no pepper is configured (PORTCULLIS_API_KEY_PEPPER[_FILE])',
-      );
+      throw new PepperError(missingPepper(catalog.file, catalog.apiKeysByHash.size));
     }
     const tokens = createTokens(catalog, { clock, logger });
     await tokens.warm();

@@ -4,20 +4,14 @@ import cluster from 'node:cluster';
 import { parseArgs } from 'node:util';
 import { AggregatorRegistry } from 'prom-client';
 import { startApp } from '../app.js';
-import {
-  otlpEndpoint,
-  PEPPER_ENV,
-  resolveServeConfig,
-  SERVE_DEFAULTS,
-  SERVE_ENV,
-  type ServeConfig,
-} from '../config.js';
+import { otlpEndpoint, PEPPER_ENV, resolveServeConfig, SERVE_ENV, type ServeConfig } from '../config.js';
 import { sendCheck } from '../envoy/client.js';
 import { catalogEntry, generateApiKey } from '../identity/apikeys.js';
-import { loadPepper } from '../identity/pepper.js';
+import { loadPepper, missingPepper, PepperError } from '../identity/pepper.js';
 import { RedisRevocations } from '../identity/revocation.js';
 import { createLogger } from '../observability/audit.js';
-import { CatalogError, formatIssue, loadCatalogFile, parseCatalog } from '../policy/load.js';
+import type { Catalog } from '../policy/catalog.js';
+import { CatalogError, formatIssue, loadCatalogFile } from '../policy/load.js';
 import { watchCatalog } from '../policy/watch.js';
 import { CHARGE_LUA } from '../quota/charge-script.js';
 import {
@@ -30,140 +24,21 @@ import {
 import { humanDuration } from '../quota/reset.js';
 import type { QuotaStatus } from '../quota/status.js';
 import { buildCheckRequest, renderResponse, UsageError } from './check.js';
+import {
+  CHECK_HELP,
+  HELP,
+  helpFor,
+  KEY_HELP,
+  POLICY_HELP,
+  QUOTA_HELP,
+  REVOKE_HELP,
+  SERVE_HELP,
+  TOKEN_HELP,
+} from './help.js';
 import { changeRevocation, EXAMPLE_SIGNING_KEYS, mintToken, parseKind } from './identity.js';
-import { POLICY_DIFF_HELP, POLICY_TEST_HELP, policyDiff, policyTest } from './policy.js';
+import { policyDiff, policyTest } from './policy.js';
+import { checkRevocationId, readRevocations, renderRevocations } from './revoke.js';
 import { runPrimary, serveWorkerQueries, workersNeedSharedStore } from './workers.js';
-
-const HELP = `portcullis — Envoy ext_authz sidecar for partner APIs
-
-Usage:
-  portcullis serve [--config FILE] [--grpc-address HOST:PORT] [--transport http2|grpc-js] [--admin-address HOST:PORT]
-                   [--log-level LEVEL] [--max-message-bytes N] [--drain-delay-ms N] [--shutdown-grace-ms N]
-                   [--api-key-pepper-file FILE] [--redis-url URL] [--clamd ADDRESS] [--workers N]
-  portcullis check URL|PATH [-X METHOD] [-H 'name: value']... [--data TEXT|@FILE]
-                   [--principal ID] [--cert FILE] [--route NAME] [--source IP] [--server HOST:PORT] [--json]
-  portcullis policy validate FILE
-  portcullis policy test DIR [--catalog FILE] [--json]
-  portcullis policy diff OLD NEW [--tests DIR] [--audit FILE] [--json]
-  portcullis key create --partner ID [--id KEY_ID] [--expires ISO8601] [--pepper-file FILE]
-  portcullis token mint --client-id ID [--sub USER] [--scope 'a b'] [--ttl SECONDS] [--cert FILE] ...
-  portcullis revoke|unrevoke jti|application|api_key ID [--ttl SECONDS] [--redis-url URL]
-  portcullis quota status --partner ID [--admin URL] [--json]
-  portcullis help [COMMAND]
-
-Run 'portcullis help COMMAND' (serve, check, policy, key, token, revoke, quota) for details.
-Docs: docs/configuration.md, docs/errors.md, docs/envoy.md.
-`;
-
-const SERVE_HELP = `portcullis serve: answer Envoy's Check calls for the policy catalog FILE.
-
-Flags (environment variable in brackets, then the default):
-  --config FILE             policy catalog [${SERVE_ENV.catalogFile}] (examples/catalog.yaml)
-  --grpc-address HOST:PORT  Check and grpc.health.v1 [${SERVE_ENV.grpcAddress}] (${SERVE_DEFAULTS.grpcAddress})
-  --transport NAME          gRPC transport: http2 (node:http2, our framing: about half grpc-js' CPU per
-                            Check) or grpc-js [${SERVE_ENV.transport}] (${SERVE_DEFAULTS.transport})
-  --admin-address HOST:PORT /metrics /healthz /readyz [${SERVE_ENV.adminAddress}] (${SERVE_DEFAULTS.adminAddress})
-  --log-level LEVEL         fatal|error|warn|info|debug|trace|silent [${SERVE_ENV.logLevel}] (${SERVE_DEFAULTS.logLevel})
-  --max-message-bytes N     largest CheckRequest accepted; keep it above Envoy's
-                            with_request_body.max_request_bytes plus headers [${SERVE_ENV.maxMessageBytes}] (${SERVE_DEFAULTS.maxMessageBytes})
-  --drain-delay-ms N        after SIGTERM, report NOT_SERVING this long before closing [${SERVE_ENV.drainDelayMs}] (${SERVE_DEFAULTS.drainDelayMs})
-  --shutdown-grace-ms N     then let in-flight calls finish for at most this long [${SERVE_ENV.shutdownGraceMs}] (${SERVE_DEFAULTS.shutdownGraceMs})
-  --api-key-pepper-file F   the secret API keys are hashed with [${SERVE_ENV.apiKeyPepperFile}], or the value
-                            itself in ${PEPPER_ENV} (the example pepper with the example catalog)
-  --clamd ADDRESS           clamd for malware scans: host:port or /path/to/clamd.ctl [${SERVE_ENV.clamd}]
-                            (none: routes that scan follow their content.scan.on_error)
-  --clamd-max-bytes N       clamd's StreamMaxLength; larger content is refused as scan_too_large
-                            [${SERVE_ENV.clamdMaxBytes}] (${SERVE_DEFAULTS.clamdMaxBytes})
-  --workers N               processes sharing the gRPC port; the primary serves the admin endpoints;
-                            more than 1 needs --redis-url (shared quotas) [${SERVE_ENV.workers}] (${SERVE_DEFAULTS.workers})
-  --redis-url URL           Redis for quotas and live revocations [${SERVE_ENV.redisUrl}] (none: in-process
-                            quotas, catalog revocation lists only)
-
-Tracing (OpenTelemetry, OTLP/HTTP) is on when OTEL_EXPORTER_OTLP_ENDPOINT (or
-OTEL_EXPORTER_OTLP_TRACES_ENDPOINT) is set: a span per Check, a child per stage, joined to Envoy's
-trace through traceparent.
-
-Exits 0 after a clean shutdown (SIGTERM or SIGINT), 1 when the catalog or a setting is invalid.
-`;
-
-const CHECK_HELP = `portcullis check: send one Check, shaped as Envoy would, and print the decision.
-
-  URL|PATH                  https://api.example.com/v1/orders?x=1, or /v1/orders with -H 'host: ...'
-  -X, --request METHOD      HTTP method (GET, or POST when --data is given)
-  -H, --header 'N: V'       request header, repeatable
-  -d, --data TEXT|@FILE     request body (raw bytes of FILE with @)
-  --principal ID            mTLS principal (SPIFFE id) Envoy would report
-  --cert FILE               client certificate (PEM); the principal is taken from it unless given
-  --route NAME              the 'route' context extension Envoy would send
-  --source IP               client address (127.0.0.1)
-  --server HOST:PORT        portcullis to ask (127.0.0.1:9001)
-  --timeout-ms N            Check deadline, like Envoy's ext_authz timeout (1000)
-  --json                    print the decoded CheckResponse as JSON
-
-Exit codes: 0 allowed, 1 denied, 2 error (bad flags, server unreachable, timeout).
-`;
-
-const KEY_HELP = `portcullis key create: make a new API key for a partner.
-
-  --partner ID           the partner the key belongs to (required)
-  --id KEY_ID            the key's public name (default: PARTNER-key-YYYYMMDD)
-  --expires ISO8601      when it stops working, e.g. 2027-06-30T00:00:00Z
-  --pepper-file FILE     the server's pepper [\${SERVE_ENV.apiKeyPepperFile}]; or set \${PEPPER_ENV}
-
-Prints the key ONCE (it is stored nowhere) and the catalog entry to add under the partner's
-identities.api_keys: only its HMAC-SHA-256 under the pepper, never the key.
-`;
-
-const TOKEN_HELP = `portcullis token mint: sign an access token, by default with the EXAMPLE issuer's keys
-(examples/keys: public on purpose, for the demo and tests only).
-
-  --client-id ID         the application (client_id claim; required)
-  --sub USER             the end user (sub)
-  --scope 'a b'          space-delimited scopes
-  --ttl SECONDS          lifetime (600)
-  --cert FILE            bind the token to this client certificate (cnf.x5t#S256, RFC 8705)
-  --auth-time SECONDS    auth_time as seconds ago (step-up), e.g. 0 for "just now"
-  --acr VALUE            authentication context class
-  --claim NAME=VALUE     any other string claim, repeatable
-  --issuer URL           iss (https://idp.example.com)
-  --audience AUD         aud (partner-api)
-  --keys FILE            private JWKs to sign with (examples/keys/signing-keys.json)
-  --kid KID              which key (the first private key of the file)
-
-Prints the token on stdout.
-`;
-
-const REVOKE_HELP = `portcullis revoke KIND ID [--ttl SECONDS]: revoke a credential now, on every replica.
-portcullis unrevoke KIND ID: lift it.
-
-  KIND                   jti (one token), application (every token of a client id), api_key (a key id)
-  --ttl SECONDS          forget the revocation after this long (e.g. the token's remaining lifetime)
-  --redis-url URL        the Redis portcullis watches [\${SERVE_ENV.redisUrl}]
-
-Writes to Redis and publishes the change: every portcullis started with the same --redis-url drops
-the credential within a second. Without Redis, list revocations in the catalog (revocations:).
-`;
-
-const QUOTA_HELP = `portcullis quota status --partner ID: a partner's limits, used and left, from a running portcullis.
-
-  --partner ID           the partner (required)
-  --admin URL            the admin server of a running portcullis (http://127.0.0.1:9090)
-  --json                 print the admin endpoint's JSON as is
-
-Reads GET /v1/partners/ID/quota on the admin server (loopback only: partners never reach it).
-Nothing is charged. RESET is when the limit admits a request again while it is exhausted, else when
-it is full again: the same figure as the RateLimit header's t and a 429's Retry-After (e.g. "1m 12s";
---json gives reset_seconds). Exit codes: 0 shown, 1 no such partner, 2 error.
-`;
-
-const POLICY_HELP = `portcullis policy validate FILE: check a policy catalog.
-
-Prints every problem as FILE:LINE:COLUMN: PATH: MESSAGE and exits 1, or prints a summary and exits 0.
-Warnings (a legal catalog that is likely not meant, e.g. a catch-all route after more specific ones)
-are printed as "warning: FILE:LINE:COLUMN: PATH: MESSAGE" and do not change the exit code.
-
-${POLICY_TEST_HELP}
-${POLICY_DIFF_HELP}`;
 
 export async function main(argv: readonly string[]): Promise<number> {
   const [command, ...rest] = argv;
@@ -193,17 +68,6 @@ export async function main(argv: readonly string[]): Promise<number> {
       process.stderr.write(`unknown command "${command}"\n\n${HELP}`);
       return 2;
   }
-}
-
-function helpFor(topic: string | undefined): string {
-  if (topic === 'serve') return SERVE_HELP;
-  if (topic === 'check') return CHECK_HELP;
-  if (topic === 'policy') return POLICY_HELP;
-  if (topic === 'key') return KEY_HELP;
-  if (topic === 'token') return TOKEN_HELP;
-  if (topic === 'quota') return QUOTA_HELP;
-  if (topic === 'revoke' || topic === 'unrevoke') return REVOKE_HELP;
-  return HELP;
 }
 
 /** How long `serve` waits for Redis before serving without it (it keeps trying in the background). */
@@ -294,7 +158,15 @@ async function serve(args: readonly string[]): Promise<number> {
   let redis: RedisClient | undefined;
   let app: Awaited<ReturnType<typeof startApp>>;
   try {
-    const apiKeyPepper = await loadPepper(config, process.env);
+    // No catalog configured at all: the embedded demo, whose example pepper comes with it.
+    const embeddedExample = values.config === undefined && !process.env[SERVE_ENV.catalogFile];
+    const apiKeyPepper = await loadPepper(
+      { apiKeyPepperFile: config.apiKeyPepperFile, embeddedExample },
+      process.env,
+    );
+    if (catalog.apiKeysByHash.size > 0 && !apiKeyPepper) {
+      throw new PepperError(missingPepper(config.catalogFile, catalog.apiKeysByHash.size));
+    }
     let quotaStore: RedisQuotaStore | undefined;
     if (config.redisUrl) {
       const client = createRedisClient(config.redisUrl);
@@ -345,13 +217,16 @@ async function serve(args: readonly string[]): Promise<number> {
       clamd: config.clamd ? { address: config.clamd, maxBytes: config.clamdMaxBytes } : undefined,
     });
   } catch (err: unknown) {
-    logger.fatal({ err }, 'cannot start');
+    // A configuration problem is one line that says what to set; anything else keeps its stack.
+    logger.fatal(err instanceof PepperError ? { reason: err.message } : { err }, 'cannot start');
     logger.flush();
     process.stderr.write(`portcullis: ${err instanceof Error ? err.message : String(err)}\n`);
     await revocations?.close();
     redis?.disconnect();
     return 1;
   }
+  // Every revocation this replica applies is logged (by RedisRevocations) and counted here.
+  revocations?.onApplied((change) => app.metrics.revocationApplied(change.kind, change.op, change.source));
   if (isWorker) {
     // Constructing one installs prom-client's answer to the primary's metrics requests.
     new AggregatorRegistry();
@@ -361,23 +236,24 @@ async function serve(args: readonly string[]): Promise<number> {
 
   // Hot reload: the file (a mounted ConfigMap swaps it under a symlink) and SIGHUP. One at a time.
   let reloading = Promise.resolve();
-  const reloadFrom = (text: string | null, force: boolean) => {
+  const reloadFrom = (force: boolean) => {
     reloading = reloading.then(async () => {
       try {
-        const next =
-          text === null ? await loadCatalogFile(config.catalogFile) : parseCatalog(text, config.catalogFile);
+        // The catalog and the files it names, read afresh: the version covers them all.
+        const next = await loadCatalogFile(config.catalogFile);
         await app.reload(next, { force });
       } catch (err: unknown) {
         app.reloadFailed(err instanceof CatalogError ? err.issues.map(formatIssue).join('; ') : String(err));
       }
     });
   };
-  const watcher = watchCatalog(config.catalogFile, (text) => reloadFrom(text, false), {
+  const watcher = watchCatalog(config.catalogFile, () => reloadFrom(false), {
     onError: (err) => logger.warn({ err }, 'catalog watch'),
+    references: () => app.catalog().references.map((ref) => ref.file),
   });
   onHangup = () => {
     logger.info('SIGHUP: reloading the policy catalog');
-    reloadFrom(null, true);
+    reloadFrom(true);
   };
   const signal = await signalled;
   logger.info({ signal }, 'shutting down');
@@ -454,7 +330,7 @@ async function key(args: readonly string[]): Promise<number> {
   }
   const pepperFile = values['pepper-file'] ?? process.env[SERVE_ENV.apiKeyPepperFile] ?? '';
   // No fallback to the example pepper here: a production key hashed with it would never verify.
-  const pepper = await loadPepper({ apiKeyPepperFile: pepperFile, catalogFile: '' }, process.env);
+  const pepper = await loadPepper({ apiKeyPepperFile: pepperFile }, process.env);
   if (!pepper) throw new UsageError(`no pepper: pass --pepper-file or set ${PEPPER_ENV}`);
   const day = new Date().toISOString().slice(0, 10).replaceAll('-', '');
   const id = values.id ?? `${values.partner}-key-${day}`;
@@ -527,6 +403,9 @@ async function revoke(command: 'revoke' | 'unrevoke', args: readonly string[]): 
     options: {
       ttl: { type: 'string' },
       'redis-url': { type: 'string' },
+      config: { type: 'string' },
+      force: { type: 'boolean', default: false },
+      json: { type: 'boolean', default: false },
       help: { type: 'boolean', short: 'h' },
     },
   });
@@ -534,18 +413,75 @@ async function revoke(command: 'revoke' | 'unrevoke', args: readonly string[]): 
     process.stdout.write(REVOKE_HELP);
     return 0;
   }
+  const redisUrl = values['redis-url'] ?? process.env[SERVE_ENV.redisUrl];
+  const catalogFile = values.config ?? (process.env[SERVE_ENV.catalogFile] || undefined);
+  const catalog = catalogFile === undefined ? null : await catalogForCli(catalogFile);
+  if (catalog === 'invalid') return 2;
+  if (command === 'revoke' && positionals[0] === 'list') {
+    if (positionals.length > 1)
+      throw new UsageError('usage: portcullis revoke list [--redis-url URL] [--json]');
+    if (!redisUrl) throw new UsageError(`no Redis: pass --redis-url or set ${SERVE_ENV.redisUrl}`);
+    const now = Date.now();
+    const entries = await readRevocations(redisUrl, now);
+    process.stdout.write(
+      values.json
+        ? `${JSON.stringify(
+            entries.map((e) => ({
+              kind: e.kind,
+              id: e.id,
+              revoked_at: e.revokedAt === null ? null : new Date(e.revokedAt).toISOString(),
+              expires_at: e.expiresAt === null ? null : new Date(e.expiresAt).toISOString(),
+              ttl_seconds: e.expiresAt === null ? null : Math.max(0, Math.ceil((e.expiresAt - now) / 1000)),
+            })),
+            null,
+            2,
+          )}\n`
+        : renderRevocations(entries, now, catalog),
+    );
+    return 0;
+  }
   const [kindText, id, ...extra] = positionals;
   if (!id || extra.length > 0) throw new UsageError(`usage: portcullis ${command} KIND ID`);
-  const redisUrl = values['redis-url'] ?? process.env[SERVE_ENV.redisUrl];
   if (!redisUrl) throw new UsageError(`no Redis: pass --redis-url or set ${SERVE_ENV.redisUrl}`);
   const ttl = values.ttl === undefined ? undefined : Number(values.ttl);
   if (ttl !== undefined && !(Number.isInteger(ttl) && ttl > 0)) {
     throw new UsageError(`--ttl must be a positive number of seconds, got "${values.ttl}"`);
   }
   const kind = parseKind(kindText);
+  let owner = '';
+  if (command === 'revoke') {
+    const checked = checkRevocationId(catalog, catalogFile ?? '', kind, id);
+    if (checked.kind === 'known') owner = ` (partner ${checked.partner})`;
+    else if (checked.kind === 'unchecked') process.stderr.write(`portcullis: note: ${checked.message}\n`);
+    else if (!values.force) {
+      process.stderr.write(`portcullis: warning: ${checked.message}\n`);
+      return 1;
+    } else
+      process.stderr.write(
+        `portcullis: warning: ${checked.message.replace(/: nothing revoked.*$/, '')}; revoking anyway (--force)\n`,
+      );
+  }
   await changeRevocation(redisUrl, command, kind, id, ttl);
-  process.stdout.write(`${command === 'revoke' ? 'revoked' : 'unrevoked'} ${kind} ${id}\n`);
+  const until =
+    ttl === undefined
+      ? ''
+      : `, for ${humanDuration(ttl)} (until ${new Date(Date.now() + ttl * 1000).toISOString()})`;
+  process.stdout.write(
+    `${command === 'revoke' ? 'revoked' : 'unrevoked'} ${kind} ${id}${owner}${command === 'revoke' ? until : ''}\n`,
+  );
   return 0;
+}
+
+/** The catalog a command checks against; 'invalid' after printing its problems. */
+async function catalogForCli(file: string): Promise<Catalog | 'invalid'> {
+  try {
+    return await loadCatalogFile(file);
+  } catch (err: unknown) {
+    if (!(err instanceof CatalogError)) throw err;
+    for (const issue of err.issues) process.stderr.write(`${formatIssue(issue)}\n`);
+    process.stderr.write(`portcullis: invalid catalog ${file}\n`);
+    return 'invalid';
+  }
 }
 
 async function quota(args: readonly string[]): Promise<number> {
@@ -596,12 +532,18 @@ function renderQuota(status: QuotaStatus): string {
 }
 
 async function policy(args: readonly string[]): Promise<number> {
-  const [sub, file, ...extra] = args;
-  if (sub === 'test') return policyTest(args.slice(1));
-  if (sub === 'diff') return policyDiff(args.slice(1));
-  if (sub !== 'validate' || !file || extra.length > 0) {
+  const [sub, ...rest] = args;
+  if (sub === 'test') return policyTest(rest);
+  if (sub === 'diff') return policyDiff(rest);
+  const { values, positionals } = parseArgs({
+    args: rest,
+    allowPositionals: true,
+    options: { 'api-key-pepper-file': { type: 'string' }, help: { type: 'boolean', short: 'h' } },
+  });
+  const [file, ...extra] = positionals;
+  if (sub !== 'validate' || values.help || !file || extra.length > 0) {
     process.stderr.write(POLICY_HELP);
-    return 2;
+    return values.help ? 0 : 2;
   }
   try {
     const catalog = await loadCatalogFile(file);
@@ -610,6 +552,20 @@ async function policy(args: readonly string[]): Promise<number> {
       `ok: ${file}: version ${catalog.version}${catalog.versionName ? ` (${catalog.versionName})` : ''}, ` +
         `${catalog.routes.length} routes, ${catalog.partners.size} partners\n`,
     );
+    // Valid, but would serve refuse it? The pepper is read exactly as serve reads it.
+    if (catalog.apiKeysByHash.size > 0) {
+      const apiKeyPepperFile = values['api-key-pepper-file'] ?? process.env[SERVE_ENV.apiKeyPepperFile] ?? '';
+      try {
+        if (!(await loadPepper({ apiKeyPepperFile }, process.env))) {
+          process.stderr.write(
+            `warning: ${missingPepper(file, catalog.apiKeysByHash.size)} (serve refuses to start without it)\n`,
+          );
+        }
+      } catch (err: unknown) {
+        if (!(err instanceof PepperError)) throw err;
+        process.stderr.write(`warning: ${err.message} (serve refuses to start without it)\n`);
+      }
+    }
     return 0;
   } catch (err: unknown) {
     if (!(err instanceof CatalogError)) throw err;

@@ -2,16 +2,18 @@
 // The work is in policy-tools/policy-test.ts, policy-tools/diff.ts and policy-tools/harness.ts.
 import { existsSync, statSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
-import { dirname, join, resolve } from 'node:path';
+import { dirname, join } from 'node:path';
 import { type ParseArgsConfig, parseArgs } from 'node:util';
+import { stringify as stringifyYaml } from 'yaml';
 import { SERVE_ENV } from '../config.js';
-import { loadPepper } from '../identity/pepper.js';
+import { loadPepper, PepperError } from '../identity/pepper.js';
 import type { Catalog } from '../policy/catalog.js';
 import { CatalogError, formatIssue, loadCatalogFile } from '../policy/load.js';
 import {
   byPartner,
   compareDecisions,
   diffDocuments,
+  diffReferences,
   type EntityChange,
   type FieldChange,
   type Flip,
@@ -50,8 +52,9 @@ default ${DEFAULT_CLOCK}), no Redis, no network. Fixture format: docs/policy-tes
 
   --catalog FILE         the catalog under test (default: DIR/../catalog.yaml)
   --pepper-file FILE     API key pepper, for fixtures with real API keys [${SERVE_ENV.apiKeyPepperFile}]
-                         (or the value in PORTCULLIS_API_KEY_PEPPER; the example pepper with the
-                         example catalog). Keys named by id (api_key: {id: …}) need none.
+                         (or the value in PORTCULLIS_API_KEY_PEPPER), whatever the catalog; for the
+                         example catalog: examples/keys/api-key-pepper.txt. Keys named by id
+                         (api_key: {id: …}) need none.
   --json                 print the results as JSON
 
 Prints PASS or FAIL per case (a failure says what was expected and what came), then
@@ -71,8 +74,10 @@ What changed from catalog OLD to catalog NEW, and which decisions flip.
   --json                 print the report as JSON
 
 Prints the structural changes (routes, partners, issuers, plans and limits, access lists, identity
-requirements, settings: added, removed, changed with old → new values), then every sample request
-whose decision flips (allow → deny, deny → allow, or another code), grouped by partner. An audit
+requirements, settings: added and removed ones in full, changed ones with old → new values; the
+files the catalogs name, schemas and JWKS files, as JSON diffs), then every sample request whose
+decision flips (allow → deny, deny → allow, or another code), grouped by partner; a repeated
+request (quotas) shows its final answer under each catalog, then its first flip. An audit
 line holds no credentials nor body: what the replay assumes is printed next to each flip.
 Exit codes: 0 no decision flips, 1 some decisions flip, 2 usage error, invalid catalog, fixtures or
 audit file.
@@ -88,13 +93,10 @@ function parse(args: readonly string[], options: NonNullable<ParseArgsConfig['op
   }
 }
 
-async function pepperFor(flag: string | undefined, catalogFiles: readonly string[]): Promise<Buffer | null> {
+/** As serve reads it (flag, then the environment), whatever the catalog's path. */
+async function pepperFor(flag: string | undefined): Promise<Buffer | null> {
   const apiKeyPepperFile = flag ?? process.env[SERVE_ENV.apiKeyPepperFile] ?? '';
-  for (const file of catalogFiles) {
-    const pepper = await loadPepper({ apiKeyPepperFile, catalogFile: resolve(file) }, process.env);
-    if (pepper) return pepper;
-  }
-  return null;
+  return loadPepper({ apiKeyPepperFile }, process.env);
 }
 
 function catalogProblems(io: Io, err: CatalogError, file: string): number {
@@ -129,7 +131,7 @@ export async function policyTest(args: readonly string[], io: Io = processIo): P
       io.err(`portcullis policy test: ${err.message}\n\n${POLICY_TEST_HELP}`);
       return 2;
     }
-    if (err instanceof HarnessInputError || isFsError(err)) {
+    if (err instanceof HarnessInputError || err instanceof PepperError || isFsError(err)) {
       io.err(`portcullis: ${err.message}\n`);
       return 2;
     }
@@ -164,7 +166,7 @@ async function runPolicyTest(args: readonly string[], io: Io): Promise<number> {
     throw err;
   }
   const pepperFlag = typeof values['pepper-file'] === 'string' ? values['pepper-file'] : undefined;
-  const apiKeyPepper = await pepperFor(pepperFlag, [catalogFile]);
+  const apiKeyPepper = await pepperFor(pepperFlag);
   const fixtures = fixturesIn(io, target);
   if (!fixtures) return 2;
 
@@ -261,7 +263,7 @@ export async function policyDiff(args: readonly string[], io: Io = processIo): P
       io.err(`portcullis policy diff: ${err.message}\n\n${POLICY_DIFF_HELP}`);
       return 2;
     }
-    if (err instanceof HarnessInputError || isFsError(err)) {
+    if (err instanceof HarnessInputError || err instanceof PepperError || isFsError(err)) {
       io.err(`portcullis: ${err.message}\n`);
       return 2;
     }
@@ -314,8 +316,11 @@ async function runPolicyDiff(args: readonly string[], io: Io): Promise<number> {
     }
   }
   const pepperFlag = typeof values['pepper-file'] === 'string' ? values['pepper-file'] : undefined;
-  const apiKeyPepper = await pepperFor(pepperFlag, [newFile, oldFile]);
-  const changes = diffDocuments(before.document, after.document);
+  const apiKeyPepper = await pepperFor(pepperFlag);
+  const changes = [
+    ...diffDocuments(before.document, after.document),
+    ...diffReferences(before.catalog.references, after.catalog.references),
+  ];
   const report = await compareDecisions(before.catalog, after.catalog, { tests, audit }, { apiKeyPepper });
   const hasSamples = tests !== undefined || audit !== undefined;
   io.out(
@@ -406,7 +411,9 @@ function renderChange(c: EntityChange): string[] {
     `  ${sign} ${title}${c.change === 'changed' ? '' : ` ${c.change}`}${c.note ? ` (${c.note})` : ''}`,
   ];
   if (c.change !== 'changed') {
-    out.push(`      ${truncate(flow(c.value), 300)}`);
+    // In full: an added partner or route is read in review, not guessed from its first line.
+    const text = typeof c.value === 'string' ? c.value : stringifyYaml(c.value, { lineWidth: 0 });
+    for (const line of text.trimEnd().split('\n')) out.push(`      ${line}`);
     return out;
   }
   for (const f of c.fields) out.push(`      ${renderField(f)}`);
@@ -436,12 +443,17 @@ export function renderField(f: FieldChange): string {
 function renderFlip(f: Flip): string[] {
   const kind = f.kind === 'code' ? 'code' : f.kind === 'dry_run' ? 'dry run' : f.kind;
   const which =
-    f.repeat > 1 ? ` (request ${f.iteration} of ${f.repeat}; ${f.flipped} of ${f.repeat} flip)` : '';
-  const out = [
-    `    ${kind.padEnd(12)}${f.sample}${which}`,
-    `                ${f.request}`,
-    `                ${outcomeText(f.old)} → ${outcomeText(f.new)}`,
-  ];
+    f.repeat > 1 ? ` (${f.flipped} of ${f.repeat} requests flip, first: request ${f.iteration})` : '';
+  const out = [`    ${kind.padEnd(12)}${f.sample}${which}`, `                ${f.request}`];
+  if (f.final) {
+    // What the case ends with comes first: a rate-limited case is about its last answer.
+    out.push(
+      `                final (request ${f.repeat}): ${outcomeText(f.final.old)} → ${outcomeText(f.final.new)}`,
+    );
+    out.push(
+      `                first flip (request ${f.iteration}): ${outcomeText(f.old)} → ${outcomeText(f.new)}`,
+    );
+  } else out.push(`                ${outcomeText(f.old)} → ${outcomeText(f.new)}`);
   if (f.new.decision === 'deny' && f.new.reason) out.push(`                NEW reason: ${f.new.reason}`);
   for (const a of f.assumptions) out.push(`                assumed: ${a}`);
   return out;
@@ -507,6 +519,7 @@ function diffJson(
     iteration: f.iteration,
     flipped: f.flipped,
     repeat: f.repeat,
+    final: f.final ? { old: outcome(f.final.old), new: outcome(f.final.new) } : null,
     assumptions: f.assumptions,
   });
   return {

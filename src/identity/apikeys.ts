@@ -23,7 +23,13 @@ export function hashApiKey(key: string, pepper: Buffer): string {
 export type ApiKeyFailure = 'api_key_invalid' | 'api_key_expired' | 'api_key_revoked';
 export type ApiKeyResult =
   | { readonly ok: true; readonly key: ApiKeyEntry }
-  | { readonly ok: false; readonly failure: ApiKeyFailure; readonly reason: string };
+  | {
+      readonly ok: false;
+      readonly failure: ApiKeyFailure;
+      readonly reason: string;
+      /** The partner the key belongs to, when it was found (revoked, expired): for the audit log. */
+      readonly partner?: string;
+    };
 
 export class ApiKeyVerifier {
   /** `pepper` null = no pepper configured: every key is invalid (and serve refuses catalogs with keys). */
@@ -46,13 +52,19 @@ export class ApiKeyVerifier {
 /** A key found in the catalog: is it still good (status, expiry)? */
 export function checkKeyEntry(entry: ApiKeyEntry, nowMs: number): ApiKeyResult {
   if (entry.status === 'revoked') {
-    return { ok: false, failure: 'api_key_revoked', reason: `API key ${entry.id} is revoked in the catalog` };
+    return {
+      ok: false,
+      failure: 'api_key_revoked',
+      reason: `API key ${entry.id} is revoked in the catalog`,
+      partner: entry.partner.id,
+    };
   }
   if (entry.expiresAt !== null && nowMs >= entry.expiresAt) {
     return {
       ok: false,
       failure: 'api_key_expired',
       reason: `API key ${entry.id} expired at ${new Date(entry.expiresAt).toISOString()}`,
+      partner: entry.partner.id,
     };
   }
   return { ok: true, key: entry };

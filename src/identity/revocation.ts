@@ -9,6 +9,8 @@
 //     {portcullis:revoked}:<kind>:expiring   ZSET  revocations with a TTL; score = expiry, in ms since
 //                                                  the epoch. Members at or past their expiry no longer
 //                                                  count; writers trim them (ZREMRANGEBYSCORE).
+//     {portcullis:revoked}:<kind>:at         HASH  id → when it was revoked (ms since the epoch), for
+//                                                  `portcullis revoke list`; not read on the hot path
 //   <kind> is `jti`, `application` or `api_key`. An id revoked both ways stays revoked until removed
 //   from both (`unrevoke` removes both).
 // - Changes: every write is one MULTI that changes the key(s) and PUBLISHes a JSON message on
@@ -112,6 +114,8 @@ export interface RevocationKeys {
   readonly permanent: string;
   /** ZSET of ids revoked until their score (expiry, ms since the epoch). */
   readonly expiring: string;
+  /** HASH of id → when it was revoked (ms since the epoch). */
+  readonly revokedAt: string;
 }
 
 /**
@@ -125,6 +129,7 @@ export function revocationKeys(
   const keys = (kind: RevocationKind): RevocationKeys => ({
     permanent: `${tagged}:${kind}`,
     expiring: `${tagged}:${kind}:expiring`,
+    revokedAt: `${tagged}:${kind}:at`,
   });
   return { jti: keys('jti'), application: keys('application'), api_key: keys('api_key') };
 }
@@ -275,6 +280,7 @@ export async function revokeInRedis(
   const tx = redis.multi();
   if (exp === undefined) tx.sadd(keys.permanent, id);
   else tx.zadd(keys.expiring, exp, id);
+  tx.hset(keys.revokedAt, id, String(now));
   tx.zremrangebyscore(keys.expiring, '-inf', now);
   tx.publish(options.channel ?? DEFAULT_REVOCATION_CHANNEL, encodeRevocationMessage(message));
   await exec(tx);
@@ -294,13 +300,85 @@ export async function unrevokeInRedis(
   const tx = redis.multi();
   tx.srem(keys.permanent, id);
   tx.zrem(keys.expiring, id);
+  tx.hdel(keys.revokedAt, id);
   tx.publish(options.channel ?? DEFAULT_REVOCATION_CHANNEL, encodeRevocationMessage(message));
   await exec(tx);
   return message;
 }
 
+/** One revocation in force, as `portcullis revoke list` shows it. */
+export interface RevocationEntry {
+  readonly kind: RevocationKind;
+  readonly id: string;
+  /** When it was revoked (ms since the epoch); null when written without that record (by hand). */
+  readonly revokedAt: number | null;
+  /** When it ends (ms since the epoch); null = permanent. */
+  readonly expiresAt: number | null;
+}
+
+/**
+ * Every revocation in force at `now`, by kind then time of revocation: one MULTI of SMEMBERS,
+ * ZRANGEBYSCORE and HGETALL per kind. Times of revocations no longer in force are trimmed.
+ */
+export async function listRevocations(
+  redis: Redis,
+  options: { readonly now: number; readonly keys?: Readonly<Record<RevocationKind, RevocationKeys>> },
+): Promise<RevocationEntry[]> {
+  const keys = options.keys ?? revocationKeys();
+  const tx = redis.multi();
+  for (const kind of REVOCATION_KINDS) {
+    tx.smembers(keys[kind].permanent);
+    tx.zrangebyscore(keys[kind].expiring, `(${options.now}`, '+inf', 'WITHSCORES');
+    tx.hgetall(keys[kind].revokedAt);
+  }
+  const replies = await exec(tx);
+  const entries: RevocationEntry[] = [];
+  const stale: [RevocationKind, string][] = [];
+  REVOCATION_KINDS.forEach((kind, i) => {
+    const members = replies[3 * i];
+    const scored = replies[3 * i + 1];
+    const times = replies[3 * i + 2];
+    if (!Array.isArray(members) || !Array.isArray(scored) || typeof times !== 'object' || times === null) {
+      throw new Error('unexpected reply to the revocation listing');
+    }
+    const at = times as Record<string, string>;
+    const expiring = new Map<string, number>();
+    for (let j = 0; j + 1 < scored.length; j += 2) expiring.set(String(scored[j]), Number(scored[j + 1]));
+    const timeOf = (id: string) => (at[id] === undefined ? null : Number(at[id]));
+    const ids = new Set<string>();
+    for (const member of members) {
+      const id = String(member);
+      ids.add(id);
+      entries.push({ kind, id, revokedAt: timeOf(id), expiresAt: null });
+    }
+    for (const [id, exp] of expiring) {
+      if (ids.has(id)) continue; // permanent wins
+      ids.add(id);
+      entries.push({ kind, id, revokedAt: timeOf(id), expiresAt: exp });
+    }
+    for (const id of Object.keys(at)) if (!ids.has(id)) stale.push([kind, id]);
+  });
+  if (stale.length > 0) {
+    const trim = redis.multi();
+    for (const [kind, id] of stale) trim.hdel(keys[kind].revokedAt, id);
+    await trim.exec().catch(() => {}); // housekeeping only
+  }
+  const order = (e: RevocationEntry) => REVOCATION_KINDS.indexOf(e.kind);
+  return entries.sort(
+    (a, b) => order(a) - order(b) || (a.revokedAt ?? 0) - (b.revokedAt ?? 0) || (a.id < b.id ? -1 : 1),
+  );
+}
+
 // ---------------------------------------------------------------------------------------------
 // Redis-backed revocations
+
+/** A change this replica applied: from a message, or found by a reload (missed message, edit by hand). */
+export interface AppliedRevocation {
+  readonly op: 'add' | 'remove';
+  readonly kind: RevocationKind;
+  readonly id: string;
+  readonly source: 'message' | 'reload';
+}
 
 export interface RedisRevocationsOptions {
   /** `redis://[user:password@]host:port[/db]` (or `rediss://`). */
@@ -366,6 +444,7 @@ export class RedisRevocations implements Revocations {
   private syncLoop: Promise<void> | null = null;
   private syncAgain = false;
 
+  private applied: (change: AppliedRevocation) => void = () => {};
   private timer: NodeJS.Timeout | undefined;
   private started = false;
   private closed = false;
@@ -466,6 +545,11 @@ export class RedisRevocations implements Revocations {
     } finally {
       clearTimeout(timeout);
     }
+  }
+
+  /** Called for every change applied (after it is logged): the metrics count them. */
+  onApplied(listener: (change: AppliedRevocation) => void): void {
+    this.applied = listener;
   }
 
   isRevoked(kind: RevocationKind, id: string): boolean {
@@ -598,6 +682,23 @@ export class RedisRevocations implements Revocations {
     }
     applyMessage(this.state, message, this.clock.now());
     this.pending?.push(message);
+    this.report({ op: message.op, kind: message.kind, id: message.id, source: 'message' }, message);
+  }
+
+  /** Logs and counts one applied change. Ids of tokens, applications and keys are not secrets. */
+  private report(change: AppliedRevocation, message?: ChangeMessage): void {
+    const exp = message && message.op === 'add' && message.exp !== undefined ? message.exp : undefined;
+    this.log.info(
+      {
+        op: change.op,
+        kind: change.kind,
+        id: change.id,
+        source: change.source,
+        ...(exp === undefined ? {} : { expires_at: new Date(exp).toISOString() }),
+      },
+      change.op === 'add' ? 'revocation applied' : 'revocation lifted',
+    );
+    this.applied(change);
   }
 
   /** A write of ours succeeded: apply it now, unless its message already arrived (in order). */
@@ -627,8 +728,11 @@ export class RedisRevocations implements Revocations {
       if (reload.status === 'fulfilled') {
         const state = stateFromSnapshot(reload.value, now);
         for (const message of this.pending) applyMessage(state, message, now);
+        // After the first load, a difference is a change no message told us about: report it.
+        const changes = this.lastSyncAt === undefined ? [] : differences(this.state, state, now);
         this.state = state;
         this.lastSyncAt = this.clock.now();
+        for (const change of changes) this.report(change);
       } else {
         failure = errorMessage(reload.reason);
         // No answer on a connection that looks open (half-open TCP): ioredis would wait for
@@ -688,6 +792,23 @@ export class RedisRevocations implements Revocations {
       );
     }
   }
+}
+
+/** What a reload changed: ids in force now and not before (add), or before and not now (remove). */
+function differences(before: RevocationState, after: RevocationState, now: number): AppliedRevocation[] {
+  const inForce = (state: RevocationState, kind: RevocationKind) => {
+    const ids = new Set(state.permanent[kind]);
+    for (const [id, exp] of state.expiring[kind]) if (exp > now) ids.add(id);
+    return ids;
+  };
+  const changes: AppliedRevocation[] = [];
+  for (const kind of REVOCATION_KINDS) {
+    const was = inForce(before, kind);
+    const is = inForce(after, kind);
+    for (const id of is) if (!was.has(id)) changes.push({ op: 'add', kind, id, source: 'reload' });
+    for (const id of was) if (!is.has(id)) changes.push({ op: 'remove', kind, id, source: 'reload' });
+  }
+  return changes;
 }
 
 function checkId(kind: RevocationKind, id: string): void {

@@ -22,7 +22,11 @@ function json(res: ServerResponse, status: number, body: unknown): void {
 export interface AdminState {
   /** Ready = a catalog is loaded and we are not draining. */
   ready(): boolean;
-  policy(): { version: string; name: string; last_reload?: { result: string; at: string; reason?: string } };
+  policy(): {
+    version: string;
+    name: string;
+    last_reload?: { result: string; at: string; reason?: string; recovered?: boolean };
+  };
   /** null = no such partner. */
   quotaStatus(partnerId: string): Promise<QuotaStatus | null>;
   /** The quota store, clamd and JWKS in plain words (the `dependencies` of /readyz). */

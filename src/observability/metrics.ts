@@ -201,8 +201,29 @@ export class Metrics {
     this.dryRuns.inc({ route, code });
   }
 
+  private readonly revocations = new Counter({
+    name: 'portcullis_revocations_applied_total',
+    help: 'Live revocations this replica applied, by kind, op (add, remove) and source (message, or reload: found without a message).',
+    labelNames: ['kind', 'op', 'source'] as const,
+    registers: [this.registry],
+  });
+
+  revocationApplied(kind: string, op: string, source: string): void {
+    this.revocations.inc({ kind, op, source });
+  }
+
   policyReloaded(result: 'success' | 'failure'): void {
     this.reloads.inc({ result });
+  }
+
+  private readonly reloadFailing = new Gauge({
+    name: 'portcullis_policy_reload_failing',
+    help: '1 while the last reload was refused (the last good catalog serves); 0 after a good reload or a revert to the served catalog.',
+    registers: [this.registry],
+  });
+
+  policyReloadFailing(failing: boolean): void {
+    this.reloadFailing.set(failing ? 1 : 0);
   }
 
   policyLoaded(catalog: Catalog): void {

@@ -108,6 +108,7 @@ export function createIdentifyStage(deps: IdentityDeps) {
         return refuse({
           code: result.failure,
           reason: result.reason,
+          ...(result.partner ? { partner: result.partner } : {}),
           headers: apiKeyChallenge(catalog, policy),
         });
       const key = result.key;
@@ -115,6 +116,7 @@ export function createIdentifyStage(deps: IdentityDeps) {
         return refuse({
           code: 'api_key_revoked',
           reason: `API key ${key.id} is revoked`,
+          partner: key.partner.id,
           headers: apiKeyChallenge(catalog, policy),
         });
       }
@@ -257,12 +259,17 @@ async function verifyToken(
       reason: `issuer ${token.issuer} is not trusted on this route`,
     });
   }
+  // A revoked token is still a verified one: the audit log names whose it was.
+  const owner =
+    catalog.partnersByApplication.get(applicationKey(token.issuer, token.application)) ??
+    catalog.partnersByApplication.get(token.application);
+  const partner = owner ? { partner: owner.id } : {};
   if (token.jti && revoked(deps, catalog, 'jti', token.jti)) {
-    return invalid({ code: 'token_revoked', reason: `jti ${token.jti} is revoked` });
+    return invalid({ code: 'token_revoked', reason: `jti ${token.jti} is revoked`, ...partner });
   }
   const app = token.application;
   if (app && revoked(deps, catalog, 'application', app)) {
-    return invalid({ code: 'token_revoked', reason: `application ${app} is revoked` });
+    return invalid({ code: 'token_revoked', reason: `application ${app} is revoked`, ...partner });
   }
   return { token };
 }

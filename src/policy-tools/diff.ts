@@ -16,7 +16,13 @@
 import { readFile } from 'node:fs/promises';
 import { parse as parseYaml } from 'yaml';
 import { ALL_CODES } from '../errors.js';
-import { applicationKey, type Catalog, type IssuerPolicy, type RoutePolicy } from '../policy/catalog.js';
+import {
+  applicationKey,
+  type Catalog,
+  type CatalogReference,
+  type IssuerPolicy,
+  type RoutePolicy,
+} from '../policy/catalog.js';
 import { loadCatalogFile } from '../policy/load.js';
 import { matchRoute } from '../policy/match.js';
 import { catalogSchema } from '../policy/schema.js';
@@ -119,6 +125,53 @@ function diffNamed(kind: string, a: readonly unknown[], b: readonly unknown[]): 
       diffValue('', old, value, fields);
       out.push({ kind, name, change: 'changed', fields });
     }
+  }
+  return out;
+}
+
+/**
+ * The files the catalogs name (schemas, JWKS files), compared by the path written in the catalog:
+ * added, removed, or changed — a JSON file as a JSON diff, anything else by its content hash.
+ */
+export function diffReferences(
+  before: readonly CatalogReference[],
+  after: readonly CatalogReference[],
+): EntityChange[] {
+  const key = (r: CatalogReference) => `${r.kind}\u0000${r.path}`;
+  const old = new Map(before.map((r) => [key(r), r]));
+  const now = new Map(after.map((r) => [key(r), r]));
+  const out: EntityChange[] = [];
+  const parsed = (r: CatalogReference): unknown => {
+    try {
+      return JSON.parse(r.text);
+    } catch {
+      return undefined;
+    }
+  };
+  for (const [k, r] of old) {
+    if (!now.has(k))
+      out.push({ kind: r.kind, name: r.path, change: 'removed', fields: [], value: parsed(r) ?? r.text });
+  }
+  for (const [k, r] of now) {
+    const was = old.get(k);
+    if (!was) {
+      out.push({ kind: r.kind, name: r.path, change: 'added', fields: [], value: parsed(r) ?? r.text });
+      continue;
+    }
+    if (was.sha256 === r.sha256) continue;
+    const a = parsed(was);
+    const b = parsed(r);
+    const fields: FieldChange[] = [];
+    if (a !== undefined && b !== undefined) diffValue('', a, b, fields);
+    if (fields.length === 0) {
+      fields.push({
+        path: '(content)',
+        kind: 'changed',
+        old: was.sha256 ? `sha256:${was.sha256.slice(0, 16)}` : '(unreadable)',
+        new: r.sha256 ? `sha256:${r.sha256.slice(0, 16)}` : '(unreadable)',
+      });
+    }
+    out.push({ kind: r.kind, name: r.path, change: 'changed', fields });
   }
   return out;
 }
@@ -282,6 +335,8 @@ export interface Flip {
   readonly iteration: number;
   readonly flipped: number;
   readonly repeat: number;
+  /** Repeated samples: the outcome of the LAST repetition under each catalog (what the case ends with). */
+  readonly final: { readonly old: Outcome; readonly new: Outcome } | null;
   /** What the audit replay had to assume for this request. */
   readonly assumptions: readonly string[];
 }
@@ -382,6 +437,10 @@ export async function compareTests(
         partner: flip.old.partner || flip.new.partner || ANONYMOUS,
         ...flip,
         repeat: testCase.repeat,
+        final:
+          testCase.repeat > 1 && before.length > 0 && after.length > 0
+            ? { old: before[before.length - 1] as Outcome, new: after[after.length - 1] as Outcome }
+            : null,
         assumptions: [],
       });
     }
@@ -776,6 +835,7 @@ export async function replayAudit(
         iteration: 1,
         flipped: 1,
         repeat: 1,
+        final: null,
         assumptions: sample.assumptions,
       });
     }

@@ -170,9 +170,27 @@ export interface IssuerPolicy {
   readonly userClaim: string;
 }
 
+/** A file the catalog names: part of the version, watched, compared by `policy diff`. */
+export interface CatalogReference {
+  readonly kind: 'schema' | 'jwks';
+  /** As written in the catalog (relative to its directory, or absolute). */
+  readonly path: string;
+  /** Absolute. */
+  readonly file: string;
+  /** Hex SHA-256 of its content; '' when it could not be read. */
+  readonly sha256: string;
+  /** Its content as loaded ('' when it could not be read). */
+  readonly text: string;
+}
+
 export interface Catalog {
-  /** `sha256:` + the first 16 hex digits of the file's SHA-256: changes whenever a byte does. */
+  /**
+   * `sha256:` + the first 16 hex digits of the SHA-256 of the file and of every file it names
+   * (schemas, JWKS files): changes whenever a byte of any of them does.
+   */
   readonly version: string;
+  /** The files the catalog names, in the version; the watcher watches them too. */
+  readonly references: readonly CatalogReference[];
   readonly versionName: string;
   readonly file: string;
   readonly settings: CatalogSettings;

@@ -43,7 +43,11 @@ export function mergeContent(base: ContentFields, over: ContentFields): ContentF
 }
 
 /** Compiles one content policy; throws an Error whose message names the offending key. */
-export function compileContent(c: ContentFields, dir: string): ContentPolicy {
+export function compileContent(
+  c: ContentFields,
+  dir: string,
+  files: { read(file: string): string } = { read: (file) => readFileSync(file, 'utf8') },
+): ContentPolicy {
   const maxBodyBytes = c.max_body_bytes ?? CONTENT_DEFAULTS.maxBodyBytes;
   if (c.on_truncated === 'skip' && c.scan) {
     // Skipping would pass a truncated body unscanned, silently: a scanning route refuses it instead.
@@ -67,7 +71,7 @@ export function compileContent(c: ContentFields, dir: string): ContentPolicy {
     const file = resolve(dir, c.json.schema);
     let parsed: unknown;
     try {
-      parsed = JSON.parse(readFileSync(file, 'utf8'));
+      parsed = JSON.parse(files.read(file));
     } catch (err: unknown) {
       throw new Error(
         `json.schema: cannot read ${c.json.schema}: ${err instanceof Error ? err.message : String(err)}`,

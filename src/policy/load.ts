@@ -1,6 +1,5 @@
 // Catalog loading: YAML text → schema validation → cross-reference checks → compiled, frozen Catalog.
 // Every problem is reported with file, line, column and the path inside the document, all at once.
-import { createHash } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { dirname, resolve } from 'node:path';
 import { IANAZone } from 'luxon';
@@ -14,6 +13,7 @@ import {
   type ApiKeyEntry,
   applicationKey,
   type Catalog,
+  type CatalogReference,
   type Credential,
   type IssuerPolicy,
   type Partner,
@@ -24,6 +24,7 @@ import {
 } from './catalog.js';
 import { type ContentFields, ContentKeyError, compileContent, mergeContent } from './content.js';
 import { compilePathMatch, ownerKey, patternError } from './match.js';
+import { catalogVersion, FileCache, referencesOf } from './references.js';
 import { type CompiledRule, compileRule } from './rules.js';
 import {
   type AccessDocument,
@@ -63,12 +64,15 @@ export function parseCatalog(text: string, file: string): Catalog {
   const parsed = parseYaml(text, file, catalogSchema, unionMessage);
   if (!parsed.ok) throw new CatalogError(parsed.issues);
   const { locate } = parsed;
-  const problems = crossCheck(parsed.data, dirname(file)).map((p) => locate(p.path, p.message));
+  // One read per named file: the bytes compiled are the bytes in the version.
+  const files = new FileCache();
+  const problems = crossCheck(parsed.data, dirname(file), files).map((p) => locate(p.path, p.message));
   if (problems.length > 0) throw new CatalogError(problems);
 
-  const version = `sha256:${createHash('sha256').update(text).digest('hex').slice(0, 16)}`;
+  const references = referencesOf(parsed.data, dirname(file), files);
+  const version = catalogVersion(text, references);
   const warnings = catalogWarnings(parsed.data).map((w) => locate(w.path, w.message));
-  return deepFreeze({ ...compile(parsed.data, version, file), warnings });
+  return deepFreeze({ ...compile(parsed.data, version, file, files, references), warnings });
 }
 
 function unionMessage(path: DocPath): string {
@@ -93,7 +97,7 @@ interface Problem {
 }
 
 /** Checks the schema cannot express: uniqueness, references, CIDRs, patterns. */
-function crossCheck(doc: CatalogDocument, dir: string): Problem[] {
+function crossCheck(doc: CatalogDocument, dir: string, files: FileCache): Problem[] {
   const problems: Problem[] = [];
   /** Records `value` as owned by `owner`; a second owner is a problem at `path`. */
   const claim = (owners: Map<string, string>, value: string, owner: string, path: DocPath, what: string) => {
@@ -226,7 +230,7 @@ function crossCheck(doc: CatalogDocument, dir: string): Problem[] {
     const { partners, ...base } = r.content;
     const tryCompile = (fields: ContentFields, path: DocPath) => {
       try {
-        compileContent(fields, dir);
+        compileContent(fields, dir, files);
       } catch (err: unknown) {
         // A key that cannot compile is located at that key, with the cause's own words.
         const at = err instanceof ContentKeyError ? err.at : [];
@@ -314,7 +318,13 @@ function acceptedCredentials(r: RouteDocument): Set<Credential> {
   return new Set([...(any_of ?? (all_of.length > 0 ? [] : ALL_CREDENTIALS)), ...all_of]);
 }
 
-function compile(doc: CatalogDocument, version: string, file: string): Omit<Catalog, 'warnings'> {
+function compile(
+  doc: CatalogDocument,
+  version: string,
+  file: string,
+  files: FileCache,
+  references: readonly CatalogReference[],
+): Omit<Catalog, 'warnings'> {
   const partners = new Map<string, Partner>();
   const partnersByPrincipal = new Map<string, Partner>();
   const partnersByApplication = new Map<string, Partner>();
@@ -348,12 +358,13 @@ function compile(doc: CatalogDocument, version: string, file: string): Omit<Cata
       });
     }
   }
-  const routes = doc.routes.map((r) => compileRoute(r, dirname(file)));
+  const routes = doc.routes.map((r) => compileRoute(r, dirname(file), files));
   const routesByName = new Map(routes.map((r) => [r.name, r]));
   const dir = dirname(file);
   const s = doc.settings;
   return {
     version,
+    references,
     versionName: doc.version_name ?? '',
     file,
     settings: {
@@ -481,18 +492,25 @@ function compileIssuer(iss: IssuerDocument, dir: string): IssuerPolicy {
   };
 }
 
-function compileRouteContent(content: RouteDocument['content'], dir: string): RouteContent | null {
+function compileRouteContent(
+  content: RouteDocument['content'],
+  dir: string,
+  files: FileCache,
+): RouteContent | null {
   if (!content) return null;
   const { partners, ...base } = content;
   return {
-    policy: compileContent(base, dir),
+    policy: compileContent(base, dir, files),
     byPartner: new Map(
-      Object.entries(partners).map(([id, over]) => [id, compileContent(mergeContent(base, over), dir)]),
+      Object.entries(partners).map(([id, over]) => [
+        id,
+        compileContent(mergeContent(base, over), dir, files),
+      ]),
     ),
   };
 }
 
-function compileRoute(r: RouteDocument, dir: string): RoutePolicy {
+function compileRoute(r: RouteDocument, dir: string, files: FileCache): RoutePolicy {
   const hosts = r.match.hosts.map((h) => h.toLowerCase());
   const match: RouteMatcher = {
     anyHost: hosts.includes('*'),
@@ -528,7 +546,7 @@ function compileRoute(r: RouteDocument, dir: string): RoutePolicy {
         sourcePrefix: { ipv4: l.source_prefix?.ipv4 ?? 32, ipv6: l.source_prefix?.ipv6 ?? 64 },
       })),
     },
-    content: compileRouteContent(r.content, dir),
+    content: compileRouteContent(r.content, dir, files),
     rules: r.rules.map(compileChecked),
     dryRun: r.dry_run,
     access: compileAccess(r.access),

@@ -10,9 +10,21 @@ import { startTestApp } from '../support/app.js';
 
 const CLI = ['--import', 'tsx', 'src/cli/main.ts'];
 
-function run(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+/** The environment without any pepper or catalog setting: each test says what it sets. */
+function cleanEnv(extra: Record<string, string> = {}): NodeJS.ProcessEnv {
+  const env = { ...process.env, ...extra };
+  for (const name of ['PORTCULLIS_API_KEY_PEPPER', 'PORTCULLIS_API_KEY_PEPPER_FILE', 'PORTCULLIS_CONFIG']) {
+    if (!(name in extra)) delete env[name];
+  }
+  return env;
+}
+
+function run(
+  args: string[],
+  env: NodeJS.ProcessEnv = cleanEnv(),
+): Promise<{ code: number; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
-    execFile(process.execPath, [...CLI, ...args], { timeout: 20_000 }, (err, stdout, stderr) => {
+    execFile(process.execPath, [...CLI, ...args], { timeout: 20_000, env }, (err, stdout, stderr) => {
       const code = err ? (typeof err.code === 'number' ? err.code : -1) : 0;
       resolve({ code, stdout, stderr });
     });

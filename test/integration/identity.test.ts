@@ -585,6 +585,24 @@ describe('API keys', () => {
     assertDenied(res, 401, 16, 'api_key_revoked');
   });
 
+  test('credential denials name the partner in the audit line when the key is known (revoked, expired)', async (t) => {
+    const { check, logs } = await setup(t);
+    const cases = [
+      { key: KEYS.leaked, code: 'api_key_revoked', requestId: 'req-key-listed' },
+      { key: KEYS.retired, code: 'api_key_revoked', requestId: 'req-key-retired' },
+      { key: KEYS.expired, code: 'api_key_expired', requestId: 'req-key-expired' },
+      { key: KEYS.unknown, code: 'api_key_invalid', requestId: 'req-key-unknown' },
+    ];
+    for (const c of cases) await check({ headers: { 'x-api-key': c.key }, requestId: c.requestId });
+    const partnerOf = (requestId: string) => logs.decisions().find((l) => l.request_id === requestId);
+    for (const c of cases) {
+      const line = partnerOf(c.requestId);
+      assert.equal(line?.code, c.code);
+      // An unknown key names nobody: it matches no catalog entry.
+      assert.equal(line?.partner, c.code === 'api_key_invalid' ? '' : 'acme', c.requestId);
+    }
+  });
+
   test('a key revoked by the revocation list is answered like one revoked by status (a 401 carries a challenge)', async (t) => {
     const { check } = await setup(t);
     const listed = await check({ headers: { 'x-api-key': KEYS.leaked } });
@@ -800,6 +818,9 @@ describe('live revocation', () => {
     assert.ok(denied);
     assertDenied(denied, 401, 16, 'token_revoked');
     assert.equal(challengeOf(denied), invalidToken('token_revoked'));
+    // The token was verified before it was found revoked: the audit line names its partner.
+    const revokedLine = replicas[1]?.logs.decisions().find((l) => l.code === 'token_revoked');
+    assert.equal(revokedLine?.partner, 'acme');
     assert.deepEqual(await codes(await token()), ['allowed', 'allowed'], 'only that token');
 
     await changeRevocation(redis.url, 'unrevoke', 'jti', jti, undefined);

@@ -4,7 +4,7 @@
 // First through the exported functions (output captured), then through the real CLI process.
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { cpSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
@@ -45,7 +45,7 @@ const failLines = (text: string) => text.split('\n').filter((l) => l.startsWith(
 
 test('policy test examples/tests: every case passes, exit 0, one summary line', async () => {
   const io = capture();
-  const code = await policyTest(['examples/tests'], io);
+  const code = await policyTest(['examples/tests', '--pepper-file', EXAMPLE_PEPPER], io);
   assert.equal(code, 0, io.stdout() + io.stderr());
   const out = io.stdout();
   assert.match(
@@ -201,11 +201,15 @@ cases:
     expect: { decision: deny, code: malware_detected, status: 422 }
 `,
   );
-  // examples/catalog.yaml is the embedded default: its example pepper applies without a flag.
+  // The pepper comes from --pepper-file (or the environment), whatever the catalog's path.
   const io = capture();
-  assert.equal(await policyTest([dir, '--catalog', 'examples/catalog.yaml'], io), 0, io.stdout());
+  assert.equal(
+    await policyTest([dir, '--catalog', 'examples/catalog.yaml', '--pepper-file', EXAMPLE_PEPPER], io),
+    0,
+    io.stdout(),
+  );
   assert.match(io.stdout(), /^4 passed, 0 failed$/m);
-  // Another path to the same catalog is not the embedded default: no pepper, a failure that says so.
+  // A copy of the catalog elsewhere, with the same flag: the same result.
   writeFileSync(
     join(dir, 'catalog.yaml'),
     readFileSync('examples/catalog.yaml', 'utf8').replace(
@@ -213,23 +217,32 @@ cases:
       `$1: ${process.cwd()}/examples/$2/`,
     ),
   );
-  const nopepper = capture();
-  const saved = { ...process.env };
-  delete process.env.PORTCULLIS_API_KEY_PEPPER;
-  delete process.env.PORTCULLIS_API_KEY_PEPPER_FILE;
-  try {
-    assert.equal(
-      await policyTest([join(dir, 'signed.yaml'), '--catalog', join(dir, 'catalog.yaml')], nopepper),
-      1,
-    );
-  } finally {
-    Object.assign(process.env, saved);
-  }
-  assert.match(
-    nopepper.stdout(),
-    /^FAIL signed\.yaml › the demo API key: expected decision allow, got deny api_key_invalid \(401\)/m,
+  const copied = capture();
+  assert.equal(
+    await policyTest(
+      [join(dir, 'signed.yaml'), '--catalog', join(dir, 'catalog.yaml'), '--pepper-file', EXAMPLE_PEPPER],
+      copied,
+    ),
+    0,
+    copied.stdout(),
   );
-  assert.match(nopepper.stdout(), /^ {2}hint: no API key pepper is configured: pass --pepper-file/m);
+  // Without it, the example catalog and its copy fail alike, with a hint that says what to pass.
+  for (const catalog of ['examples/catalog.yaml', join(dir, 'catalog.yaml')]) {
+    const nopepper = capture();
+    const saved = { ...process.env };
+    delete process.env.PORTCULLIS_API_KEY_PEPPER;
+    delete process.env.PORTCULLIS_API_KEY_PEPPER_FILE;
+    try {
+      assert.equal(await policyTest([join(dir, 'signed.yaml'), '--catalog', catalog], nopepper), 1);
+    } finally {
+      Object.assign(process.env, saved);
+    }
+    assert.match(
+      nopepper.stdout(),
+      /^FAIL signed\.yaml › the demo API key: expected decision allow, got deny api_key_invalid \(401\)/m,
+    );
+    assert.match(nopepper.stdout(), /^ {2}hint: no API key pepper is configured: pass --pepper-file/m);
+  }
 });
 
 test('policy diff: the broken catalog, judged by the example tests', async () => {
@@ -321,7 +334,7 @@ function run(args: string[]): Promise<{ code: number; stdout: string; stderr: st
 }
 
 test('CLI: portcullis policy test examples/tests exits 0 with the summary', async () => {
-  const ok = await run(['policy', 'test', 'examples/tests']);
+  const ok = await run(['policy', 'test', 'examples/tests', '--pepper-file', EXAMPLE_PEPPER]);
   assert.equal(ok.code, 0, ok.stdout + ok.stderr);
   assert.equal(SUMMARY.exec(ok.stdout)?.[2], '0');
 });
@@ -370,4 +383,59 @@ test('CLI: policy diff exits 1 on flips, 0 without; help documents both', async 
   const help = await run(['help', 'policy']);
   assert.match(help.stdout, /portcullis policy test DIR/);
   assert.match(help.stdout, /portcullis policy diff OLD NEW/);
+});
+
+test('policy diff: a schema-only change is a JSON diff with the flips it causes; an added partner is shown in full', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'portcullis-diff-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  for (const side of ['old', 'new']) {
+    cpSync('examples/catalog.yaml', join(dir, side, 'catalog.yaml'));
+    cpSync('examples/schemas', join(dir, side, 'schemas'), { recursive: true });
+    cpSync('examples/keys', join(dir, side, 'keys'), { recursive: true });
+  }
+  // NEW: the order schema requires a currency, the catalog gains a partner, and globex's plan
+  // burst shrinks (the 41-request case then ends as it did: 429).
+  const schema = JSON.parse(readFileSync('examples/schemas/order.json', 'utf8')) as {
+    required: string[];
+    properties: Record<string, unknown>;
+  };
+  schema.required.push('currency');
+  schema.properties.currency = { type: 'string' };
+  writeFileSync(join(dir, 'new', 'schemas', 'order.json'), JSON.stringify(schema, null, 2));
+  const catalog = readFileSync('examples/catalog.yaml', 'utf8');
+  writeFileSync(
+    join(dir, 'new', 'catalog.yaml'),
+    catalog.replace(
+      /^partners:\n/m,
+      'partners:\n  - id: wayne\n    name: Wayne Enterprises\n    identities:\n      principals: [spiffe://partners.example.com/wayne]\n',
+    ),
+  );
+  const io = capture();
+  const code = await policyDiff(
+    [
+      join(dir, 'old', 'catalog.yaml'),
+      join(dir, 'new', 'catalog.yaml'),
+      '--tests',
+      'examples/tests',
+      '--pepper-file',
+      EXAMPLE_PEPPER,
+    ],
+    io,
+  );
+  const out = io.stdout();
+  assert.equal(code, 1, out + io.stderr());
+  // Same catalog text but the schema: the versions differ.
+  assert.match(out, /~ schema schemas\/order\.json\n( {6}.*\n)* {6}required: added currency\n/);
+  assert.match(
+    out,
+    /~ schema schemas\/order\.json\n( {6}.*\n)* {6}properties\.currency: added \{type: string\}\n/,
+  );
+  assert.match(
+    out,
+    /\+ partner wayne added\n {6}id: wayne\n {6}name: Wayne Enterprises\n(.*\n)* {6}identities:\n {8}principals:\n {10}- spiffe:\/\/partners\.example\.com\/wayne\n/,
+  );
+  assert.match(
+    out,
+    /allow→deny {2}orders\.yaml › acme places an order with its client certificate\n.*\n.*allow allowed → deny schema_violation \(422\)/,
+  );
 });

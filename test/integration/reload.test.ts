@@ -188,3 +188,110 @@ test('SIGHUP forces a reload of the same file', { timeout: 30_000 }, async (t) =
     'a forced reload rebuilds even for the same bytes',
   );
 });
+
+// A catalog whose only route checks JSON bodies against schemas/order.json (no identity needed).
+const SCHEMA_CATALOG = [
+  'version_name: schema-check',
+  'routes:',
+  '  - name: orders',
+  '    identity: { required: false }',
+  '    content:',
+  '      types: [application/json]',
+  '      json: { schema: schemas/order.json }',
+].join('\n');
+const schemaRequiring = (field: string) =>
+  JSON.stringify({ type: 'object', required: [field], properties: { [field]: { type: 'string' } } });
+const orderCheck = () =>
+  envoyRequest({
+    method: 'POST',
+    path: '/v1/orders',
+    headers: { 'content-type': 'application/json' },
+    body: Buffer.from('{"sku":"A-1"}'),
+  });
+
+interface Ready {
+  status: string;
+  policy: { version: string; last_reload?: { result: string; reason?: string; recovered?: boolean } };
+}
+const readyz = async (adminPort: number) =>
+  (await (await fetch(`http://127.0.0.1:${adminPort}/readyz`)).json()) as Ready;
+/** Polls /readyz until `done` holds (bounded: 10 s). */
+async function readyWhen(adminPort: number, done: (r: Ready) => boolean): Promise<Ready> {
+  const deadline = Date.now() + 10_000;
+  let ready = await readyz(adminPort);
+  while (!done(ready) && Date.now() < deadline) {
+    await sleep(50);
+    ready = await readyz(adminPort);
+  }
+  return ready;
+}
+
+test('a schema-only edit changes the version and is reloaded without SIGHUP', {
+  timeout: 30_000,
+}, async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'portcullis-schema-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  mkdirSync(join(dir, 'schemas'));
+  writeFileSync(join(dir, 'schemas', 'order.json'), schemaRequiring('sku'));
+  writeFileSync(join(dir, 'catalog.yaml'), SCHEMA_CATALOG);
+  const { logs, grpcPort, adminPort } = await serve(t, join(dir, 'catalog.yaml'));
+  const client = new OfficialCheckClient(`127.0.0.1:${grpcPort}`);
+  t.after(() => client.close());
+
+  const before = await client.check(orderCheck(), 5000);
+  assert.equal(before.http_response, 'ok_response', meta(before, 'code'));
+  const v1 = meta(before, 'policy_version');
+  // The catalog names a file: its version is not the hash of the catalog's bytes alone.
+  assert.notEqual(v1, versionOf(SCHEMA_CATALOG));
+
+  // Only the schema changes: the catalog's bytes stay the same. No signal is sent.
+  writeFileSync(join(dir, 'schemas', 'order.json'), schemaRequiring('quantity'));
+  const ready = await readyWhen(adminPort, (r) => r.policy.version !== v1);
+  assert.notEqual(ready.policy.version, v1, 'the schema edit gives a new version');
+  assert.equal(ready.policy.last_reload?.result, 'success');
+  const after = await client.check(orderCheck(), 5000);
+  assert.equal(after.http_response, 'denied_response');
+  assert.equal(meta(after, 'code'), 'schema_violation');
+  assert.equal(meta(after, 'policy_version'), ready.policy.version, 'the audit version names the new schema');
+  // The log line follows the swap /readyz already shows: wait for it (bounded).
+  const reloaded = () => logs.some((l) => l.msg === 'policy reloaded' && l.previous_version === v1);
+  const logDeadline = Date.now() + 10_000;
+  while (!reloaded() && Date.now() < logDeadline) await sleep(50);
+  assert.ok(reloaded(), 'the reload is logged with the version it replaced');
+  assert.ok(!logs.some((l) => l.msg === 'SIGHUP: reloading the policy catalog'));
+});
+
+test('a revert clears the failure: /readyz, the log and the metric record the recovery', {
+  timeout: 30_000,
+}, async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'portcullis-revert-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const file = join(dir, 'catalog.yaml');
+  writeFileSync(file, catalogText(1));
+  const { logs, adminPort } = await serve(t, file);
+  const good = versionOf(catalogText(1));
+  const metric = async (name: string) => {
+    const text = await (await fetch(`http://127.0.0.1:${adminPort}/metrics`)).text();
+    return new RegExp(`^${name} (\\S+)$`, 'm').exec(text)?.[1];
+  };
+
+  writeFileSync(file, BROKEN);
+  const failed = await readyWhen(adminPort, (r) => r.policy.last_reload?.result === 'failure');
+  assert.equal(failed.policy.last_reload?.result, 'failure');
+  assert.equal(failed.policy.version, good);
+  assert.equal(await metric('portcullis_policy_reload_failing'), '1');
+
+  // The good bytes again: the same version as the one served, so nothing to swap, but a recovery.
+  writeFileSync(file, catalogText(1));
+  const back = await readyWhen(adminPort, (r) => r.policy.last_reload?.result === 'success');
+  assert.equal(back.policy.version, good);
+  assert.equal(back.policy.last_reload?.result, 'success');
+  assert.equal(back.policy.last_reload?.recovered, true);
+  assert.equal(back.policy.last_reload?.reason, undefined, 'the old errors are gone');
+  assert.equal(await metric('portcullis_policy_reload_failing'), '0');
+  const recovered = () =>
+    logs.some((l) => l.msg === 'policy reload recovered: the files are back to the catalog being served');
+  const logDeadline = Date.now() + 10_000;
+  while (!recovered() && Date.now() < logDeadline) await sleep(50);
+  assert.ok(recovered(), 'the recovery is logged');
+});

@@ -170,6 +170,36 @@ describe('RedisRevocations', { timeout: 60_000 }, () => {
     }
   });
 
+  test('each replica logs and counts every revocation it applies, by message or found by a reload', async (t) => {
+    const redis = await startRedis(t);
+    const a = await startReplica(t, redis.url);
+    const b = await startReplica(t, redis.url);
+    const counted: string[] = [];
+    b.revocations.onApplied((c) => counted.push(`${c.op} ${c.kind} ${c.id} ${c.source}`));
+    await a.revocations.revoke('api_key', 'k-1', 60);
+    await eventually(t, 'k-1 on B', () => b.revocations.isRevoked('api_key', 'k-1'));
+    await a.revocations.unrevoke('api_key', 'k-1');
+    await eventually(t, 'k-1 lifted on B', () => !b.revocations.isRevoked('api_key', 'k-1'));
+    // Written without a PUBLISH: only B's next reload can find it, and it says so.
+    await redis.client().sadd(KEYS.application.permanent, 'quiet-app');
+    await b.revocations.resync();
+    assert.deepEqual(counted, [
+      'add api_key k-1 message',
+      'remove api_key k-1 message',
+      'add application quiet-app reload',
+    ]);
+    const applied = b.logs.filter((l) => l.msg === 'revocation applied' || l.msg === 'revocation lifted');
+    assert.deepEqual(
+      applied.map((l) => [l.msg, l.kind, l.id, l.source]),
+      [
+        ['revocation applied', 'api_key', 'k-1', 'message'],
+        ['revocation lifted', 'api_key', 'k-1', 'message'],
+        ['revocation applied', 'application', 'quiet-app', 'reload'],
+      ],
+    );
+    assert.match(String(applied[0]?.expires_at), /^\d{4}-\d\d-\d\dT/, 'a TTL revocation logs its end');
+  });
+
   test('an unrevoke propagates, and lifts a permanent and a TTL revocation together', async (t) => {
     const redis = await startRedis(t);
     const a = await startReplica(t, redis.url);

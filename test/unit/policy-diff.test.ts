@@ -41,7 +41,9 @@ const renamed = (to: string): EntityChange => ({
 /** A flip in few words: sample, kind, old code → new code, partner, repetition. */
 const brief = (f: Flip) =>
   `${f.partner}: ${f.sample} ${f.kind} ${f.old.code}→${f.new.code}` +
-  (f.repeat > 1 ? ` (request ${f.iteration} of ${f.repeat}, ${f.flipped} flip)` : '');
+  (f.repeat > 1
+    ? ` (request ${f.iteration} of ${f.repeat}, ${f.flipped} flip, final ${f.final?.old.code}→${f.final?.new.code})`
+    : '');
 
 async function flips(next: LoadedCatalog, inputs: { tests?: boolean; audit?: boolean }): Promise<string[]> {
   const report = await compareDecisions(
@@ -124,8 +126,8 @@ const CASES: ReadonlyArray<{
       renamed('burst-3'),
     ],
     tests: [
-      'acme: samples.yaml › acme searches in a burst of 5 allow→deny allowed→quota_exceeded (request 4 of 5, 2 flip)',
-      'acme: samples.yaml › the 6th search of a burst is refused allow→deny allowed→quota_exceeded (request 4 of 6, 2 flip)',
+      'acme: samples.yaml › acme searches in a burst of 5 allow→deny allowed→quota_exceeded (request 4 of 5, 2 flip, final allowed→quota_exceeded)',
+      'acme: samples.yaml › the 6th search of a burst is refused allow→deny allowed→quota_exceeded (request 4 of 6, 2 flip, final quota_exceeded→quota_exceeded)',
     ],
     audit: [
       'acme: audit.jsonl:11 allow→deny allowed→quota_exceeded',

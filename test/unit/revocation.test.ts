@@ -130,14 +130,20 @@ describe('revocation messages and keys', () => {
 
   test('keys share one hash tag (one Redis Cluster slot)', () => {
     assert.deepEqual(revocationKeys(), {
-      jti: { permanent: '{portcullis:revoked}:jti', expiring: '{portcullis:revoked}:jti:expiring' },
+      jti: {
+        permanent: '{portcullis:revoked}:jti',
+        expiring: '{portcullis:revoked}:jti:expiring',
+        revokedAt: '{portcullis:revoked}:jti:at',
+      },
       application: {
         permanent: '{portcullis:revoked}:application',
         expiring: '{portcullis:revoked}:application:expiring',
+        revokedAt: '{portcullis:revoked}:application:at',
       },
       api_key: {
         permanent: '{portcullis:revoked}:api_key',
         expiring: '{portcullis:revoked}:api_key:expiring',
+        revokedAt: '{portcullis:revoked}:api_key:at',
       },
     });
     assert.equal(revocationKeys('tenant-a:{rev}').jti.permanent, 'tenant-a:{rev}:jti');

@@ -1,0 +1,109 @@
+// `portcullis revoke|unrevoke KIND ID` and `portcullis revoke list`: what a revocation names is
+// checked against the catalog when one is given, and what is revoked can be read back.
+
+import { Redis } from 'ioredis';
+import { listRevocations, type RevocationEntry, type RevocationKind } from '../identity/revocation.js';
+import type { Catalog } from '../policy/catalog.js';
+import { humanDuration } from '../quota/reset.js';
+
+/** The ids of `kind` the catalog knows, each with its partner; null when the catalog cannot know (jti). */
+export function knownIds(catalog: Catalog, kind: RevocationKind): Map<string, string> | null {
+  if (kind === 'jti') return null;
+  const ids = new Map<string, string>();
+  if (kind === 'api_key') {
+    for (const key of catalog.apiKeysByHash.values()) ids.set(key.id, key.partner.id);
+  } else {
+    // Issuer-qualified applications are keyed `issuer NUL client_id`: the client id is what tokens carry.
+    for (const [key, partner] of catalog.partnersByApplication)
+      ids.set(key.split('\u0000').at(-1) ?? key, partner.id);
+  }
+  return ids;
+}
+
+export type IdCheck =
+  | { readonly kind: 'known'; readonly partner: string }
+  | { readonly kind: 'unknown'; readonly message: string }
+  | { readonly kind: 'unchecked'; readonly message: string };
+
+/** Is `id` one the catalog has? The message says what to do when it is not. */
+export function checkRevocationId(
+  catalog: Catalog | null,
+  catalogFile: string,
+  kind: RevocationKind,
+  id: string,
+): IdCheck {
+  if (!catalog) {
+    return {
+      kind: 'unchecked',
+      message: `${kind} "${id}" not checked against a catalog (pass --config FILE)`,
+    };
+  }
+  const ids = knownIds(catalog, kind);
+  if (!ids) {
+    return { kind: 'unchecked', message: `token ids (jti) are not in the catalog: "${id}" not checked` };
+  }
+  const partner = ids.get(id);
+  if (partner !== undefined) return { kind: 'known', partner };
+  const near = [...ids.keys()].filter((known) => similar(known, id)).slice(0, 3);
+  return {
+    kind: 'unknown',
+    message:
+      `${kind} "${id}" is not in ${catalogFile}` +
+      (near.length > 0 ? ` (did you mean ${near.map((n) => `"${n}"`).join(', ')}?)` : '') +
+      ': nothing revoked. Check the id, or pass --force to revoke it anyway.',
+  };
+}
+
+/** Shares a prefix of 4 characters or more, or one contains the other: worth suggesting. */
+function similar(a: string, b: string): boolean {
+  if (a.includes(b) || b.includes(a)) return true;
+  let common = 0;
+  while (common < a.length && a[common] === b[common]) common++;
+  return common >= 4;
+}
+
+/** Reads every revocation in force from Redis. */
+export async function readRevocations(redisUrl: string, now: number): Promise<RevocationEntry[]> {
+  const redis = new Redis(redisUrl, {
+    lazyConnect: true,
+    maxRetriesPerRequest: 1,
+    enableOfflineQueue: false,
+  });
+  redis.on('error', () => {});
+  try {
+    await redis.connect();
+    return await listRevocations(redis, { now });
+  } finally {
+    redis.disconnect();
+  }
+}
+
+/** The table `revoke list` prints; with a catalog, the partner each id belongs to. */
+export function renderRevocations(
+  entries: readonly RevocationEntry[],
+  now: number,
+  catalog: Catalog | null,
+): string {
+  if (entries.length === 0)
+    return "nothing is revoked in Redis (the catalog's revocations: lists apply too)\n";
+  const partnerOf = (e: RevocationEntry) =>
+    catalog ? (knownIds(catalog, e.kind)?.get(e.id) ?? '-') : undefined;
+  const head = ['KIND', 'ID', ...(catalog ? ['PARTNER'] : []), 'REVOKED AT', 'TTL', 'EXPIRES AT'];
+  const rows = entries.map((e) => [
+    e.kind,
+    e.id,
+    ...(catalog ? [partnerOf(e) ?? '-'] : []),
+    e.revokedAt === null ? 'unknown' : isoSeconds(e.revokedAt),
+    e.expiresAt === null ? 'permanent' : humanDuration((e.expiresAt - now) / 1000),
+    e.expiresAt === null ? '-' : isoSeconds(e.expiresAt),
+  ]);
+  const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
+  const line = (cells: readonly string[]) =>
+    cells
+      .map((c, i) => c.padEnd(widths[i] ?? 0))
+      .join('  ')
+      .trimEnd();
+  return `${[head, ...rows].map(line).join('\n')}\n${entries.length} revoked\n`;
+}
+
+const isoSeconds = (ms: number) => new Date(ms).toISOString().replace(/\.\d{3}Z$/, 'Z');
