@@ -1,7 +1,7 @@
 # portcullis — the two commands a newcomer needs: `make run` and `make test`.
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
-NODE_TEST := node --import tsx --test --test-reporter=spec --test-timeout=60000
+NODE_TEST := node --import tsx --test --test-reporter=spec --test-timeout=180000
 TIER_FILES = $(shell find test/$(1) -name '*.test.ts' 2>/dev/null | sort)
 
 .PHONY: help install tools build run test typecheck lint format test-unit test-contract test-integration test-integration-grpc-js test-integration-grpc-js-full bench bench-quick clean

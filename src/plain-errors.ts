@@ -1,4 +1,5 @@
-// Our own words for the errors of the libraries under us (ioredis, opossum, grpc-js, sockets), for
+// Our own words for the errors of the libraries under us (ioredis, grpc-js, sockets) and of our own
+// quota breaker (src/quota/breaker.ts, reply-timer.ts), for
 // logs, /readyz, `quota status` and `check`. People read "Redis is not connected", not "Stream isn't
 // writeable and enableOfflineQueue options is false". The library's text stays available to the
 // caller (log it as `cause`) but is never the message.
@@ -19,10 +20,17 @@ const REDIS: readonly Rule[] = [
   },
   { test: /Command timed out/i, say: () => 'Redis did not answer in time' },
   {
-    test: /Breaker is open/i,
+    test: /circuit open/i,
     say: () => 'Redis is considered down after repeated failures; retrying shortly',
   },
-  { test: /Timed out after (\d+)\s*ms/i, say: (m) => `Redis did not answer within ${m[1]} ms` },
+  {
+    test: /circuit half-open/i,
+    say: () => 'Redis is back: charges are let through a growing share at a time',
+  },
+  {
+    test: /no reply from redis within (\d+) ms/i,
+    say: (m) => `Redis did not answer within ${m[1]} ms`,
+  },
   {
     test: /ECONNREFUSED\s*([\d.:[\]a-f]*)/i,
     say: (m) => `Redis refused the connection${m[1] ? ` at ${m[1]}` : ''}`,

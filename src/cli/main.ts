@@ -251,6 +251,9 @@ async function serve(args: readonly string[]): Promise<number> {
     onError: (err) => logger.warn({ err }, 'catalog watch'),
     references: () => app.catalog().references.map((ref) => ref.file),
   });
+  // An edit made between the first load and the watch being armed would go unseen until the next
+  // one: read once more now (a no-op when nothing changed).
+  reloadFrom(false);
   onHangup = () => {
     logger.info('SIGHUP: reloading the policy catalog');
     reloadFrom(true);

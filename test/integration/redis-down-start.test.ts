@@ -74,23 +74,27 @@ test('6. serve started while Redis is unreachable keeps running, answers as decl
   // Redis starts: normal service again, on every route, on its own.
   await redis.restart();
   const restarted = performance.now();
+  // Recovery ramps (a growing share of charges first, quota/breaker.ts): normal service is the first
+  // round of a run of 5 in a row where every route answers normally, not one lucky round.
   let recovered: number | undefined;
+  let streakStart = 0;
+  let streak = 0;
   let last: Record<string, string> = {};
-  for (let i = 0; i < 400 && recovered === undefined; i++) {
+  for (let i = 0; i < 400 && streak < 5; i++) {
     last = await ask();
     if (last.strict === 'allowed' && last.lenient === 'allowed' && last.keyed === 'allowed') {
-      recovered = performance.now() - restarted;
+      if (streak === 0) streakStart = performance.now() - restarted;
+      streak++;
     } else {
+      streak = 0;
       await sleep(25);
     }
   }
+  if (streak >= 5) recovered = streakStart;
   assert.ok(
     recovered !== undefined,
-    `normal service after Redis started; last answers ${JSON.stringify(last)}`,
+    `normal service (5 rounds in a row) after Redis started; last answers ${JSON.stringify(last)}`,
   );
   t.diagnostic(`normal service ${recovered.toFixed(0)} ms after Redis answered PING`);
-  // And it stays normal: charged in Redis from now on.
-  for (let i = 0; i < 5; i++)
-    assert.deepEqual(await ask(), { strict: 'allowed', lenient: 'allowed', keyed: 'allowed' });
   assert.equal(serve.exited(), false);
 });

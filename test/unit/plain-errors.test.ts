@@ -10,15 +10,12 @@ const store: [string, Error, RegExp][] = [
     /^Redis is not connected/,
   ],
   ['ioredis command timeout', new Error('Command timed out'), /^Redis did not answer in time$/],
+  ['circuit open', new Error('circuit open: redis failed recently'), /^Redis is considered down/],
+  ['circuit ramping', new Error('circuit half-open: ramping up'), /^Redis is back: charges are let through/],
   [
-    'opossum open',
-    Object.assign(new Error('Breaker is open'), { code: 'EOPENBREAKER' }),
-    /^Redis is considered down/,
-  ],
-  [
-    'opossum timeout',
-    Object.assign(new Error('Timed out after 150ms'), { code: 'ETIMEDOUT' }),
-    /within 150 ms/,
+    'store timeout',
+    new Error('no reply from redis within 100 ms of the command being sent'),
+    /^Redis did not answer within 100 ms$/,
   ],
   [
     'refused',
