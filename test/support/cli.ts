@@ -14,13 +14,14 @@ export function cleanEnv(extra: Record<string, string> = {}): NodeJS.ProcessEnv 
   return env;
 }
 
-/** Runs `portcullis ...args` to completion (20 s at most); code -1 when it did not exit normally. */
+/** Runs `portcullis ...args` to completion (killed after `timeoutMs`); code -1 when it did not exit normally. */
 export function runCli(
   args: string[],
   env: NodeJS.ProcessEnv = cleanEnv(),
+  timeoutMs = 20_000,
 ): Promise<{ code: number; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
-    execFile(process.execPath, [...CLI, ...args], { timeout: 20_000, env }, (err, stdout, stderr) => {
+    execFile(process.execPath, [...CLI, ...args], { timeout: timeoutMs, env }, (err, stdout, stderr) => {
       const code = err ? (typeof err.code === 'number' ? err.code : -1) : 0;
       resolve({ code, stdout, stderr });
     });
