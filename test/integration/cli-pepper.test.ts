@@ -1,30 +1,7 @@
 // portcullis serve and policy validate without a pepper: one clear line, a warning (real processes).
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
 import { test } from 'node:test';
-
-const CLI = ['--import', 'tsx', 'src/cli/main.ts'];
-
-/** The environment without any pepper or catalog setting: each test says what it sets. */
-function cleanEnv(extra: Record<string, string> = {}): NodeJS.ProcessEnv {
-  const env = { ...process.env, ...extra };
-  for (const name of ['PORTCULLIS_API_KEY_PEPPER', 'PORTCULLIS_API_KEY_PEPPER_FILE', 'PORTCULLIS_CONFIG']) {
-    if (!(name in extra)) delete env[name];
-  }
-  return env;
-}
-
-function run(
-  args: string[],
-  env: NodeJS.ProcessEnv = cleanEnv(),
-): Promise<{ code: number; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    execFile(process.execPath, [...CLI, ...args], { timeout: 20_000, env }, (err, stdout, stderr) => {
-      const code = err ? (typeof err.code === 'number' ? err.code : -1) : 0;
-      resolve({ code, stdout, stderr });
-    });
-  });
-}
+import { cleanEnv, runCli as run } from '../support/cli.js';
 
 test('serve: a catalog with API keys and no pepper exits 1 with one line naming the flag and the variables', async () => {
   // The example catalog, named by --config: the pepper is read as for any other path.

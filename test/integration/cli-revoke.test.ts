@@ -1,31 +1,8 @@
 // portcullis revoke and revoke list against a real redis-server: ids checked against the catalog.
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
 import { test } from 'node:test';
+import { runCli as run } from '../support/cli.js';
 import { startRedis } from '../support/redis.js';
-
-const CLI = ['--import', 'tsx', 'src/cli/main.ts'];
-
-/** The environment without any pepper or catalog setting: each test says what it sets. */
-function cleanEnv(extra: Record<string, string> = {}): NodeJS.ProcessEnv {
-  const env = { ...process.env, ...extra };
-  for (const name of ['PORTCULLIS_API_KEY_PEPPER', 'PORTCULLIS_API_KEY_PEPPER_FILE', 'PORTCULLIS_CONFIG']) {
-    if (!(name in extra)) delete env[name];
-  }
-  return env;
-}
-
-function run(
-  args: string[],
-  env: NodeJS.ProcessEnv = cleanEnv(),
-): Promise<{ code: number; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    execFile(process.execPath, [...CLI, ...args], { timeout: 20_000, env }, (err, stdout, stderr) => {
-      const code = err ? (typeof err.code === 'number' ? err.code : -1) : 0;
-      resolve({ code, stdout, stderr });
-    });
-  });
-}
 
 test('revoke: an unknown revocation id warns and writes nothing; --force writes it; revoke list shows ttl and time', async (t) => {
   const redis = await startRedis(t);

@@ -1,35 +1,13 @@
 // The `portcullis` command as a user runs it: a real process, real flags, real exit codes.
 import assert from 'node:assert/strict';
-import { execFile, spawn } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { readFileSync } from 'node:fs';
 import { createInterface } from 'node:readline';
 import { test } from 'node:test';
 import { hashApiKey } from '../../src/identity/apikeys.js';
 import { startTestApp } from '../support/app.js';
-
-const CLI = ['--import', 'tsx', 'src/cli/main.ts'];
-
-/** The environment without any pepper or catalog setting: each test says what it sets. */
-function cleanEnv(extra: Record<string, string> = {}): NodeJS.ProcessEnv {
-  const env = { ...process.env, ...extra };
-  for (const name of ['PORTCULLIS_API_KEY_PEPPER', 'PORTCULLIS_API_KEY_PEPPER_FILE', 'PORTCULLIS_CONFIG']) {
-    if (!(name in extra)) delete env[name];
-  }
-  return env;
-}
-
-function run(
-  args: string[],
-  env: NodeJS.ProcessEnv = cleanEnv(),
-): Promise<{ code: number; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    execFile(process.execPath, [...CLI, ...args], { timeout: 20_000, env }, (err, stdout, stderr) => {
-      const code = err ? (typeof err.code === 'number' ? err.code : -1) : 0;
-      resolve({ code, stdout, stderr });
-    });
-  });
-}
+import { CLI, runCli as run } from '../support/cli.js';
 
 test('check: allow exits 0 and prints upstream headers; denials exit 1 with the problem', async (t) => {
   const { address } = await startTestApp(t, {});

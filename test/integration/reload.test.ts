@@ -4,16 +4,16 @@
 // invalid, while Checks keep flowing. No Check may fail, every answer must belong to exactly one
 // valid version, and an invalid version must never be served.
 import assert from 'node:assert/strict';
-import { type ChildProcess, spawn } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { mkdirSync, mkdtempSync, renameSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { createInterface } from 'node:readline';
 import { type TestContext, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { envoyRequest } from '../support/envoy-request.js';
 import { OfficialCheckClient, type OfficialCheckResponse } from '../support/official-client.js';
+import { startServeFile } from '../support/serve.js';
 
 const catalogText = (generation: number) =>
   [
@@ -41,37 +41,17 @@ interface Served {
   readonly logs: Record<string, unknown>[];
   readonly grpcPort: number;
   readonly adminPort: number;
+  readonly child: ChildProcess;
 }
 
 /** `portcullis serve --config FILE` as a real process on free ports, killed after the test. */
-async function serve(t: TestContext, file: string): Promise<Served & { child: ChildProcess }> {
-  const child = spawn(
-    process.execPath,
-    [
-      '--import',
-      'tsx',
-      'src/cli/main.ts',
-      'serve',
-      '--config',
-      file,
-      '--grpc-address',
-      '127.0.0.1:0',
-      '--admin-address',
-      '127.0.0.1:0',
-    ],
-    { stdio: ['ignore', 'pipe', 'inherit'] },
-  );
-  t.after(() => child.kill('SIGKILL'));
+async function serve(t: TestContext, file: string): Promise<Served> {
   const logs: Record<string, unknown>[] = [];
-  return new Promise((resolve) => {
-    createInterface({ input: child.stdout as NodeJS.ReadableStream }).on('line', (line) => {
-      const entry = JSON.parse(line) as Record<string, unknown>;
-      if (entry.msg !== 'decision') logs.push(entry);
-      if (entry.msg === 'serving') {
-        resolve({ child, logs, grpcPort: entry.grpc_port as number, adminPort: entry.admin_port as number });
-      }
-    });
-  });
+  const onLog = (entry: Record<string, unknown>) => {
+    if (entry.msg !== 'decision') logs.push(entry);
+  };
+  const { address, adminPort, child } = await startServeFile(t, file, { onLog });
+  return { logs, grpcPort: Number(address.slice(address.lastIndexOf(':') + 1)), adminPort, child };
 }
 
 const meta = (res: OfficialCheckResponse, key: string) =>

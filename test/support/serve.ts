@@ -26,11 +26,32 @@ export interface Serve {
   exited(): boolean;
 }
 
-/** `portcullis serve` on free ports; resolves once it logs "serving". Killed after the test. */
+export interface ServeOptions {
+  /** Passed as --redis-url; without it the quotas live in the process. */
+  readonly redisUrl?: string;
+  /** Called with every JSON line it logs, from the first one on. */
+  readonly onLog?: (entry: Record<string, unknown>) => void;
+}
+
+/** `portcullis serve` on free ports serving `catalog` (the text); resolves once it logs "serving". */
 export async function startServe(t: TestContext, catalog: string, redisUrl: string): Promise<Serve> {
-  const dir = mkdtempSync(join(tmpdir(), 'portcullis-overload-'));
+  const dir = mkdtempSync(join(tmpdir(), 'portcullis-serve-'));
   const file = join(dir, 'catalog.yaml');
   writeFileSync(file, catalog);
+  try {
+    return await startServeFile(t, file, { redisUrl });
+  } finally {
+    // Registered after the process's own clean-up, so it runs once the process is gone.
+    t.after(() => rmSync(dir, { recursive: true, force: true }));
+  }
+}
+
+/** `portcullis serve --config FILE` on free ports; resolves once it logs "serving". Killed after the test. */
+export async function startServeFile(
+  t: TestContext,
+  file: string,
+  options: ServeOptions = {},
+): Promise<Serve> {
   const child = spawn(
     process.execPath,
     [
@@ -42,8 +63,7 @@ export async function startServe(t: TestContext, catalog: string, redisUrl: stri
       '127.0.0.1:0',
       '--admin-address',
       '127.0.0.1:0',
-      '--redis-url',
-      redisUrl,
+      ...(options.redisUrl === undefined ? [] : ['--redis-url', options.redisUrl]),
       '--drain-delay-ms',
       '0',
     ],
@@ -60,7 +80,6 @@ export async function startServe(t: TestContext, catalog: string, redisUrl: stri
       await once(child, 'exit').catch(() => {});
       clearTimeout(timer);
     }
-    rmSync(dir, { recursive: true, force: true });
   });
   const lines: string[] = [];
   const warnings: string[] = [];
@@ -73,6 +92,7 @@ export async function startServe(t: TestContext, catalog: string, redisUrl: stri
       if (lines.length > 200) lines.splice(0, 100);
       try {
         const entry = JSON.parse(line) as Record<string, unknown>;
+        options.onLog?.(entry);
         if (entry.msg === 'serving') resolve(entry);
         if ((entry.level === 'warn' || entry.level === 'error') && warnings.length < 20) warnings.push(line);
       } catch {
