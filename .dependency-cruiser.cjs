@@ -24,16 +24,16 @@ module.exports = {
       name: 'capabilities-below-the-pipeline',
       severity: 'error',
       comment:
-        'identity/, quota/ and content/ are capabilities: they never import the pipeline, the edge (envoy/) or the command line.',
-      from: { path: '^src/(identity|quota|content)/' },
+        'identity/, quota/, content/ and admission/ are capabilities: they never import the pipeline, the edge (envoy/) or the command line.',
+      from: { path: '^src/(identity|quota|content|admission)/' },
       to: { path: '^src/(pipeline|envoy|cli)/' },
     },
     {
       name: 'capabilities-apart',
       severity: 'error',
-      comment: 'identity/, quota/ and content/ never import one another.',
-      from: { path: '^src/(identity|quota|content)/' },
-      to: { path: '^src/(identity|quota|content)/', pathNot: '^src/$1/' },
+      comment: 'identity/, quota/, content/ and admission/ never import one another.',
+      from: { path: '^src/(identity|quota|content|admission)/' },
+      to: { path: '^src/(identity|quota|content|admission)/', pathNot: '^src/$1/' },
     },
     {
       name: 'catalog-below-the-pipeline',
