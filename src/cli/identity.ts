@@ -69,13 +69,8 @@ export function parseKind(kind: string | undefined): RevocationKind {
 }
 
 /** Writes a revocation (or lifts one) in Redis; every running portcullis applies it within a second. */
-export async function changeRevocation(
-  redisUrl: string,
-  op: 'revoke' | 'unrevoke',
-  kind: RevocationKind,
-  id: string,
-  ttlSeconds: number | undefined,
-): Promise<void> {
+/** One short-lived Redis connection for a CLI command: no offline queue, one retry, always closed. */
+export async function withRedis<T>(redisUrl: string, use: (redis: Redis) => Promise<T>): Promise<T> {
   const redis = new Redis(redisUrl, {
     lazyConnect: true,
     maxRetriesPerRequest: 1,
@@ -84,9 +79,21 @@ export async function changeRevocation(
   redis.on('error', () => {});
   try {
     await redis.connect();
-    if (op === 'revoke') await revokeInRedis(redis, kind, id, { now: Date.now(), ttlSeconds });
-    else await unrevokeInRedis(redis, kind, id);
+    return await use(redis);
   } finally {
     redis.disconnect();
   }
+}
+
+export function changeRevocation(
+  redisUrl: string,
+  op: 'revoke' | 'unrevoke',
+  kind: RevocationKind,
+  id: string,
+  ttlSeconds: number | undefined,
+): Promise<void> {
+  return withRedis(redisUrl, async (redis) => {
+    if (op === 'revoke') await revokeInRedis(redis, kind, id, { now: Date.now(), ttlSeconds });
+    else await unrevokeInRedis(redis, kind, id);
+  });
 }

@@ -1,10 +1,10 @@
 // `portcullis revoke|unrevoke KIND ID` and `portcullis revoke list`: what a revocation names is
 // checked against the catalog when one is given, and what is revoked can be read back.
 
-import { Redis } from 'ioredis';
 import { listRevocations, type RevocationEntry, type RevocationKind } from '../identity/revocation.js';
 import type { Catalog } from '../policy/catalog.js';
 import { humanDuration } from '../quota/reset.js';
+import { withRedis } from './identity.js';
 
 /** The ids of `kind` the catalog knows, each with its partner; null when the catalog cannot know (jti). */
 export function knownIds(catalog: Catalog, kind: RevocationKind): Map<string, string> | null {
@@ -63,19 +63,8 @@ function similar(a: string, b: string): boolean {
 }
 
 /** Reads every revocation in force from Redis. */
-export async function readRevocations(redisUrl: string, now: number): Promise<RevocationEntry[]> {
-  const redis = new Redis(redisUrl, {
-    lazyConnect: true,
-    maxRetriesPerRequest: 1,
-    enableOfflineQueue: false,
-  });
-  redis.on('error', () => {});
-  try {
-    await redis.connect();
-    return await listRevocations(redis, { now });
-  } finally {
-    redis.disconnect();
-  }
+export function readRevocations(redisUrl: string, now: number): Promise<RevocationEntry[]> {
+  return withRedis(redisUrl, (redis) => listRevocations(redis, { now }));
 }
 
 /** The table `revoke list` prints; with a catalog, the partner each id belongs to. */
