@@ -6,7 +6,11 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import type { Stages } from '../../src/pipeline/types.js';
 import { startTestApp } from '../support/app.js';
 import { envoyRequest, type RequestSpec } from '../support/envoy-request.js';
-import { OfficialCheckClient, type OfficialCheckResponse } from '../support/official-client.js';
+import {
+  checkWithEnvoyTimeout,
+  OfficialCheckClient,
+  type OfficialCheckResponse,
+} from '../support/official-client.js';
 
 const CATALOG = 'test/fixtures/catalogs/handler.yaml';
 const ACME = 'spiffe://partners.example.com/acme';
@@ -211,14 +215,17 @@ test('internal failure: on_error deny answers 503, on_error allow lets it throug
 });
 
 test('deadline: a stalled stage is answered before Envoy gives up, per on_error', async (t) => {
-  const { check } = await setup(t);
+  const { check, address } = await setup(t);
   // Connected and warm first, as Envoy's connection to its sidecar is: the first call of a fresh
   // client also pays the connection and the JIT, which a loaded CI host can stretch past the margin.
   await check({ principal: ACME, path: '/v1/orders/1', host: 'api.example.com' });
-  // 300 ms like an Envoy ext_authz timeout: the answer must arrive as a CheckResponse, not a gRPC error.
-  const denied = await check({ principal: ACME, path: '/v1/slow-deny' }, 300);
+  // 300 ms like an Envoy ext_authz timeout, sent as grpc-timeout: the server must answer with a
+  // CheckResponse. The test waits longer than Envoy would, so that a test process starved by other
+  // load on the machine still reads the server's answer rather than its own client timeout.
+  const envoy = (spec: RequestSpec) => checkWithEnvoyTimeout(address, envoyRequest(spec), 300);
+  const denied = await envoy({ principal: ACME, path: '/v1/slow-deny' });
   assertDenied(denied, 'ServiceUnavailable', 4, 'deadline_exceeded');
-  const allowed = await check({ principal: ACME, path: '/v1/slow-allow' }, 300);
+  const allowed = await envoy({ principal: ACME, path: '/v1/slow-allow' });
   assert.equal(meta(allowed).code, 'allowed_on_error');
   assert.equal(headerMap(allowed.ok_response?.headers)['x-portcullis-on-error'], 'deadline_exceeded');
 });
