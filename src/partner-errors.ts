@@ -107,6 +107,7 @@ export const NEXT_STEPS: Readonly<Record<string, string>> = {
 export const RETRY_AFTER_503: Readonly<Record<string, number>> = {
   scan_unavailable: 5,
   dependency_unavailable: 5,
+  overloaded: 1,
 };
 export const DEFAULT_RETRY_AFTER_503 = 1;
 

@@ -84,9 +84,6 @@ function verdictOf(decision: Decision): Verdict {
   return decision.kind === 'deny' && DENY_CODES[decision.code].http >= 500 ? 'refund' : 'keep';
 }
 
-/** Retry-After of an `overloaded` answer, in seconds. */
-export const OVERLOAD_RETRY_AFTER_S = 1;
-
 /** Every Pipeline's Check deadlines, on one timer. */
 const DEADLINES = new Deadlines();
 
@@ -314,7 +311,7 @@ export function overloadDecision(request: Request, ctx: CheckContext, route: Rou
       kind: 'deny',
       code: 'overloaded',
       detail: DENY_CODES.overloaded.detail,
-      headers: [{ name: 'retry-after', value: String(OVERLOAD_RETRY_AFTER_S) }],
+      headers: [], // Retry-After: added to every 503 by the respond layer (partner-errors.ts)
     };
   }
   return {
