@@ -1,5 +1,5 @@
 // Our own words for the errors of the libraries under us (ioredis, grpc-js, sockets) and of our own
-// quota breaker (src/quota/breaker.ts, reply-timer.ts), for
+// quota breaker (src/quota/breaker.ts, src/net/reply-timer.ts), for
 // logs, /readyz, `quota status` and `check`. People read "Redis is not connected", not "Stream isn't
 // writeable and enableOfflineQueue options is false". The library's text stays available to the
 // caller (log it as `cause`) but is never the message.

@@ -40,6 +40,7 @@ import { randomUUID } from 'node:crypto';
 import { Redis, type RedisOptions } from 'ioredis';
 import type { Logger } from 'pino';
 import { type Clock, systemClock } from '../clock.js';
+import { MAX_STRETCH, ReplyTimer, StoreTimeout } from '../net/reply-timer.js';
 
 export type RevocationKind = 'jti' | 'application' | 'api_key';
 export const REVOCATION_KINDS: readonly RevocationKind[] = ['jti', 'application', 'api_key'];
@@ -397,7 +398,11 @@ export interface RedisRevocationsOptions {
   readonly channel?: string;
   /** Full reload period. Default 30 s. */
   readonly resyncIntervalSeconds?: number;
-  /** Bound on each Redis command (reload, write, liveness ping). Default 2000 ms. */
+  /**
+   * Bound on each Redis command (reload, write, liveness ping), measured from the command's write
+   * to the socket to its reply (src/net/reply-timer.ts): our own event-loop lag never counts.
+   * Default 2000 ms.
+   */
   readonly commandTimeoutMs?: number;
 }
 
@@ -422,6 +427,7 @@ export class RedisRevocations implements Revocations {
   private readonly clock: Clock;
   private readonly log: Logger;
   private readonly resyncIntervalMs: number;
+  private readonly replies: ReplyTimer;
 
   /** Tags our own messages, so a write applied locally is not applied again out of order. */
   private readonly instanceId = randomUUID();
@@ -462,9 +468,13 @@ export class RedisRevocations implements Revocations {
     this.clock = options.clock ?? systemClock;
     this.log = options.logger.child({ component: 'revocations' });
 
+    const commandTimeoutMs = options.commandTimeoutMs ?? 2000;
+    this.replies = new ReplyTimer(commandTimeoutMs);
     const common: RedisOptions = {
       retryStrategy: defaultRetryStrategy,
-      commandTimeout: options.commandTimeoutMs ?? 2000,
+      // Only a backstop: commands are judged by this.replies, from the socket write, so a replica
+      // whose event loop is late (a burst, a CPU hog) does not take its own lag for a Redis outage.
+      commandTimeout: commandTimeoutMs * MAX_STRETCH,
       // How long a forced reconnect waits for a graceful close of a hung socket (ioredis: 2 s).
       disconnectTimeout: 500,
       ...options.redisOptions,
@@ -565,24 +575,24 @@ export class RedisRevocations implements Revocations {
    */
   async revoke(kind: RevocationKind, id: string, ttlSeconds?: number): Promise<void> {
     const origin = { src: this.instanceId, seq: ++this.seq };
-    const message = await revokeInRedis(this.client, kind, id, {
-      now: this.clock.now(),
-      ttlSeconds,
-      keys: this.keys,
-      channel: this.channel,
-      origin,
-    });
+    const message = await this.judged(
+      revokeInRedis(this.client, kind, id, {
+        now: this.clock.now(),
+        ttlSeconds,
+        keys: this.keys,
+        channel: this.channel,
+        origin,
+      }),
+    );
     this.applyOwn(message);
   }
 
   /** Lifts a revocation (permanent and TTL'd) in Redis and tells every replica. */
   async unrevoke(kind: RevocationKind, id: string): Promise<void> {
     const origin = { src: this.instanceId, seq: ++this.seq };
-    const message = await unrevokeInRedis(this.client, kind, id, {
-      keys: this.keys,
-      channel: this.channel,
-      origin,
-    });
+    const message = await this.judged(
+      unrevokeInRedis(this.client, kind, id, { keys: this.keys, channel: this.channel, origin }),
+    );
     this.applyOwn(message);
   }
 
@@ -722,7 +732,7 @@ export class RedisRevocations implements Revocations {
         tx.zrangebyscore(this.keys[kind].expiring, `(${now}`, '+inf', 'WITHSCORES');
       }
       const [reload, liveness] = await Promise.allSettled([
-        exec(tx),
+        this.judged(exec(tx)),
         wasSubscribed ? this.checkSubscriber() : undefined,
       ]);
       if (reload.status === 'fulfilled') {
@@ -737,7 +747,7 @@ export class RedisRevocations implements Revocations {
         failure = errorMessage(reload.reason);
         // No answer on a connection that looks open (half-open TCP): ioredis would wait for
         // keep-alive to notice. Reconnect now; the reload follows the new 'ready'.
-        if (/timed out/i.test(failure) && this.client.status === 'ready') this.client.disconnect(true);
+        if (timedOut(reload.reason) && this.client.status === 'ready') this.client.disconnect(true);
       }
       if (liveness.status === 'rejected') failure ??= errorMessage(liveness.reason);
     } catch (err) {
@@ -759,10 +769,19 @@ export class RedisRevocations implements Revocations {
     this.evaluate();
   }
 
+  /**
+   * `reply`, or a StoreTimeout when Redis took longer than the command timeout from the write.
+   * A late reply is dropped: a reload is simply retried, and a late write's message still reaches
+   * every replica through the channel.
+   */
+  private judged<T>(reply: Promise<T>): Promise<T> {
+    return this.replies.watch(reply, () => {});
+  }
+
   /** A subscriber that stopped answering (half-open TCP) is reconnected, which resubscribes. */
   private async checkSubscriber(): Promise<void> {
     try {
-      await this.subscriber.ping();
+      await this.judged(this.subscriber.ping());
     } catch (err) {
       if (this.subscriber.status === 'ready') this.subscriber.disconnect(true);
       throw new Error(`subscriber connection not answering: ${errorMessage(err)}`);
@@ -814,6 +833,11 @@ function differences(before: RevocationState, after: RevocationState, now: numbe
 function checkId(kind: RevocationKind, id: string): void {
   if (!isKind(kind)) throw new TypeError(`unknown revocation kind: ${String(kind)}`);
   if (typeof id !== 'string' || id === '') throw new TypeError('revocation id must be a non-empty string');
+}
+
+/** A command that got no reply in time: ours (from the socket write) or ioredis' backstop. */
+function timedOut(err: unknown): boolean {
+  return err instanceof StoreTimeout || /timed out/i.test(errorMessage(err));
 }
 
 /** Runs a MULTI; rejects on a transport error, an aborted transaction or any failed command. */

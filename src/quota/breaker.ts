@@ -2,7 +2,7 @@
 //
 // - No timer of its own. A charge fails when the store says so: Redis refused it, the connection is
 //   down, or the store's own timeout — measured from the moment the command was written to the
-//   socket (reply-timer.ts) — expired. (It replaced opossum, whose timeout around the whole call
+//   socket (src/net/reply-timer.ts) — expired. (It replaced opossum, whose timeout around the whole call
 //   also counted the time a charge waited in our own event loop and client queue: under a burst or
 //   a CPU hog our own lag read as a slow Redis, the circuit opened, and partners got 503 while
 //   Redis idled.) Our mistakes (RangeError: a charge the store refuses as malformed) count neither

@@ -22,17 +22,17 @@
 // a new cluster node) it is sent once by EVAL, which also caches it in that server.
 //
 // Timeouts: a charge with no reply `timeoutMs` (default 100) after it was WRITTEN fails with
-// StoreTimeout (reply-timer.ts: our own event-loop lag is never counted). Redis may still apply it
+// StoreTimeout (src/net/reply-timer.ts: our own event-loop lag is never counted). Redis may still apply it
 // later, and the Check was answered without it: so a refund guarded by the request id is sent at
 // once behind it on the same connection (Redis runs them in order; the guard makes it a no-op if
 // the charge never happened). Without a request id, the refund waits for the late reply.
 import { createHash } from 'node:crypto';
 import { Cluster, type ClusterOptions, Redis, type RedisOptions } from 'ioredis';
+import { ReplyTimer, StoreTimeout } from '../net/reply-timer.js';
 import { DEFAULT_IDEMPOTENCY_MS, normalizeRequestId, validateCharge } from './algorithms.js';
 import { CHARGE_LUA } from './charge-script.js';
 import { refundCosts } from './refund.js';
 import { REFUND_LUA } from './refund-script.js';
-import { ReplyTimer, StoreTimeout } from './reply-timer.js';
 import type { ChargeRequest, ChargeResult, LimitSpec, LimitState, QuotaStore } from './types.js';
 
 export type RedisClient = Redis | Cluster;
@@ -67,7 +67,7 @@ export interface RedisQuotaStoreOptions {
   readonly keySlackMs?: number;
   /**
    * A charge with no reply this long after it was written fails (StoreTimeout), so that the route's
-   * on_store_error answers within Envoy's deadline. Default 100 ms. See reply-timer.ts.
+   * on_store_error answers within Envoy's deadline. Default 100 ms. See src/net/reply-timer.ts.
    */
   readonly timeoutMs?: number;
   /** A late reply's charge was refunded (or the refund failed): for metrics and logs. */

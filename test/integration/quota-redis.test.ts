@@ -4,6 +4,7 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import type { Redis } from 'ioredis';
+import { StoreTimeout } from '../../src/net/reply-timer.js';
 import { StoreBreaker } from '../../src/quota/breaker.js';
 import { windowAt } from '../../src/quota/calendar.js';
 import { MemoryQuotaStore } from '../../src/quota/memory-store.js';
@@ -16,7 +17,6 @@ import {
   requestIdKey,
   waitForReady,
 } from '../../src/quota/redis-store.js';
-import { StoreTimeout } from '../../src/quota/reply-timer.js';
 import type { ChargeRequest, ChargeResult, LimitSpec } from '../../src/quota/types.js';
 import { startRedis } from '../support/redis.js';
 import { startRedisCluster } from '../support/redis-cluster.js';

@@ -96,7 +96,7 @@ export class ReplyTimer {
 }
 
 /** The most a batch's wait is stretched to give back our own lateness (× the timeout). */
-const MAX_STRETCH = 10;
+export const MAX_STRETCH = 10;
 
 function expire(batch: readonly Pending[], timeoutMs: number): void {
   for (const pending of batch) {
