@@ -1,7 +1,7 @@
 // Every help text of the `portcullis` command, in one module: `help.test.ts` renders each one and
 // checks it is complete (every flag the command parses) and expanded (no `${` left over).
 import { PEPPER_ENV, SERVE_DEFAULTS, SERVE_ENV } from '../config.js';
-import { POLICY_DIFF_HELP, POLICY_TEST_HELP } from './policy.js';
+import { DEFAULT_CLOCK } from '../policy-tools/default-clock.js';
 
 export const HELP = `portcullis — Envoy ext_authz sidecar for partner APIs
 
@@ -139,6 +139,45 @@ Reads GET /v1/partners/ID/quota on the admin server (loopback only: partners nev
 Nothing is charged. RESET is when the limit admits a request again while it is exhausted, else when
 it is full again: the same figure as the RateLimit header's t and a 429's Retry-After (e.g. "1m 12s";
 --json gives reset_seconds). Exit codes: 0 shown, 1 no such partner, 2 error.
+`;
+
+export const POLICY_TEST_HELP = `portcullis policy test DIR [--catalog FILE] [--pepper-file FILE] [--json]
+
+Runs the policy tests in DIR (every *.yaml/*.yml below it, or one FILE) against a catalog, through
+the real pipeline in process: an in-memory quota store per case, a fixed clock per file (clock:,
+default ${DEFAULT_CLOCK}), no Redis, no network. Fixture format: docs/policy-testing.md.
+
+  --catalog FILE         the catalog under test (default: DIR/../catalog.yaml)
+  --pepper-file FILE     API key pepper, for fixtures with real API keys [${SERVE_ENV.apiKeyPepperFile}]
+                         (or the value in PORTCULLIS_API_KEY_PEPPER), whatever the catalog; for the
+                         example catalog: examples/keys/api-key-pepper.txt. Keys named by id
+                         (api_key: {id: …}) need none.
+  --json                 print the results as JSON
+
+Prints PASS or FAIL per case (a failure says what was expected and what came), then
+"N passed, M failed".
+Exit codes: 0 every case passed, 1 some failed, 2 usage error or invalid catalog or fixtures
+(each problem as FILE:LINE:COLUMN: PATH: MESSAGE).
+`;
+
+export const POLICY_DIFF_HELP = `portcullis policy diff OLD NEW [--tests DIR] [--audit FILE] [--pepper-file FILE] [--json]
+
+What changed from catalog OLD to catalog NEW, and which decisions flip.
+
+  --tests DIR            run the requests of these policy tests through both catalogs
+  --audit FILE           replay the decisions of this audit log (JSON lines, as serve writes them)
+                         through both catalogs, in order, each at its logged time
+  --pepper-file FILE     API key pepper, for test fixtures with real API keys [${SERVE_ENV.apiKeyPepperFile}]
+  --json                 print the report as JSON
+
+Prints the structural changes (routes, partners, issuers, plans and limits, access lists, identity
+requirements, settings: added and removed ones in full, changed ones with old → new values; the
+files the catalogs name, schemas and JWKS files, as JSON diffs), then every sample request whose
+decision flips (allow → deny, deny → allow, or another code), grouped by partner; a repeated
+request (quotas) shows its final answer under each catalog, then its first flip. An audit
+line holds no credentials nor body: what the replay assumes is printed next to each flip.
+Exit codes: 0 no decision flips, 1 some decisions flip, 2 usage error, invalid catalog, fixtures or
+audit file.
 `;
 
 export const POLICY_HELP = `portcullis policy validate FILE [--api-key-pepper-file FILE]: check a policy catalog.

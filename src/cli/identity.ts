@@ -1,9 +1,14 @@
-// `portcullis token mint` and `portcullis revoke|unrevoke`: identity chores from the command line.
+// `portcullis key create`, `token mint` and the Redis side of `revoke|unrevoke`: identity chores
+// from the command line.
 import { createHash, randomUUID, X509Certificate } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
 import { Redis } from 'ioredis';
 import { importJWK, type JWK, SignJWT } from 'jose';
+import { PEPPER_ENV, SERVE_ENV } from '../config.js';
+import { catalogEntry, generateApiKey } from '../identity/apikeys.js';
+import { loadPepper } from '../identity/pepper.js';
 import {
   REVOCATION_KINDS,
   type RevocationKind,
@@ -11,6 +16,7 @@ import {
   unrevokeInRedis,
 } from '../identity/revocation.js';
 import { UsageError } from './check.js';
+import { KEY_HELP, TOKEN_HELP } from './help.js';
 
 export const EXAMPLE_SIGNING_KEYS = fileURLToPath(
   new URL('../../examples/keys/signing-keys.json', import.meta.url),
@@ -96,4 +102,91 @@ export function changeRevocation(
     if (op === 'revoke') await revokeInRedis(redis, kind, id, { now: Date.now(), ttlSeconds });
     else await unrevokeInRedis(redis, kind, id);
   });
+}
+
+export async function keyCommand(args: readonly string[]): Promise<number> {
+  const [sub, ...rest] = args;
+  const { values } = parseArgs({
+    args: rest,
+    options: {
+      partner: { type: 'string' },
+      id: { type: 'string' },
+      expires: { type: 'string' },
+      'pepper-file': { type: 'string' },
+      help: { type: 'boolean', short: 'h' },
+    },
+  });
+  if (sub !== 'create' || values.help || !values.partner) {
+    process.stderr.write(KEY_HELP);
+    return values.help ? 0 : 2;
+  }
+  if (values.expires !== undefined && Number.isNaN(Date.parse(values.expires))) {
+    throw new UsageError(`--expires must be an ISO 8601 date, got "${values.expires}"`);
+  }
+  const pepperFile = values['pepper-file'] ?? process.env[SERVE_ENV.apiKeyPepperFile] ?? '';
+  // No fallback to the example pepper here: a production key hashed with it would never verify.
+  const pepper = await loadPepper({ apiKeyPepperFile: pepperFile }, process.env);
+  if (!pepper) throw new UsageError(`no pepper: pass --pepper-file or set ${PEPPER_ENV}`);
+  const day = new Date().toISOString().slice(0, 10).replaceAll('-', '');
+  const id = values.id ?? `${values.partner}-key-${day}`;
+  const secret = generateApiKey();
+  process.stdout.write(
+    `API key for partner ${values.partner} (shown once, stored nowhere: hand it over now):\n\n  ${secret}\n\n` +
+      `Add to the catalog under the partner ${values.partner}, identities.api_keys:\n\n` +
+      `${catalogEntry(id, secret, pepper, values.expires)
+        .split('\n')
+        .map((l) => `  ${l}`)
+        .join('\n')}\n`,
+  );
+  return 0;
+}
+
+export async function tokenCommand(args: readonly string[]): Promise<number> {
+  const [sub, ...rest] = args;
+  const { values } = parseArgs({
+    args: rest,
+    options: {
+      'client-id': { type: 'string' },
+      sub: { type: 'string' },
+      scope: { type: 'string' },
+      ttl: { type: 'string', default: '600' },
+      cert: { type: 'string' },
+      'auth-time': { type: 'string' },
+      acr: { type: 'string' },
+      claim: { type: 'string', multiple: true },
+      issuer: { type: 'string', default: 'https://idp.example.com' },
+      audience: { type: 'string', default: 'partner-api' },
+      keys: { type: 'string', default: EXAMPLE_SIGNING_KEYS },
+      kid: { type: 'string' },
+      help: { type: 'boolean', short: 'h' },
+    },
+  });
+  if (sub !== 'mint' || values.help || !values['client-id']) {
+    process.stderr.write(TOKEN_HELP);
+    return values.help ? 0 : 2;
+  }
+  const now = Math.floor(Date.now() / 1000);
+  const seconds = (flag: string, text: string | undefined) => {
+    if (text === undefined) return undefined;
+    if (!/^\d{1,9}$/.test(text)) throw new UsageError(`--${flag} must be a number of seconds, got "${text}"`);
+    return Number(text);
+  };
+  const ago = seconds('auth-time', values['auth-time']);
+  const jwt = await mintToken({
+    keysFile: values.keys,
+    kid: values.kid,
+    issuer: values.issuer,
+    audience: values.audience,
+    clientId: values['client-id'],
+    subject: values.sub,
+    scope: values.scope,
+    ttlSeconds: seconds('ttl', values.ttl) ?? 600,
+    certFile: values.cert,
+    authTime: ago === undefined ? undefined : now - ago,
+    acr: values.acr,
+    claims: values.claim ?? [],
+    nowSeconds: now,
+  });
+  process.stdout.write(`${jwt}\n`);
+  return 0;
 }

@@ -6,7 +6,7 @@ import { dirname, join } from 'node:path';
 import { type ParseArgsConfig, parseArgs } from 'node:util';
 import { stringify as stringifyYaml } from 'yaml';
 import { SERVE_ENV } from '../config.js';
-import { loadPepper, PepperError } from '../identity/pepper.js';
+import { loadPepper, missingPepper, PepperError } from '../identity/pepper.js';
 import type { Catalog } from '../policy/catalog.js';
 import { CatalogError, formatIssue, loadCatalogFile } from '../policy/load.js';
 import {
@@ -26,12 +26,12 @@ import { HarnessInputError } from '../policy-tools/harness.js';
 import {
   type Actual,
   type CaseResult,
-  DEFAULT_CLOCK,
   type FixtureFile,
   findFixtureFiles,
   loadFixtures,
   runFixtures,
 } from '../policy-tools/policy-test.js';
+import { POLICY_DIFF_HELP, POLICY_HELP, POLICY_TEST_HELP } from './help.js';
 
 /** Where output goes: the process by default, a buffer in tests. */
 export interface Io {
@@ -43,45 +43,6 @@ export const processIo: Io = {
   out: (text) => process.stdout.write(text),
   err: (text) => process.stderr.write(text),
 };
-
-export const POLICY_TEST_HELP = `portcullis policy test DIR [--catalog FILE] [--pepper-file FILE] [--json]
-
-Runs the policy tests in DIR (every *.yaml/*.yml below it, or one FILE) against a catalog, through
-the real pipeline in process: an in-memory quota store per case, a fixed clock per file (clock:,
-default ${DEFAULT_CLOCK}), no Redis, no network. Fixture format: docs/policy-testing.md.
-
-  --catalog FILE         the catalog under test (default: DIR/../catalog.yaml)
-  --pepper-file FILE     API key pepper, for fixtures with real API keys [${SERVE_ENV.apiKeyPepperFile}]
-                         (or the value in PORTCULLIS_API_KEY_PEPPER), whatever the catalog; for the
-                         example catalog: examples/keys/api-key-pepper.txt. Keys named by id
-                         (api_key: {id: …}) need none.
-  --json                 print the results as JSON
-
-Prints PASS or FAIL per case (a failure says what was expected and what came), then
-"N passed, M failed".
-Exit codes: 0 every case passed, 1 some failed, 2 usage error or invalid catalog or fixtures
-(each problem as FILE:LINE:COLUMN: PATH: MESSAGE).
-`;
-
-export const POLICY_DIFF_HELP = `portcullis policy diff OLD NEW [--tests DIR] [--audit FILE] [--pepper-file FILE] [--json]
-
-What changed from catalog OLD to catalog NEW, and which decisions flip.
-
-  --tests DIR            run the requests of these policy tests through both catalogs
-  --audit FILE           replay the decisions of this audit log (JSON lines, as serve writes them)
-                         through both catalogs, in order, each at its logged time
-  --pepper-file FILE     API key pepper, for test fixtures with real API keys [${SERVE_ENV.apiKeyPepperFile}]
-  --json                 print the report as JSON
-
-Prints the structural changes (routes, partners, issuers, plans and limits, access lists, identity
-requirements, settings: added and removed ones in full, changed ones with old → new values; the
-files the catalogs name, schemas and JWKS files, as JSON diffs), then every sample request whose
-decision flips (allow → deny, deny → allow, or another code), grouped by partner; a repeated
-request (quotas) shows its final answer under each catalog, then its first flip. An audit
-line holds no credentials nor body: what the replay assumes is printed next to each flip.
-Exit codes: 0 no decision flips, 1 some decisions flip, 2 usage error, invalid catalog, fixtures or
-audit file.
-`;
 
 class Usage extends Error {}
 
@@ -547,4 +508,48 @@ function diffJson(
 
 function isFsError(err: unknown): err is Error {
   return err instanceof Error && typeof (err as NodeJS.ErrnoException).code === 'string' && 'syscall' in err;
+}
+
+export async function policyCommand(args: readonly string[]): Promise<number> {
+  const [sub, ...rest] = args;
+  if (sub === 'test') return policyTest(rest);
+  if (sub === 'diff') return policyDiff(rest);
+  const { values, positionals } = parseArgs({
+    args: rest,
+    allowPositionals: true,
+    options: { 'api-key-pepper-file': { type: 'string' }, help: { type: 'boolean', short: 'h' } },
+  });
+  const [file, ...extra] = positionals;
+  if (sub !== 'validate' || values.help || !file || extra.length > 0) {
+    process.stderr.write(POLICY_HELP);
+    return values.help ? 0 : 2;
+  }
+  try {
+    const catalog = await loadCatalogFile(file);
+    for (const warning of catalog.warnings) process.stdout.write(`warning: ${formatIssue(warning)}\n`);
+    process.stdout.write(
+      `ok: ${file}: version ${catalog.version}${catalog.versionName ? ` (${catalog.versionName})` : ''}, ` +
+        `${catalog.routes.length} routes, ${catalog.partners.size} partners\n`,
+    );
+    // Valid, but would serve refuse it? The pepper is read exactly as serve reads it.
+    if (catalog.apiKeysByHash.size > 0) {
+      const apiKeyPepperFile = values['api-key-pepper-file'] ?? process.env[SERVE_ENV.apiKeyPepperFile] ?? '';
+      try {
+        if (!(await loadPepper({ apiKeyPepperFile }, process.env))) {
+          process.stderr.write(
+            `warning: ${missingPepper(file, catalog.apiKeysByHash.size)} (serve refuses to start without it)\n`,
+          );
+        }
+      } catch (err: unknown) {
+        if (!(err instanceof PepperError)) throw err;
+        process.stderr.write(`warning: ${err.message} (serve refuses to start without it)\n`);
+      }
+    }
+    return 0;
+  } catch (err: unknown) {
+    if (!(err instanceof CatalogError)) throw err;
+    for (const issue of err.issues) process.stdout.write(`${formatIssue(issue)}\n`);
+    process.stdout.write(`${err.issues.length} problem${err.issues.length === 1 ? '' : 's'} in ${file}\n`);
+    return 1;
+  }
 }

@@ -1,10 +1,15 @@
 // `portcullis revoke|unrevoke KIND ID` and `portcullis revoke list`: what a revocation names is
 // checked against the catalog when one is given, and what is revoked can be read back.
 
+import { parseArgs } from 'node:util';
+import { SERVE_ENV } from '../config.js';
 import { listRevocations, type RevocationEntry, type RevocationKind } from '../identity/revocation.js';
 import type { Catalog } from '../policy/catalog.js';
+import { CatalogError, formatIssue, loadCatalogFile } from '../policy/load.js';
 import { humanDuration } from '../quota/reset.js';
-import { withRedis } from './identity.js';
+import { UsageError } from './check.js';
+import { REVOKE_HELP } from './help.js';
+import { changeRevocation, parseKind, withRedis } from './identity.js';
 
 /** The ids of `kind` the catalog knows, each with its partner; null when the catalog cannot know (jti). */
 export function knownIds(catalog: Catalog, kind: RevocationKind): Map<string, string> | null {
@@ -96,3 +101,94 @@ export function renderRevocations(
 }
 
 const isoSeconds = (ms: number) => new Date(ms).toISOString().replace(/\.\d{3}Z$/, 'Z');
+
+export async function revokeCommand(
+  command: 'revoke' | 'unrevoke',
+  args: readonly string[],
+): Promise<number> {
+  const { values, positionals } = parseArgs({
+    args: [...args],
+    allowPositionals: true,
+    options: {
+      ttl: { type: 'string' },
+      'redis-url': { type: 'string' },
+      config: { type: 'string' },
+      force: { type: 'boolean', default: false },
+      json: { type: 'boolean', default: false },
+      help: { type: 'boolean', short: 'h' },
+    },
+  });
+  if (values.help) {
+    process.stdout.write(REVOKE_HELP);
+    return 0;
+  }
+  const redisUrl = values['redis-url'] ?? process.env[SERVE_ENV.redisUrl];
+  const catalogFile = values.config ?? (process.env[SERVE_ENV.catalogFile] || undefined);
+  const catalog = catalogFile === undefined ? null : await catalogForCli(catalogFile);
+  if (catalog === 'invalid') return 2;
+  if (command === 'revoke' && positionals[0] === 'list') {
+    if (positionals.length > 1)
+      throw new UsageError('usage: portcullis revoke list [--redis-url URL] [--json]');
+    if (!redisUrl) throw new UsageError(`no Redis: pass --redis-url or set ${SERVE_ENV.redisUrl}`);
+    const now = Date.now();
+    const entries = await readRevocations(redisUrl, now);
+    process.stdout.write(
+      values.json
+        ? `${JSON.stringify(
+            entries.map((e) => ({
+              kind: e.kind,
+              id: e.id,
+              revoked_at: e.revokedAt === null ? null : new Date(e.revokedAt).toISOString(),
+              expires_at: e.expiresAt === null ? null : new Date(e.expiresAt).toISOString(),
+              ttl_seconds: e.expiresAt === null ? null : Math.max(0, Math.ceil((e.expiresAt - now) / 1000)),
+            })),
+            null,
+            2,
+          )}\n`
+        : renderRevocations(entries, now, catalog),
+    );
+    return 0;
+  }
+  const [kindText, id, ...extra] = positionals;
+  if (!id || extra.length > 0) throw new UsageError(`usage: portcullis ${command} KIND ID`);
+  if (!redisUrl) throw new UsageError(`no Redis: pass --redis-url or set ${SERVE_ENV.redisUrl}`);
+  const ttl = values.ttl === undefined ? undefined : Number(values.ttl);
+  if (ttl !== undefined && !(Number.isInteger(ttl) && ttl > 0)) {
+    throw new UsageError(`--ttl must be a positive number of seconds, got "${values.ttl}"`);
+  }
+  const kind = parseKind(kindText);
+  let owner = '';
+  if (command === 'revoke') {
+    const checked = checkRevocationId(catalog, catalogFile ?? '', kind, id);
+    if (checked.kind === 'known') owner = ` (partner ${checked.partner})`;
+    else if (checked.kind === 'unchecked') process.stderr.write(`portcullis: note: ${checked.message}\n`);
+    else if (!values.force) {
+      process.stderr.write(`portcullis: warning: ${checked.message}\n`);
+      return 1;
+    } else
+      process.stderr.write(
+        `portcullis: warning: ${checked.message.replace(/: nothing revoked.*$/, '')}; revoking anyway (--force)\n`,
+      );
+  }
+  await changeRevocation(redisUrl, command, kind, id, ttl);
+  const until =
+    ttl === undefined
+      ? ''
+      : `, for ${humanDuration(ttl)} (until ${new Date(Date.now() + ttl * 1000).toISOString()})`;
+  process.stdout.write(
+    `${command === 'revoke' ? 'revoked' : 'unrevoked'} ${kind} ${id}${owner}${command === 'revoke' ? until : ''}\n`,
+  );
+  return 0;
+}
+
+/** The catalog a command checks against; 'invalid' after printing its problems. */
+async function catalogForCli(file: string): Promise<Catalog | 'invalid'> {
+  try {
+    return await loadCatalogFile(file);
+  } catch (err: unknown) {
+    if (!(err instanceof CatalogError)) throw err;
+    for (const issue of err.issues) process.stderr.write(`${formatIssue(issue)}\n`);
+    process.stderr.write(`portcullis: invalid catalog ${file}\n`);
+    return 'invalid';
+  }
+}

@@ -26,6 +26,7 @@ import {
 import { loadCatalogFile } from '../policy/load.js';
 import { matchRoute } from '../policy/match.js';
 import { catalogSchema } from '../policy/schema.js';
+import { DEFAULT_CLOCK } from './default-clock.js';
 import {
   createHarness,
   type Harness,
@@ -35,7 +36,7 @@ import {
   sampleCheckRequest,
   TestClock,
 } from './harness.js';
-import { CaseError, DEFAULT_CLOCK, type FixtureFile, playCase, type RunOptions } from './policy-test.js';
+import { CaseError, type FixtureFile, playCase, type RunOptions } from './policy-test.js';
 
 // ---------------------------------------------------------------------------------------------
 // Structure

@@ -8,6 +8,7 @@ import { z } from 'zod';
 import { ALL_CODES } from '../errors.js';
 import type { Catalog } from '../policy/catalog.js';
 import { type CatalogIssue, type DocPath, parseYaml } from '../policy/yaml-issues.js';
+import { DEFAULT_CLOCK } from './default-clock.js';
 import {
   createHarness,
   type Harness,
@@ -18,8 +19,6 @@ import {
   TestClock,
 } from './harness.js';
 
-/** The instant a fixture file runs at when it sets no `clock`. */
-export const DEFAULT_CLOCK = '2026-01-01T00:00:00Z';
 export const MAX_REPEAT = 100_000;
 
 const instant = z.iso.datetime({ offset: true });
