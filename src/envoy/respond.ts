@@ -77,8 +77,11 @@ export function problemBody(decision: Deny, problemBaseUrl: string): string {
   });
 }
 
-/** Always `append: {value: false}`: overwrite, the one meaning every Envoy version agrees on. */
-function option(header: Header): WireHeaderOption {
+/**
+ * Throws InvalidHeaderError unless Envoy can send the header as is: an RFC 7230 token name, no
+ * control characters (header injection), key and value within Envoy's limit. Both encoders call it.
+ */
+export function checkHeader(header: Header): void {
   if (!HEADER_NAME.test(header.name) || header.name.length > MAX_HEADER_BYTES) {
     throw new InvalidHeaderError(header, 'name is not an RFC 7230 token');
   }
@@ -87,6 +90,11 @@ function option(header: Header): WireHeaderOption {
   if (header.value.length * 3 > MAX_HEADER_BYTES && Buffer.byteLength(header.value) > MAX_HEADER_BYTES) {
     throw new InvalidHeaderError(header, `value is over ${MAX_HEADER_BYTES} bytes`);
   }
+}
+
+/** Always `append: {value: false}`: overwrite, the one meaning every Envoy version agrees on. */
+function option(header: Header): WireHeaderOption {
+  checkHeader(header);
   return { header: { key: header.name, value: header.value }, append: { value: false } };
 }
 

@@ -18,8 +18,8 @@ import {
 import type { Catalog } from '../policy/catalog.js';
 import type { Request } from '../request.js';
 import { checkCodec, type WireCheckRequest } from './codec.js';
+import { encodeCheckResponse } from './encode-response.js';
 import { normalize } from './normalize.js';
-import { toCheckResponse } from './respond.js';
 
 export interface CheckHandlerDeps {
   /** The catalog and its pipeline: read once per Check, so a reload never mixes versions. */
@@ -93,7 +93,7 @@ function answer(
   let { decision, error } = outcome;
   let bytes: Uint8Array;
   try {
-    bytes = codec.encodeResponse(toCheckResponse(decision, ctx.catalog.settings.problemBaseUrl));
+    bytes = encodeCheckResponse(decision, ctx.catalog.settings.problemBaseUrl);
   } catch (err: unknown) {
     error = err;
     decision = failureDecision(
@@ -104,7 +104,7 @@ function answer(
       'internal_error',
       err instanceof Error ? err.message : String(err),
     );
-    bytes = codec.encodeResponse(toCheckResponse(decision, ctx.catalog.settings.problemBaseUrl));
+    bytes = encodeCheckResponse(decision, ctx.catalog.settings.problemBaseUrl);
   }
   const latencyMs = performance.now() - started;
   record(deps, ctx.catalog, decision, request, latencyMs, outcome, error);

@@ -12,8 +12,8 @@ import type { Stages } from '../pipeline/types.js';
 import type { Catalog } from '../policy/catalog.js';
 import { pass } from '../stage.js';
 import { checkCodec } from './codec.js';
+import { encodeCheckResponse } from './encode-response.js';
 import { normalize } from './normalize.js';
-import { toCheckResponse } from './respond.js';
 
 /** Routes warmed (the first ones of the catalog) and rounds per route. */
 const MAX_ROUTES = 32;
@@ -41,7 +41,7 @@ export async function warmUp(stages: Stages, catalog: Catalog, clock: Clock): Pr
         if (!normalized.ok) continue;
         const ctx = { catalog, decisionId: randomUUID(), deadline: clock.now() + BUDGET_MS };
         const outcome = await pipeline.check(normalized.request, ctx);
-        codec.encodeResponse(toCheckResponse(outcome.decision, catalog.settings.problemBaseUrl));
+        encodeCheckResponse(outcome.decision, catalog.settings.problemBaseUrl);
         answered++;
       } catch {
         // A warm-up Check that fails warms less; it never stops the start.

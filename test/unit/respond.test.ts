@@ -3,6 +3,7 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import type { Allow, Deny } from '../../src/decision.js';
 import { checkCodec } from '../../src/envoy/codec.js';
+import { encodeCheckResponse } from '../../src/envoy/encode-response.js';
 import { InvalidHeaderError, problemBody, toCheckResponse } from '../../src/envoy/respond.js';
 import { NEXT_STEPS } from '../../src/partner-errors.js';
 
@@ -82,11 +83,63 @@ const badHeaders: [string, { name: string; value: string }][] = [
   ['space in a name', { name: 'x a', value: 'v' }],
   ['colon in a name', { name: 'x:a', value: 'v' }],
   ['empty name', { name: '', value: 'v' }],
+  ['DEL in a value', { name: 'x-a', value: 'a\u007f' }],
+  ['ESC in a value', { name: 'x-a', value: '\u001b[31m' }],
+  ['non-ASCII name', { name: 'x-é', value: 'v' }],
+  ['name over 16 KiB', { name: 'x'.repeat(16385), value: 'v' }],
   ['value over 16 KiB', { name: 'x-a', value: 'a'.repeat(16385) }],
+  ['value over 16 KiB of UTF-8 in fewer characters', { name: 'x-a', value: 'é'.repeat(8193) }],
+];
+/** Every place a header goes, in both encoders (server.ts turns the error into on_error). */
+const placements: [string, (h: { name: string; value: string }) => Allow | Deny][] = [
+  ['upstream', (h) => ({ ...allow, upstreamHeaders: [...allow.upstreamHeaders, h] })],
+  ['response', (h) => ({ ...allow, responseHeaders: [h] })],
+  ['deny', (h) => ({ ...deny, headers: [h] })],
+  ['503 deny', (h) => ({ ...deny, code: 'quota_unavailable', headers: [h] })],
 ];
 for (const [name, header] of badHeaders) {
   test(`refuses to send a header: ${name}`, () => {
-    assert.throws(() => toCheckResponse({ ...allow, upstreamHeaders: [header] }, BASE), InvalidHeaderError);
-    assert.throws(() => toCheckResponse({ ...deny, headers: [header] }, BASE), InvalidHeaderError);
+    for (const [where, decision] of placements) {
+      const expected = (err: unknown): boolean => {
+        assert.ok(err instanceof InvalidHeaderError, where);
+        assert.match(err.message, /^refusing to send header /);
+        return true;
+      };
+      assert.throws(() => toCheckResponse(decision(header), BASE), expected);
+      assert.throws(() => encodeCheckResponse(decision(header), BASE), expected);
+    }
   });
 }
+
+test('the limits are inclusive: 16 KiB names and values, a TAB, any printable unicode', () => {
+  const fine = [
+    { name: 'x'.repeat(16384), value: 'v' },
+    { name: 'x-a', value: 'a'.repeat(16384) },
+    { name: 'x-a', value: 'é'.repeat(8192) },
+    { name: 'x-a', value: '\tvalue 😀' },
+    { name: "!#$%&'*+-.^_`|~09AZaz", value: '' },
+  ];
+  for (const header of fine) {
+    for (const [, decision] of placements) {
+      const bytes = encodeCheckResponse(decision(header), BASE);
+      assert.ok(bytes.length > header.name.length);
+      assert.deepEqual(
+        bytes,
+        Buffer.from(checkCodec().encodeResponse(toCheckResponse(decision(header), BASE))),
+      );
+    }
+  }
+});
+
+test('the first invalid header is the one named, as before', () => {
+  const decision: Allow = {
+    ...allow,
+    upstreamHeaders: [{ name: 'x-first', value: 'a\nb' }],
+    responseHeaders: [{ name: 'x second', value: 'v' }],
+  };
+  assert.throws(
+    () => encodeCheckResponse(decision, BASE),
+    /refusing to send header "x-first": value contains/,
+  );
+  assert.throws(() => toCheckResponse(decision, BASE), /refusing to send header "x-first": value contains/);
+});
