@@ -10,9 +10,12 @@
 //   lifetime, exposed claims).
 // The header's `jku`, `x5u`, `jwk` and `x5c` are never read: keys come from the issuer's JWKS only.
 //
-// Verified tokens are cached (bounded LRU keyed by the token's SHA-256): a hit skips parsing and the
-// signature, but expiry and nbf are judged again against the clock at every hit.
-import { createHash, KeyObject } from 'node:crypto';
+// Verified tokens are cached (bounded LRU): found by a fingerprint of the signature's end (no hash
+// of the whole token per Check), served only when the whole token is the same. A hit skips parsing
+// and the signature and returns the same frozen answer, but expiry and nbf are judged again
+// against the clock at every hit. One verifier serves one
+// catalog (tokens.ts): a reload starts with an empty cache, under the new issuers and keys.
+import { KeyObject } from 'node:crypto';
 import { type CryptoKey, errors, type JWTPayload, UnsecuredJWT } from 'jose';
 import { LRUCache } from 'lru-cache';
 import type { Clock } from '../clock.js';
@@ -123,7 +126,11 @@ interface Issuer {
 }
 
 interface CacheEntry {
+  /** The token as verified: a hit is this exact string, never only its fingerprint. */
+  readonly raw: string;
   readonly token: VerifiedToken;
+  /** The answer to a hit, built once. */
+  readonly hit: VerifyResult;
   readonly notBefore: number | undefined;
   readonly skew: number;
   /** Clock ms after which the token is verified again from scratch. */
@@ -148,7 +155,7 @@ const WHITESPACE = /\s/;
 export class JwtVerifier {
   readonly #byIss = new Map<string, Issuer>();
   readonly #clock: Clock;
-  readonly #cache: LRUCache<string, CacheEntry> | null;
+  readonly #cache: LRUCache<number, CacheEntry> | null;
   readonly #cacheTtlMs: number;
 
   constructor(issuers: readonly IssuerConfig[], options: JwtVerifierOptions) {
@@ -170,7 +177,7 @@ export class JwtVerifier {
     if (!(Number.isInteger(max) && max >= 0))
       throw new Error('cacheMaxEntries must be a whole number, 0 or more');
     if (!(Number.isFinite(ttl) && ttl >= 0)) throw new Error('cacheTtlSeconds must be 0 or more');
-    this.#cache = max > 0 && ttl > 0 ? new LRUCache<string, CacheEntry>({ max }) : null;
+    this.#cache = max > 0 && ttl > 0 ? new LRUCache<number, CacheEntry>({ max }) : null;
     this.#cacheTtlMs = ttl * 1000;
   }
 
@@ -188,21 +195,28 @@ export class JwtVerifier {
         `token is ${token.length} bytes, over the ${MAX_TOKEN_BYTES}-byte limit`,
       );
     }
-    const cacheKey = this.#cache === null ? '' : createHash('sha256').update(token).digest('base64url');
-    if (this.#cache !== null) {
-      const entry = this.#cache.get(cacheKey);
-      if (entry !== undefined) {
-        if (!isTrusted(entry.token.issuer, trusted)) return untrusted(entry.token.issuer);
-        const hit = this.#fromCache(cacheKey, entry);
-        if (hit !== null) return hit;
-      }
-    }
+    const hit = this.cached(token, trusted);
+    if (hit !== null) return hit;
     try {
-      return await this.#verify(token, cacheKey, trusted);
+      return await this.#verify(token, trusted);
     } catch (error: unknown) {
       // A bug or a surprise in a library must not let a token through, nor escape as an exception.
       return fail('token_malformed', `unexpected verifier error: ${errorText(error)}`);
     }
+  }
+
+  /**
+   * The cache's answer for `token`, synchronously (the hot path needs no promise): the verified
+   * token, or its failure now (expired, not yet valid, issuer not trusted by `trusted`). null = not
+   * cached or due for verification again: call verify.
+   */
+  cached(token: string, trusted: ReadonlySet<string> = ALL_ISSUERS): VerifyResult | null {
+    if (this.#cache === null) return null;
+    const key = fingerprint(token);
+    const entry = this.#cache.get(key);
+    if (entry === undefined || entry.raw !== token) return null;
+    if (!isTrusted(entry.token.issuer, trusted)) return untrusted(entry.token.issuer);
+    return this.#fromCache(key, entry);
   }
 
   /** Verified tokens currently cached. */
@@ -211,7 +225,7 @@ export class JwtVerifier {
   }
 
   /** A cache hit judged against the clock now; null = gone, verify from scratch. */
-  #fromCache(cacheKey: string, entry: CacheEntry): VerifyResult | null {
+  #fromCache(cacheKey: number, entry: CacheEntry): VerifyResult | null {
     const nowMs = this.#clock.now();
     const now = Math.floor(nowMs / 1000);
     const { token } = entry;
@@ -229,25 +243,31 @@ export class JwtVerifier {
       this.#cache?.delete(cacheKey);
       return null;
     }
-    return { ok: true, token };
+    return entry.hit;
   }
 
-  #remember(cacheKey: string, issuer: Issuer, token: VerifiedToken): void {
+  #remember(token: string, issuer: Issuer, result: VerifyResult & { ok: true }): void {
     if (this.#cache === null) return;
     const nowMs = this.#clock.now();
     // Kept until the token expires (skew included) or the cache ttl ends, whichever comes first.
-    const until = Math.min(nowMs + this.#cacheTtlMs, (token.expiresAt + issuer.skew) * 1000);
+    const verified = result.token;
+    const until = Math.min(nowMs + this.#cacheTtlMs, (verified.expiresAt + issuer.skew) * 1000);
     if (until <= nowMs) return;
-    const nbf = token.claims.nbf;
-    this.#cache.set(cacheKey, {
-      token,
+    const nbf = verified.claims.nbf;
+    // A fingerprint shared with another cached token replaces it: that one is verified again.
+    this.#cache.set(fingerprint(token), {
+      // A copy of its own: the token may be a slice of a larger string (a header, a URL) that the
+      // cache must not keep alive. Verified, so it is base64url: latin1 is exact.
+      raw: Buffer.from(token, 'latin1').toString('latin1'),
+      token: verified,
+      hit: result,
       notBefore: typeof nbf === 'number' ? nbf : undefined,
       skew: issuer.skew,
       until,
     });
   }
 
-  async #verify(token: string, cacheKey: string, trusted: ReadonlySet<string>): Promise<VerifyResult> {
+  async #verify(token: string, trusted: ReadonlySet<string>): Promise<VerifyResult> {
     const segments = token.split('.');
     if (segments.length === 5)
       return fail('token_malformed', 'token is a JWE (5 segments); only signed JWTs are accepted');
@@ -340,9 +360,25 @@ export class JwtVerifier {
       return mapJoseError(error, issuer);
     }
     const result = accept(issuer, payload, Math.floor(nowMs / 1000));
-    if (result.ok) this.#remember(cacheKey, issuer, result.token);
+    if (result.ok) this.#remember(token, issuer, result);
     return result;
   }
+}
+
+/** Characters of a token's end the cache key reads: a signature's last 192 bits. */
+const FINGERPRINT_CHARS = 32;
+
+/**
+ * The cache key of a token: its length and last characters (the end of the signature), FNV-1a
+ * folded to a small integer. It only finds the entry; the whole token is then compared, so a
+ * crafted token with a cached token's ending is a miss, verified from scratch.
+ */
+function fingerprint(token: string): number {
+  let hash = 0x811c9dc5 ^ token.length;
+  for (let i = Math.max(0, token.length - FINGERPRINT_CHARS); i < token.length; i++) {
+    hash = Math.imul(hash ^ token.charCodeAt(i), 0x01000193);
+  }
+  return hash >>> 2; // 30 bits: a small integer, never a heap number
 }
 
 /** Our rules on top of jose's, and the VerifiedToken. */
@@ -421,7 +457,7 @@ function accept(issuer: Issuer, payload: JWTPayload, now: number): VerifyResult 
     ...(typeof authTime === 'number' ? { authTime } : {}),
     ...(acr !== '' ? { acr } : {}),
   };
-  return { ok: true, token: Object.freeze(token) };
+  return Object.freeze({ ok: true, token: Object.freeze(token) });
 }
 
 function checkIssuer(config: IssuerConfig): Issuer {

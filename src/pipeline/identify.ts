@@ -19,12 +19,14 @@ import {
   type RoutePolicy,
 } from '../policy/catalog.js';
 import type { Request } from '../request.js';
-import { DependencyUnavailable, pass, refuse, type StageResult } from '../stage.js';
+import { DependencyUnavailable, type MaybePromise, pass, refuse, type StageResult } from '../stage.js';
 import { ANONYMOUS, type Identity } from './outcomes.js';
 
 export interface TokenVerifier {
   /** `trusted`: the issuer names the route accepts (empty = all), judged before any key lookup. */
   verify(token: string, trusted?: ReadonlySet<string>): Promise<VerifyResult>;
+  /** The verdict of a verified-token cache, synchronously; null (or absent) = ask verify. */
+  cached?(token: string, trusted?: ReadonlySet<string>): VerifyResult | null;
 }
 
 export interface IdentityDeps {
@@ -38,7 +40,9 @@ export interface IdentityDeps {
 
 /** The query parameter a token is refused in (RFC 6750 §2.3), unless a route allows it. */
 const TOKEN_QUERY_PARAM = 'access_token';
-const BEARER = /^bearer +([^\s,]+) *$/i;
+const BEARER = /^bearer +[^\s,]+ *$/i;
+const BEARER_SCHEME_LENGTH = 'bearer'.length;
+const SPACE = 0x20;
 
 interface Presented {
   mtls?: { principal: string };
@@ -46,62 +50,132 @@ interface Presented {
   apiKey?: { key: string; header: string };
 }
 
+/** Identity.credentials for each set of presented kinds (bit 1 mtls, 2 jwt, 4 api_key), shared. */
+const KINDS: readonly (readonly Credential[])[] = (
+  [
+    [],
+    ['mtls'],
+    ['jwt'],
+    ['mtls', 'jwt'],
+    ['api_key'],
+    ['mtls', 'api_key'],
+    ['jwt', 'api_key'],
+    ['mtls', 'jwt', 'api_key'],
+  ] as Credential[][]
+).map((kinds) => Object.freeze(kinds));
+const NONE: readonly string[] = Object.freeze([]);
+const AUTHORIZATION: readonly string[] = Object.freeze(['authorization']);
+const PASS_ANONYMOUS = Object.freeze(pass(ANONYMOUS));
+
+/** What a verified token means under one catalog. */
+interface TokenMeaning {
+  readonly catalog: Catalog;
+  readonly owner: Partner | undefined;
+  /** The answer for the token alone in an Authorization header: [credentials removed, kept]. */
+  readonly answers: [StageResult<Identity> | undefined, StageResult<Identity> | undefined];
+}
+
 export function createIdentifyStage(deps: IdentityDeps) {
-  return async function identify(
-    request: Request,
-    catalog: Catalog,
-    route: RoutePolicy,
-  ): Promise<StageResult<Identity>> {
-    const policy = route.identity;
-    const presented = collect(request, catalog, policy);
-    if ('denial' in presented) return refuse(presented.denial);
-    const kinds = (['mtls', 'jwt', 'api_key'] as const).filter((k) => has(presented, k));
-    const missing = policy.allOf.filter((k) => !kinds.includes(k));
-    if (kinds.length === 0 ? policy.required : missing.length > 0) {
-      return refuse({
-        code: 'credentials_missing',
-        detail: missing.length > 0 ? `This route requires ${missing.map(label).join(' and ')}.` : undefined,
-        reason: missing.length > 0 ? `missing ${missing.join(', ')}` : 'no credentials presented',
-        headers: challengesFor(catalog, policy),
-      });
-    }
-    if (kinds.length === 0) return pass(ANONYMOUS);
-
-    const owners: { credential: Credential; partner: Partner }[] = [];
-    let token: VerifiedToken | null = null;
-    let apiKeyId = '';
-
-    if (presented.mtls) {
-      const partner = catalog.partnersByPrincipal.get(presented.mtls.principal);
-      if (!partner) {
-        return refuse({
-          code: 'partner_unknown',
-          reason: `principal ${presented.mtls.principal} maps to no partner`,
-        });
-      }
-      owners.push({ credential: 'mtls', partner });
-    }
-
-    if (presented.jwt) {
-      const checked = await verifyToken(deps, catalog, policy, presented.jwt.token);
-      if ('denial' in checked) return refuse(checked.denial);
-      token = checked.token;
-      if (token.certificateThumbprint !== null || policy.bindCertificate) {
-        const bound = checkBinding(token, certificateThumbprint(request, catalog, deps));
-        if (bound) return refuse({ ...bound, headers: invalidToken(catalog, bound) });
-      }
-      const partner =
+  // What a verified token means under a catalog, worked out at its first Check and reused while the
+  // verifier's cache hands back the same VerifiedToken object: the partner it maps to and, for a
+  // token alone, the whole answer. Everything judged per Check (exp/nbf in the verifier,
+  // revocations, binding, route issuers, partner status) is still judged on every hit.
+  const meanings = new WeakMap<VerifiedToken, TokenMeaning>();
+  const meaningOf = (token: VerifiedToken, catalog: Catalog): TokenMeaning => {
+    let meaning = meanings.get(token);
+    if (meaning === undefined || meaning.catalog !== catalog) {
+      const owner =
         catalog.partnersByApplication.get(applicationKey(token.issuer, token.application)) ??
         catalog.partnersByApplication.get(token.application);
-      if (!partner) {
-        return refuse({
-          code: 'partner_unknown',
-          reason: `application "${token.application}" maps to no partner`,
-        });
-      }
-      owners.push({ credential: 'jwt', partner });
+      meaning = { catalog, owner, answers: [undefined, undefined] };
+      meanings.set(token, meaning);
     }
+    return meaning;
+  };
 
+  /** The stage after the token's verification: revocations, binding, partners, the Identity. */
+  const withToken = (
+    request: Request,
+    catalog: Catalog,
+    policy: RouteIdentity,
+    presented: Presented,
+    mtls: Partner | null,
+    result: VerifyResult,
+  ): StageResult<Identity> => {
+    // Every failure to verify a presented token is a denial, whatever the route's on_error: an
+    // unavailable key set included (503 token_keys_unavailable: retry later, never let through).
+    if (!result.ok) {
+      if (result.failure === 'token_keys_unavailable')
+        return refuse({ code: result.failure, reason: result.reason });
+      return refuse(invalid(catalog, { code: result.failure, reason: result.reason }));
+    }
+    const token = result.token;
+    // Checked by the verifier already, before the keys; kept as the last word on a verified token.
+    if (policy.issuers.size > 0 && !policy.issuers.has(token.issuer)) {
+      return refuse(
+        invalid(catalog, {
+          code: 'token_issuer_invalid',
+          reason: `issuer ${token.issuer} is not trusted on this route`,
+        }),
+      );
+    }
+    const meaning = meaningOf(token, catalog);
+    const owner = meaning.owner;
+    // A revoked token is still a verified one: the audit log names whose it was.
+    if (token.jti && revoked(deps, catalog, 'jti', token.jti)) {
+      return refuse(
+        invalid(catalog, {
+          code: 'token_revoked',
+          reason: `jti ${token.jti} is revoked`,
+          ...(owner ? { partner: owner.id } : {}),
+        }),
+      );
+    }
+    const app = token.application;
+    if (app && revoked(deps, catalog, 'application', app)) {
+      return refuse(
+        invalid(catalog, {
+          code: 'token_revoked',
+          reason: `application ${app} is revoked`,
+          ...(owner ? { partner: owner.id } : {}),
+        }),
+      );
+    }
+    if (token.certificateThumbprint !== null || policy.bindCertificate) {
+      const bound = checkBinding(token, certificateThumbprint(request, catalog, deps));
+      if (bound) return refuse({ ...bound, headers: invalidToken(catalog, bound) });
+    }
+    if (!owner) {
+      return refuse({
+        code: 'partner_unknown',
+        reason: `application "${token.application}" maps to no partner`,
+      });
+    }
+    // A token alone in the Authorization header: the answer depends on nothing else, made once.
+    if (mtls === null && presented.apiKey === undefined && presented.jwt?.header === 'authorization') {
+      if (owner.status !== 'active') return suspended(owner);
+      const slot = policy.keepCredentials ? 1 : 0;
+      let answer = meaning.answers[slot];
+      if (answer === undefined) {
+        answer = Object.freeze(pass(Object.freeze(identityOf(policy, presented, owner, token, ''))));
+        meaning.answers[slot] = answer;
+      }
+      return answer;
+    }
+    return conclude(catalog, policy, presented, mtls, owner, token);
+  };
+
+  /** The API key, if any; then all credentials must name one active partner. */
+  const conclude = (
+    catalog: Catalog,
+    policy: RouteIdentity,
+    presented: Presented,
+    mtls: Partner | null,
+    jwt: Partner | null,
+    token: VerifiedToken | null,
+  ): StageResult<Identity> => {
+    let keyOwner: Partner | null = null;
+    let apiKeyId = '';
     if (presented.apiKey) {
       const result = deps.apiKeys.verify(catalog, presented.apiKey.key, deps.clock.now());
       if (!result.ok)
@@ -121,42 +195,113 @@ export function createIdentifyStage(deps: IdentityDeps) {
         });
       }
       apiKeyId = key.id;
-      owners.push({ credential: 'api_key', partner: key.partner });
+      keyOwner = key.partner;
     }
 
-    const partner = owners[0]?.partner ?? null;
-    const other = owners.find((o) => o.partner !== partner);
-    if (partner && other) {
+    // Every credential presented names a partner (or was refused above): the first, in the order
+    // mtls, jwt, api_key, must be the one the others name.
+    const partner = (mtls ?? jwt ?? keyOwner) as Partner;
+    const first: Credential = mtls ? 'mtls' : jwt ? 'jwt' : 'api_key';
+    const other: [Credential, Partner] | null =
+      jwt && jwt !== partner ? ['jwt', jwt] : keyOwner && keyOwner !== partner ? ['api_key', keyOwner] : null;
+    if (other) {
       return refuse({
         code: 'partner_mismatch',
-        reason: `${owners[0]?.credential} names ${partner.id}, ${other.credential} names ${other.partner.id}`,
+        reason: `${first} names ${partner.id}, ${other[0]} names ${other[1].id}`,
       });
     }
-    if (partner && partner.status !== 'active') {
+    if (partner.status !== 'active') return suspended(partner);
+    return pass(identityOf(policy, presented, partner, token, apiKeyId));
+  };
+
+  return function identify(
+    request: Request,
+    catalog: Catalog,
+    route: RoutePolicy,
+  ): MaybePromise<StageResult<Identity>> {
+    const policy = route.identity;
+    const presented = collect(request, catalog, policy);
+    if ('denial' in presented) return refuse(presented.denial);
+    const kinds = kindsOf(presented);
+    if (kinds.length === 0 ? policy.required : !coversAll(kinds, policy.allOf)) {
+      const missing = policy.allOf.filter((k) => !kinds.includes(k));
       return refuse({
-        code: 'partner_suspended',
-        partner: partner.id,
-        reason: `partner ${partner.id} is ${partner.status}`,
+        code: 'credentials_missing',
+        detail: missing.length > 0 ? `This route requires ${missing.map(label).join(' and ')}.` : undefined,
+        reason: missing.length > 0 ? `missing ${missing.join(', ')}` : 'no credentials presented',
+        headers: challengesFor(catalog, policy),
       });
     }
-    return pass({
-      partner,
-      credentials: kinds,
-      application: token?.application || apiKeyId,
-      user: token?.subject ?? '',
-      principal: presented.mtls?.principal ?? '',
-      scopes: token?.scopes ?? ANONYMOUS.scopes,
-      claims: token?.claims ?? ANONYMOUS.claims,
-      authTime: token?.authTime,
-      acr: token?.acr,
-      credentialHeaders: policy.keepCredentials
-        ? []
-        : [presented.jwt?.header, presented.apiKey?.header].filter((h): h is string => !!h),
-      credentialQueryParams:
-        presented.jwt?.queryParam && !policy.keepCredentials ? [presented.jwt.queryParam] : [],
-    });
+    if (kinds.length === 0) return PASS_ANONYMOUS;
+
+    let mtls: Partner | null = null;
+    if (presented.mtls) {
+      const partner = catalog.partnersByPrincipal.get(presented.mtls.principal);
+      if (!partner) {
+        return refuse({
+          code: 'partner_unknown',
+          reason: `principal ${presented.mtls.principal} maps to no partner`,
+        });
+      }
+      mtls = partner;
+    }
+
+    const jwt = presented.jwt;
+    if (jwt === undefined) return conclude(catalog, policy, presented, mtls, null, null);
+    const tokens = deps.tokens;
+    if (!tokens) {
+      return refuse(invalid(catalog, { code: 'token_issuer_invalid', reason: 'the catalog has no issuers' }));
+    }
+    // A token seen before is answered without a promise; the first sight verifies (keys, signature).
+    const known = tokens.cached?.(jwt.token, policy.issuers) ?? null;
+    if (known !== null) return withToken(request, catalog, policy, presented, mtls, known);
+    return tokens
+      .verify(jwt.token, policy.issuers)
+      .then((result) => withToken(request, catalog, policy, presented, mtls, result));
   };
 }
+
+/** The Identity the credentials make (their partner checked by the caller). */
+function identityOf(
+  policy: RouteIdentity,
+  presented: Presented,
+  partner: Partner,
+  token: VerifiedToken | null,
+  apiKeyId: string,
+): Identity {
+  const jwtHeader = presented.jwt?.header;
+  const keyHeader = presented.apiKey?.header;
+  const queryParam = presented.jwt?.queryParam;
+  return {
+    partner,
+    credentials: kindsOf(presented),
+    application: token?.application || apiKeyId,
+    user: token?.subject ?? '',
+    principal: presented.mtls?.principal ?? '',
+    scopes: token?.scopes ?? ANONYMOUS.scopes,
+    claims: token?.claims ?? ANONYMOUS.claims,
+    authTime: token?.authTime,
+    acr: token?.acr,
+    credentialHeaders: policy.keepCredentials
+      ? NONE
+      : jwtHeader === 'authorization' && !keyHeader
+        ? AUTHORIZATION
+        : [jwtHeader, keyHeader].filter((h): h is string => !!h),
+    credentialQueryParams: queryParam && !policy.keepCredentials ? [queryParam] : NONE,
+  };
+}
+
+const suspended = (partner: Partner): StageResult<never> =>
+  refuse({
+    code: 'partner_suspended',
+    partner: partner.id,
+    reason: `partner ${partner.id} is ${partner.status}`,
+  });
+
+const invalid = (catalog: Catalog, denial: Denial): Denial => ({
+  ...denial,
+  headers: invalidToken(catalog, denial),
+});
 
 /**
  * Where this route reads credentials from: the headers and query parameters removed before the
@@ -171,8 +316,15 @@ export function credentialCarriers(policy: RouteIdentity): { headers: string[]; 
   return { headers, queryParams: policy.accepted.has('jwt') && policy.queryParam ? [policy.queryParam] : [] };
 }
 
-function has(p: Presented, kind: Credential): boolean {
-  return kind === 'mtls' ? !!p.mtls : kind === 'jwt' ? !!p.jwt : !!p.apiKey;
+/** Identity.credentials of what was presented, in the order mtls, jwt, api_key. */
+function kindsOf(p: Presented): readonly Credential[] {
+  return KINDS[(p.mtls ? 1 : 0) | (p.jwt ? 2 : 0) | (p.apiKey ? 4 : 0)] ?? [];
+}
+
+/** Every credential the route requires all of is among those presented. */
+function coversAll(kinds: readonly Credential[], required: readonly Credential[]): boolean {
+  for (const kind of required) if (!kinds.includes(kind)) return false;
+  return true;
 }
 
 const label = (c: Credential) =>
@@ -230,48 +382,16 @@ function collect(request: Request, catalog: Catalog, policy: RouteIdentity): Pre
 
 /** The token of a single `Bearer` credential; 'ambiguous' for several; null for other schemes. */
 function bearerToken(authorization: string): string | 'ambiguous' | null {
-  const match = BEARER.exec(authorization);
-  if (match?.[1]) return match[1];
+  // test, not exec: no match array per Check. The token is what lies between the spaces after
+  // "bearer" and the trailing spaces, since the pattern allows no space inside it.
+  if (BEARER.test(authorization)) {
+    let start = BEARER_SCHEME_LENGTH;
+    while (authorization.charCodeAt(start) === SPACE) start++;
+    let end = authorization.length;
+    while (authorization.charCodeAt(end - 1) === SPACE) end--;
+    return authorization.slice(start, end);
+  }
   return /bearer/i.test(authorization) && authorization.includes(',') ? 'ambiguous' : null;
-}
-
-async function verifyToken(
-  deps: IdentityDeps,
-  catalog: Catalog,
-  policy: RouteIdentity,
-  raw: string,
-): Promise<{ token: VerifiedToken } | { denial: Denial }> {
-  const invalid = (denial: Denial) => ({ denial: { ...denial, headers: invalidToken(catalog, denial) } });
-  if (!deps.tokens) return invalid({ code: 'token_issuer_invalid', reason: 'the catalog has no issuers' });
-  // Every failure to verify a presented token is a denial, whatever the route's on_error: an
-  // unavailable key set included (503 token_keys_unavailable: retry later, never let through).
-  const result = await deps.tokens.verify(raw, policy.issuers);
-  if (!result.ok) {
-    if (result.failure === 'token_keys_unavailable')
-      return { denial: { code: result.failure, reason: result.reason } };
-    return invalid({ code: result.failure, reason: result.reason });
-  }
-  const token = result.token;
-  // Checked by the verifier already, before the keys; kept as the last word on a verified token.
-  if (policy.issuers.size > 0 && !policy.issuers.has(token.issuer)) {
-    return invalid({
-      code: 'token_issuer_invalid',
-      reason: `issuer ${token.issuer} is not trusted on this route`,
-    });
-  }
-  // A revoked token is still a verified one: the audit log names whose it was.
-  const owner =
-    catalog.partnersByApplication.get(applicationKey(token.issuer, token.application)) ??
-    catalog.partnersByApplication.get(token.application);
-  const partner = owner ? { partner: owner.id } : {};
-  if (token.jti && revoked(deps, catalog, 'jti', token.jti)) {
-    return invalid({ code: 'token_revoked', reason: `jti ${token.jti} is revoked`, ...partner });
-  }
-  const app = token.application;
-  if (app && revoked(deps, catalog, 'application', app)) {
-    return invalid({ code: 'token_revoked', reason: `application ${app} is revoked`, ...partner });
-  }
-  return { token };
 }
 
 /** Revoked live (Redis) or in the catalog. Unknown (never loaded from Redis): a dependency failure. */

@@ -806,6 +806,46 @@ describe('JwtVerifier: verified-token cache', () => {
     assert.equal(keys.calls, 2);
   });
 
+  it("a token with a cached token's length and signature but another payload is not a hit", async () => {
+    const { verifier, keys, now } = setup();
+    const token = await mintToken(rs, claims(now));
+    expectOk(await verifier.verify(token));
+    // Same length, same signature: the same cache fingerprint, another user.
+    const [header = '', payload = '', signature = ''] = token.split('.');
+    const other = Buffer.from(payload, 'base64url').toString().replace('"user-1"', '"user-2"');
+    const forged = `${header}.${Buffer.from(other).toString('base64url')}.${signature}`;
+    assert.notEqual(forged, token);
+    assert.equal(forged.length, token.length);
+    assert.equal(verifier.cached(forged), null);
+    expectFailure(await verifier.verify(forged), 'token_signature_invalid');
+    assert.equal(keys.calls, 2);
+    expectOk(await verifier.verify(token));
+    assert.equal(keys.calls, 2);
+  });
+
+  it('cached() answers a hit synchronously, and an expired cached token as token_expired', async () => {
+    const { verifier, keys, clock, now } = setup({}, { cacheTtlSeconds: 3600 });
+    const token = await mintToken(rs, claims(now, { exp: now + 100 }));
+    assert.equal(verifier.cached(token), null);
+    const verified = await verifier.verify(token);
+    expectOk(verified);
+    assert.equal(verifier.cached(token), verified);
+    clock.advance((100 + SKEW) * 1000);
+    const expired = verifier.cached(token);
+    assert.ok(expired);
+    expectFailure(expired, 'token_expired');
+    assert.equal(keys.calls, 1);
+  });
+
+  it('cached() refuses a cached token whose issuer the route does not trust', async () => {
+    const { verifier, now } = setup();
+    const token = await mintToken(rs, claims(now));
+    expectOk(await verifier.verify(token));
+    const refused = verifier.cached(token, new Set(['another-idp']));
+    assert.ok(refused);
+    expectFailure(refused, 'token_issuer_invalid');
+  });
+
   it('failures are not cached', async () => {
     const { verifier, keys, now } = setup();
     const token = await mintToken(attacker, claims(now), { kid: rs.kid });
