@@ -38,6 +38,8 @@ export interface CheckHandlerDeps {
 export type CheckHandler = (message: Uint8Array, deadline: number) => Promise<Uint8Array>;
 
 const codec = checkCodec();
+/** No stage ran. */
+const NO_TIMINGS: readonly number[] = Object.freeze([]);
 
 export function createCheckHandler(deps: CheckHandlerDeps): CheckHandler {
   return async (message, deadline) => {
@@ -59,23 +61,25 @@ export function createCheckHandler(deps: CheckHandlerDeps): CheckHandler {
           code: 'request_malformed' as const,
           reason: `undecodable CheckRequest: ${unreadable}`,
         };
-        outcome = { decision: rejectUnreadable(ctx, '', denial), timings: [] };
+        outcome = { decision: rejectUnreadable(ctx, '', denial), timings: NO_TIMINGS };
       } else {
-        const normalized = normalize(wire, { maxHeaderValueBytes: catalog.settings.maxHeaderValueBytes });
+        const normalized = normalize(wire, catalog.settings);
         if (normalized.ok) {
           request = normalized.request;
-          outcome = await pipeline.check(request, ctx);
+          // A Check whose stages all answered synchronously is answered without a microtask.
+          const checked = pipeline.check(request, ctx);
+          outcome = checked instanceof Promise ? await checked : checked;
         } else {
           outcome = {
             decision: rejectUnreadable(ctx, normalized.requestId, normalized.denial),
-            timings: [],
+            timings: NO_TIMINGS,
           };
         }
       }
     } catch (err: unknown) {
       // The pipeline catches everything itself; this is the last line of defence.
       const decision = failureDecision(null, ctx, undefined, '', 'internal_error', String(err));
-      outcome = { decision, timings: [], error: err };
+      outcome = { decision, timings: NO_TIMINGS, error: err };
       request = null;
     }
     return answer(deps, ctx, outcome, request, started);

@@ -19,7 +19,7 @@ import {
   type RoutePolicy,
 } from '../policy/catalog.js';
 import type { Request } from '../request.js';
-import { DependencyUnavailable, pass, refuse, type StageResult } from '../stage.js';
+import { DependencyUnavailable, type MaybePromise, pass, refuse, type StageResult } from '../stage.js';
 import { ANONYMOUS, type Identity } from './outcomes.js';
 
 export interface TokenVerifier {
@@ -47,11 +47,12 @@ interface Presented {
 }
 
 export function createIdentifyStage(deps: IdentityDeps) {
-  return async function identify(
+  // Synchronous up to the anonymous caller: a route that lets anyone in costs no promise.
+  return function identify(
     request: Request,
     catalog: Catalog,
     route: RoutePolicy,
-  ): Promise<StageResult<Identity>> {
+  ): MaybePromise<StageResult<Identity>> {
     const policy = route.identity;
     const presented = collect(request, catalog, policy);
     if ('denial' in presented) return refuse(presented.denial);
@@ -66,7 +67,17 @@ export function createIdentifyStage(deps: IdentityDeps) {
       });
     }
     if (kinds.length === 0) return pass(ANONYMOUS);
+    return identifyPresented(request, catalog, policy, presented, kinds);
+  };
 
+  /** The presented credentials (at least one), verified and mapped to one partner. */
+  async function identifyPresented(
+    request: Request,
+    catalog: Catalog,
+    policy: RouteIdentity,
+    presented: Presented,
+    kinds: Credential[],
+  ): Promise<StageResult<Identity>> {
     const owners: { credential: Credential; partner: Partner }[] = [];
     let token: VerifiedToken | null = null;
     let apiKeyId = '';
@@ -155,7 +166,7 @@ export function createIdentifyStage(deps: IdentityDeps) {
       credentialQueryParams:
         presented.jwt?.queryParam && !policy.keepCredentials ? [presented.jwt.queryParam] : [],
     });
-  };
+  }
 }
 
 /**
