@@ -2,7 +2,6 @@
 // call to the pipeline (decode → normalize → pipeline → encode, audit, metrics, trace). It never
 // throws and never leaves a call unanswered: whatever goes wrong becomes a decision. The
 // transports (transport-http2.ts, transport-grpc-js.ts) only move bytes and gRPC status.
-import { randomUUID } from 'node:crypto';
 import type { Logger } from 'pino';
 import type { Decision } from '../decision.js';
 import { audit } from '../observability/audit.js';
@@ -18,6 +17,7 @@ import {
 import type { Catalog } from '../policy/catalog.js';
 import type { Request } from '../request.js';
 import { checkCodec, type WireCheckRequest } from './codec.js';
+import { decisionId } from './decision-id.js';
 import { normalize } from './normalize.js';
 import { toCheckResponse } from './respond.js';
 
@@ -45,7 +45,7 @@ export function createCheckHandler(deps: CheckHandlerDeps): CheckHandler {
   return async (message, deadline) => {
     const started = performance.now();
     const { catalog, pipeline } = deps.runtime();
-    const ctx: CheckContext = { catalog, decisionId: randomUUID(), deadline };
+    const ctx: CheckContext = { catalog, decisionId: decisionId(), deadline };
     let outcome: Outcome;
     let request: Request | null = null;
     try {
