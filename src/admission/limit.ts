@@ -106,8 +106,13 @@ export class GradientLimit {
     return { limit: this.limit, baselineMs: this.baseline(), latencyMs: this.latency };
   }
 
+  // Read on every Check (serviceMs): a loop, not Math.min(...recent), which boxes every entry.
   private baseline(): number {
-    return this.recent.length === 0 ? Number.NaN : Math.min(...this.recent);
+    const recent = this.recent;
+    if (recent.length === 0) return Number.NaN;
+    let min = Number.POSITIVE_INFINITY;
+    for (const ms of recent) if (ms < min) min = ms;
+    return min;
   }
 
   private closeWindow(now: number): void {

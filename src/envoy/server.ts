@@ -2,7 +2,6 @@
 // call to the pipeline (decode → normalize → pipeline → encode, audit, metrics, trace). It never
 // throws and never leaves a call unanswered: whatever goes wrong becomes a decision. The
 // transports (transport-http2.ts, transport-grpc-js.ts) only move bytes and gRPC status.
-import { randomUUID } from 'node:crypto';
 import type { Logger } from 'pino';
 import type { Decision } from '../decision.js';
 import { audit } from '../observability/audit.js';
@@ -18,6 +17,7 @@ import {
 import type { Catalog } from '../policy/catalog.js';
 import type { Request } from '../request.js';
 import { checkCodec, type WireCheckRequest } from './codec.js';
+import { decisionId } from './decision-id.js';
 import { encodeCheckResponse } from './encode-response.js';
 import { normalize } from './normalize.js';
 
@@ -38,12 +38,14 @@ export interface CheckHandlerDeps {
 export type CheckHandler = (message: Uint8Array, deadline: number) => Promise<Uint8Array>;
 
 const codec = checkCodec();
+/** No stage ran. */
+const NO_TIMINGS: readonly number[] = Object.freeze([]);
 
 export function createCheckHandler(deps: CheckHandlerDeps): CheckHandler {
   return async (message, deadline) => {
     const started = performance.now();
     const { catalog, pipeline } = deps.runtime();
-    const ctx: CheckContext = { catalog, decisionId: randomUUID(), deadline };
+    const ctx: CheckContext = { catalog, decisionId: decisionId(), deadline };
     let outcome: Outcome;
     let request: Request | null = null;
     try {
@@ -59,23 +61,25 @@ export function createCheckHandler(deps: CheckHandlerDeps): CheckHandler {
           code: 'request_malformed' as const,
           reason: `undecodable CheckRequest: ${unreadable}`,
         };
-        outcome = { decision: rejectUnreadable(ctx, '', denial), timings: [] };
+        outcome = { decision: rejectUnreadable(ctx, '', denial), timings: NO_TIMINGS };
       } else {
-        const normalized = normalize(wire, { maxHeaderValueBytes: catalog.settings.maxHeaderValueBytes });
+        const normalized = normalize(wire, catalog.settings);
         if (normalized.ok) {
           request = normalized.request;
-          outcome = await pipeline.check(request, ctx);
+          // A Check whose stages all answered synchronously is answered without a microtask.
+          const checked = pipeline.check(request, ctx);
+          outcome = checked instanceof Promise ? await checked : checked;
         } else {
           outcome = {
             decision: rejectUnreadable(ctx, normalized.requestId, normalized.denial),
-            timings: [],
+            timings: NO_TIMINGS,
           };
         }
       }
     } catch (err: unknown) {
       // The pipeline catches everything itself; this is the last line of defence.
       const decision = failureDecision(null, ctx, undefined, '', 'internal_error', String(err));
-      outcome = { decision, timings: [], error: err };
+      outcome = { decision, timings: NO_TIMINGS, error: err };
       request = null;
     }
     return answer(deps, ctx, outcome, request, started);

@@ -4,7 +4,7 @@ import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom
 import type { GateSnapshot } from '../admission/gate.js';
 import type { Decision } from '../decision.js';
 import type { JwksCache } from '../identity/jwks.js';
-import type { StageName } from '../pipeline/check.js';
+import { STAGE_NAMES } from '../pipeline/check.js';
 import type { Catalog } from '../policy/catalog.js';
 import { usageRatio } from '../quota/reset.js';
 import type { ChargeResult, LimitSpec } from '../quota/types.js';
@@ -238,10 +238,16 @@ export class Metrics {
     this.policy.set({ version: catalog.version, name: catalog.versionName }, 1);
   }
 
-  observe(decision: Decision, seconds: number, timings: ReadonlyArray<readonly [StageName, number]>): void {
+  /** `timings[i]`: ms in stage STAGE_NAMES[i] (see Outcome). */
+  observe(decision: Decision, seconds: number, timings: readonly number[]): void {
     this.decisions.labels(decision.route, decision.partner, decision.kind, decision.code).inc();
     (decision.kind === 'allow' ? this.allowLatency : this.denyLatency).observe(seconds);
-    for (const [stage, ms] of timings) this.stages.labels(stage).observe(ms / 1000);
+    for (let i = 0; i < timings.length; i++) {
+      const stage = STAGE_NAMES[i];
+      const ms = timings[i];
+      if (stage === undefined || ms === undefined) break;
+      this.stages.labels(stage).observe(ms / 1000);
+    }
   }
 
   failure(route: string, cause: string): void {

@@ -8,7 +8,7 @@ import { OTLPTraceExporter } from '@opentelemetry/exporter-trace-otlp-http';
 import { resourceFromAttributes } from '@opentelemetry/resources';
 import { BasicTracerProvider, BatchSpanProcessor } from '@opentelemetry/sdk-trace-base';
 import type { Decision } from '../decision.js';
-import type { StageName } from '../pipeline/check.js';
+import { STAGE_NAMES } from '../pipeline/check.js';
 import type { Request } from '../request.js';
 
 const headerGetter: TextMapGetter<ReadonlyMap<string, string>> = {
@@ -36,7 +36,7 @@ export class Tracing {
   record(
     request: Request | null,
     decision: Decision,
-    timings: ReadonlyArray<readonly [StageName, number]>,
+    timings: readonly number[],
     startedAt: number,
     durationMs: number,
   ): void {
@@ -64,7 +64,10 @@ export class Tracing {
     if (decision.failure) span.setStatus({ code: SpanStatusCode.ERROR, message: decision.failure });
     const inner = trace.setSpan(parent, span);
     let at = startedAt;
-    for (const [stage, ms] of timings) {
+    for (let i = 0; i < timings.length; i++) {
+      const stage = STAGE_NAMES[i];
+      const ms = timings[i];
+      if (stage === undefined || ms === undefined) break;
       this.tracer.startSpan(`portcullis.${stage}`, { startTime: at }, inner).end(at + ms);
       at += ms;
     }

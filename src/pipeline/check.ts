@@ -12,16 +12,22 @@
 //   7. scan         malware                                   (content issue)
 //   8. edge out     (src/envoy/respond.ts, after this)
 import { callerKey, claimedPartner } from '../admission/caller.js';
-import type { AdmissionGate } from '../admission/gate.js';
+import type { AdmissionGate, Ticket } from '../admission/gate.js';
 import type { Clock } from '../clock.js';
 import type { Allow, Decision, Denial, Deny, Header } from '../decision.js';
 import { DENY_CODES } from '../errors.js';
 import type { Catalog, RoutePolicy } from '../policy/catalog.js';
 import type { Request } from '../request.js';
-import { DependencyUnavailable } from '../stage.js';
+import { DependencyUnavailable, type StageResult } from '../stage.js';
 import { Deadlines } from './deadlines.js';
 import { credentialCarriers } from './identify.js';
-import { ANONYMOUS, type Identity, type QuotaOutcome } from './outcomes.js';
+import {
+  ANONYMOUS,
+  type AuthorizeOutcome,
+  type ContentFindings,
+  type Identity,
+  type QuotaOutcome,
+} from './outcomes.js';
 import type { Stages } from './types.js';
 import { mustBeScanned } from './unscanned.js';
 
@@ -54,27 +60,13 @@ export interface CheckContext {
 
 export interface Outcome {
   readonly decision: Decision;
-  /** Milliseconds spent in each stage that ran. */
-  readonly timings: ReadonlyArray<readonly [StageName, number]>;
+  /**
+   * Milliseconds spent in each stage that ran: `timings[i]` is stage STAGE_NAMES[i]. The stages run
+   * in that order and the first denial ends the run, so the stages that ran are always a prefix.
+   */
+  readonly timings: readonly number[];
   /** The failure behind an `on_error` decision, for the log. */
   readonly error?: unknown;
-}
-
-/** Mutable progress of one Check, so a timeout can still answer with the route's `on_error`. */
-interface Progress {
-  route: RoutePolicy | undefined;
-  /** True while presented credentials are being checked: a failure then is a denial, never on_error. */
-  identifying: boolean;
-  identity: Identity | undefined;
-  /** The scan stage has answered (then a failure cannot leave the body unscanned). */
-  scanned: boolean;
-  readonly timings: Array<readonly [StageName, number]>;
-  /** Set once the Check was answered without its pipeline (the deadline): admitted late, it stops. */
-  answered: boolean;
-  /** The quota charge's settlement, until the Check is answered. */
-  settle: ((verdict: Verdict) => void) | undefined;
-  /** Set once the Check is answered: what its charge deserves (a charge made later is settled so). */
-  verdict: Verdict | undefined;
 }
 
 type Verdict = 'keep' | 'refund';
@@ -84,108 +76,189 @@ function verdictOf(decision: Decision): Verdict {
   return decision.kind === 'deny' && DENY_CODES[decision.code].http >= 500 ? 'refund' : 'keep';
 }
 
+const NO_QUOTA: QuotaOutcome = Object.freeze({ headers: [], note: '' });
+
 /** Every Pipeline's Check deadlines, on one timer. */
 const DEADLINES = new Deadlines();
+
+type Admission = { readonly gate: AdmissionGate; readonly maxQueueWaitMs: number };
 
 export class Pipeline {
   constructor(
     private readonly stages: Stages,
     private readonly clock: Clock,
     /** Admission control; absent = every Check is admitted (tests, `policy test`). */
-    private readonly admission?: { readonly gate: AdmissionGate; readonly maxQueueWaitMs: number },
+    private readonly admission?: Admission,
   ) {}
 
-  async check(request: Request, ctx: CheckContext): Promise<Outcome> {
-    const progress: Progress = {
-      route: undefined,
-      identifying: false,
-      identity: undefined,
-      scanned: false,
-      timings: [],
-      answered: false,
-      settle: undefined,
-      verdict: undefined,
-    };
-    const outcome = await this.decide(request, ctx, progress);
-    // The Check is answered: settle its charge, now or (if the charge is still in flight) when it lands.
-    progress.verdict = verdictOf(outcome.decision);
-    const settle = progress.settle;
-    progress.settle = undefined;
-    settle?.(progress.verdict);
-    return outcome;
+  /**
+   * The Check's outcome: a value when every stage answered synchronously (allow-all, cached
+   * credentials, an in-process quota), a promise only once a stage had to wait. Never rejects.
+   */
+  check(request: Request, ctx: CheckContext): Outcome | Promise<Outcome> {
+    const run = new CheckRun(this.stages, this.admission, this.clock, request, ctx);
+    const outcome = decide(run);
+    return outcome instanceof Promise ? settledLater(run, outcome) : settled(run, outcome);
+  }
+}
+
+// The closures of the asynchronous paths live in functions of their own: a closure's context is
+// allocated whenever the function that could create it runs, even on the path that does not.
+function settledLater(run: CheckRun, outcome: Promise<Outcome>): Promise<Outcome> {
+  return outcome.then((o) => settled(run, o));
+}
+
+/** The Check is answered: settle its charge, now or (if the charge is still in flight) when it lands. */
+function settled(run: CheckRun, outcome: Outcome): Outcome {
+  run.verdict = verdictOf(outcome.decision);
+  const settle = run.settle;
+  run.settle = undefined;
+  settle?.(run.verdict);
+  return outcome;
+}
+
+function decide(run: CheckRun): Outcome | Promise<Outcome> {
+  const now = run.clock.now();
+  const remaining = run.ctx.deadline - now;
+  const budget = remaining - deadlineMargin(remaining);
+  if (budget <= 0) return failure(run, 'deadline_exceeded', 'deadline already passed');
+  // One instant, on one clock, for the pipeline's timer and the scan's: the scan must give its own
+  // answer (scan.on_error) before this timer turns a slow clamd into the route's on_error.
+  run.answerBy = now + budget;
+  let decision: Decision | Promise<Decision>;
+  try {
+    decision = run.start();
+  } catch (error: unknown) {
+    return thrown(run, error);
+  }
+  return decision instanceof Promise ? decidedLater(run, decision, budget) : decided(run, decision, budget);
+}
+
+function decidedLater(run: CheckRun, decision: Promise<Decision>, budget: number): Promise<Outcome> {
+  // A stage is waiting: only now can the deadline pass before the decision (the synchronous part
+  // could not be interrupted), so only now is there something to race.
+  const pending = Number.isFinite(budget) ? race(run, decision, budget) : decision;
+  return pending.then(
+    (d) => decided(run, d, budget),
+    (error: unknown) => thrown(run, error),
+  );
+}
+
+/** The pipeline's decision as the Check's outcome; undefined = the deadline passed first. */
+function decided(run: CheckRun, decision: Decision | undefined, budget: number): Outcome {
+  // Re-check after the pipeline: a late allow is a failure (the route's on_error). A late refusal
+  // stays a refusal: lateness must never turn a deny into an on_error allow.
+  if (decision === undefined || (decision.kind === 'allow' && run.clock.now() > run.ctx.deadline)) {
+    run.answered = true;
+    return failure(run, 'deadline_exceeded', `no decision within ${Math.round(budget)} ms`);
+  }
+  return { decision, timings: run.timings };
+}
+
+function thrown(run: CheckRun, error: unknown): Outcome {
+  const code = error instanceof DependencyUnavailable ? 'dependency_unavailable' : 'internal_error';
+  return failure(run, code, errorText(error), error);
+}
+
+/**
+ * The pending decision, or undefined when the budget (counted from the start of the run) passes
+ * first (one shared timer, see deadlines.ts).
+ */
+function race(run: CheckRun, pending: Promise<Decision>, budget: number): Promise<Decision | undefined> {
+  const left = budget - (performance.now() - run.began);
+  return new Promise((resolve, reject) => {
+    const entry = DEADLINES.after(left, () => resolve(undefined));
+    pending.then(
+      (decision) => {
+        DEADLINES.cancel(entry);
+        resolve(decision);
+      },
+      (error: unknown) => {
+        DEADLINES.cancel(entry);
+        reject(error);
+      },
+    );
+  });
+}
+
+/**
+ * `step(value)` now when `result` is a value; when it is a promise, once it settles. Stages may
+ * answer synchronously: then the run goes on without a promise, a closure or a microtask.
+ */
+function next<T>(
+  run: CheckRun,
+  result: T | Promise<T>,
+  step: (this: CheckRun, value: T) => Decision | Promise<Decision>,
+): Decision | Promise<Decision> {
+  return result instanceof Promise ? later(run, result, step) : step.call(run, result);
+}
+
+// Apart from next(): see settledLater().
+function later<T>(
+  run: CheckRun,
+  result: Promise<T>,
+  step: (this: CheckRun, value: T) => Decision | Promise<Decision>,
+): Promise<Decision> {
+  return result.then((value) => step.call(run, value));
+}
+
+/**
+ * One Check through the stages: each step calls a stage and hands its result to the next step
+ * (see next()). Its fields are the Check's progress, so a timeout can still answer with the
+ * route's `on_error`, and what the later steps need from the earlier ones.
+ */
+class CheckRun {
+  route: RoutePolicy | undefined = undefined;
+  /** True while presented credentials are being checked: a failure then is a denial, never on_error. */
+  identifying = false;
+  identity: Identity | undefined = undefined;
+  /** The scan stage has answered (then a failure cannot leave the body unscanned). */
+  scanned = false;
+  /** Milliseconds per stage that ran, in STAGE_NAMES order (see Outcome). */
+  readonly timings: number[] = [];
+  /** Set once the Check was answered without its pipeline (the deadline): admitted late, it stops. */
+  answered = false;
+  /** The quota charge's settlement, until the Check is answered. */
+  settle: ((verdict: Verdict) => void) | undefined = undefined;
+  /** Set once the Check is answered: what its charge deserves (a charge made later is settled so). */
+  verdict: Verdict | undefined = undefined;
+  /** Epoch ms (the pipeline's clock) by which the pipeline answers anyway. */
+  answerBy = 0;
+  /** performance.now() when the run began, and when the current stage began. */
+  began = 0;
+  private started = 0;
+  /** What the stages found, for the steps after them. */
+  private dryRun: Denial | null = null;
+  private findings: ContentFindings | null = null;
+  private charge: QuotaOutcome = NO_QUOTA;
+
+  constructor(
+    private readonly stages: Stages,
+    private readonly admission: Admission | undefined,
+    readonly clock: Clock,
+    readonly request: Request,
+    readonly ctx: CheckContext,
+  ) {}
+
+  start(): Decision | Promise<Decision> {
+    this.began = performance.now();
+    this.started = this.began;
+    return next(this, this.stages.route(this.request, this.ctx.catalog), this.routed);
   }
 
-  private async decide(request: Request, ctx: CheckContext, progress: Progress): Promise<Outcome> {
-    const now = this.clock.now();
-    const remaining = ctx.deadline - now;
-    const budget = remaining - deadlineMargin(remaining);
-    if (budget <= 0)
-      return this.failure(request, ctx, progress, 'deadline_exceeded', 'deadline already passed');
-    // One instant, on one clock, for the pipeline's timer and the scan's: the scan must give its own
-    // answer (scan.on_error) before this timer turns a slow clamd into the route's on_error.
-    const answerBy = now + budget;
-    try {
-      const decision = Number.isFinite(budget)
-        ? await this.race(request, ctx, progress, budget, answerBy)
-        : await this.run(request, ctx, progress, answerBy);
-      // Re-check after the pipeline: a late allow is a failure (the route's on_error). A late refusal
-      // stays a refusal: lateness must never turn a deny into an on_error allow.
-      if (decision === undefined || (decision.kind === 'allow' && this.clock.now() > ctx.deadline)) {
-        progress.answered = true;
-        return this.failure(
-          request,
-          ctx,
-          progress,
-          'deadline_exceeded',
-          `no decision within ${Math.round(budget)} ms`,
-        );
-      }
-      return { decision, timings: progress.timings };
-    } catch (error: unknown) {
-      const code = error instanceof DependencyUnavailable ? 'dependency_unavailable' : 'internal_error';
-      return this.failure(request, ctx, progress, code, errorText(error), error);
-    }
+  private lap(): void {
+    const now = performance.now();
+    this.timings.push(now - this.started);
+    this.started = now;
   }
 
-  /** The pipeline's decision, or undefined when `budget` ms pass first (one shared timer, see deadlines.ts). */
-  private race(
-    request: Request,
-    ctx: CheckContext,
-    p: Progress,
-    budget: number,
-    answerBy: number,
-  ): Promise<Decision | undefined> {
-    return new Promise((resolve, reject) => {
-      const entry = DEADLINES.after(budget, () => resolve(undefined));
-      this.run(request, ctx, p, answerBy).then(
-        (decision) => {
-          DEADLINES.cancel(entry);
-          resolve(decision);
-        },
-        (error: unknown) => {
-          DEADLINES.cancel(entry);
-          reject(error);
-        },
-      );
-    });
-  }
-
-  private async run(request: Request, ctx: CheckContext, p: Progress, answerBy: number): Promise<Decision> {
-    const { catalog } = ctx;
-    let started = performance.now();
-    const lap = (stage: StageName) => {
-      const now = performance.now();
-      p.timings.push([stage, now - started]);
-      started = now;
-    };
-
-    const route = await this.stages.route(request, catalog);
-    lap('route');
-    if (!route.ok) return deny(request, ctx, undefined, null, route.denial);
-    p.route = route.value;
-
+  private routed(route: StageResult<RoutePolicy>): Decision | Promise<Decision> {
+    this.lap();
+    if (!route.ok) return deny(this.request, this.ctx, undefined, null, route.denial);
+    this.route = route.value;
     const admission = this.admission;
-    if (!admission) return this.admitted(request, ctx, p, route.value, lap, answerBy);
+    if (!admission) return this.identify();
+    const { ctx } = this;
     const now = this.clock.now();
     const remaining = ctx.deadline - now;
     const { gate } = admission;
@@ -193,99 +266,135 @@ export class Pipeline {
       ctx.deadline - deadlineMargin(remaining) - gate.serviceMs,
       now + admission.maxQueueWaitMs,
     );
-    let ticket = gate.enter(callerKey(request, route.value), startBy);
-    if (ticket instanceof Promise) ticket = await ticket;
-    if (ticket === null) return overloadDecision(request, ctx, route.value);
-    if (p.answered) {
-      gate.leave(ticket, false);
-      return overloadDecision(request, ctx, route.value);
-    }
-    started = performance.now();
-    try {
-      return await this.admitted(request, ctx, p, route.value, lap, answerBy);
-    } finally {
-      gate.leave(ticket);
-    }
+    return next(this, gate.enter(callerKey(this.request, route.value), startBy), this.entered);
   }
 
-  /** The stages after admission. */
-  private async admitted(
-    request: Request,
-    ctx: CheckContext,
-    p: Progress,
-    routePolicy: RoutePolicy,
-    lap: (stage: StageName) => void,
-    answerBy: number,
-  ): Promise<Decision> {
-    const { catalog } = ctx;
-    const route = { value: routePolicy };
+  private entered(ticket: Ticket | null): Decision | Promise<Decision> {
+    const route = this.policy();
+    const gate = this.admission?.gate;
+    if (gate === undefined) throw new Error('pipeline: admitted without admission control');
+    if (ticket === null) return overloadDecision(this.request, this.ctx, route);
+    if (this.answered) {
+      gate.leave(ticket, false);
+      return overloadDecision(this.request, this.ctx, route);
+    }
+    this.started = performance.now();
+    let decision: Decision | Promise<Decision>;
+    try {
+      decision = this.identify();
+    } catch (error: unknown) {
+      gate.leave(ticket);
+      throw error;
+    }
+    if (decision instanceof Promise) return leaveAfter(decision, gate, ticket);
+    gate.leave(ticket);
+    return decision;
+  }
 
-    // On a dry-run route a denial is only recorded: the request goes on, marked upstream.
-    const refused = (who: Identity | null, denial: Denial) =>
-      route.value.dryRun
-        ? allow(request, ctx, route.value, who ?? ANONYMOUS, NO_QUOTA, denial)
-        : deny(request, ctx, route.value, who, denial);
+  // The stages after admission.
 
-    p.identifying = true;
-    const identity = await this.stages.identify(request, catalog, route.value);
-    p.identifying = false;
-    lap('identify');
-    if (!identity.ok) return refused(null, identity.denial);
-    p.identity = identity.value;
+  private identify(): Decision | Promise<Decision> {
+    this.identifying = true;
+    return next(this, this.stages.identify(this.request, this.ctx.catalog, this.policy()), this.identified);
+  }
 
-    const access = await this.stages.authorize(request, catalog, route.value, identity.value);
-    lap('authorize');
-    if (!access.ok) return refused(identity.value, access.denial);
-
-    const inspected = await this.stages.inspect(request, route.value, identity.value);
-    lap('inspect');
-    if (!inspected.ok) return refused(identity.value, inspected.denial);
-    const findings = inspected.value;
-
-    const quota = await this.stages.quota(request, catalog, route.value, identity.value);
-    lap('quota');
-    if (!quota.ok) return refused(identity.value, quota.denial);
-    const settle = quota.value.settle;
-    if (settle && p.verdict)
-      settle(p.verdict); // answered already (the deadline): settle at once
-    else p.settle = settle;
-
-    // The scan ends SCAN_VERDICT_MS before the pipeline's own timer fires (both set from answerBy), so
-    // a slow scanner is always answered by the scan's declared behaviour, never by the route's on_error.
-    const scanned = await this.stages.scan(findings, answerBy - SCAN_VERDICT_MS);
-    lap('scan');
-    p.scanned = true;
-    const content = findings
-      ? { sha256: findings.inspected.sha256, scan: scanned.ok ? scanned.value : 'refused' }
-      : undefined;
-    if (!scanned.ok) return withContent(refused(identity.value, scanned.denial), content);
-
-    return withContent(
-      allow(request, ctx, route.value, identity.value, quota.value, access.value.dryRun),
-      content,
+  private identified(identity: StageResult<Identity>): Decision | Promise<Decision> {
+    this.identifying = false;
+    this.lap();
+    if (!identity.ok) return this.refused(null, identity.denial);
+    this.identity = identity.value;
+    const { request, ctx } = this;
+    return next(
+      this,
+      this.stages.authorize(request, ctx.catalog, this.policy(), identity.value),
+      this.authorized,
     );
   }
 
-  private failure(
-    request: Request,
-    ctx: CheckContext,
-    p: Progress,
-    code: FailureCode,
-    reason: string,
-    error?: unknown,
-  ): Outcome {
-    // Who the caller is was not established: whatever on_error says, that is a denial.
-    // A body that must be scanned and was not: the scan's declared answer, whatever on_error says.
-    const decision = p.identifying
-      ? identityUnavailable(request, ctx, p.route, `${code}: ${reason}`)
-      : p.route && !p.scanned && mustBeScanned(request, p.route, p.identity)
-        ? deny(request, ctx, p.route, p.identity ?? null, {
-            code: 'scan_unavailable',
-            reason: `${code}: ${reason}; the body was not scanned`,
-          })
-        : failureDecision(request, ctx, p.route, p.identity?.partner?.id ?? '', code, reason);
-    return error === undefined ? { decision, timings: p.timings } : { decision, timings: p.timings, error };
+  private authorized(access: StageResult<AuthorizeOutcome>): Decision | Promise<Decision> {
+    this.lap();
+    const identity = this.caller();
+    if (!access.ok) return this.refused(identity, access.denial);
+    this.dryRun = access.value.dryRun;
+    return next(this, this.stages.inspect(this.request, this.policy(), identity), this.inspected);
   }
+
+  private inspected(inspected: StageResult<ContentFindings | null>): Decision | Promise<Decision> {
+    this.lap();
+    const identity = this.caller();
+    if (!inspected.ok) return this.refused(identity, inspected.denial);
+    this.findings = inspected.value;
+    const { request, ctx } = this;
+    return next(this, this.stages.quota(request, ctx.catalog, this.policy(), identity), this.charged);
+  }
+
+  private charged(quota: StageResult<QuotaOutcome>): Decision | Promise<Decision> {
+    this.lap();
+    if (!quota.ok) return this.refused(this.caller(), quota.denial);
+    const settle = quota.value.settle;
+    if (settle && this.verdict)
+      settle(this.verdict); // answered already (the deadline): settle at once
+    else this.settle = settle;
+    this.charge = quota.value;
+    // The scan ends SCAN_VERDICT_MS before the pipeline's own timer fires (both set from answerBy), so
+    // a slow scanner is always answered by the scan's declared behaviour, never by the route's on_error.
+    return next(this, this.stages.scan(this.findings, this.answerBy - SCAN_VERDICT_MS), this.scannedBy);
+  }
+
+  private scannedBy(scanned: StageResult<string>): Decision {
+    this.lap();
+    this.scanned = true;
+    const identity = this.caller();
+    const findings = this.findings;
+    const content = findings
+      ? { sha256: findings.inspected.sha256, scan: scanned.ok ? scanned.value : 'refused' }
+      : undefined;
+    if (!scanned.ok) return withContent(this.refused(identity, scanned.denial), content);
+    const decision = allow(this.request, this.ctx, this.policy(), identity, this.charge, this.dryRun);
+    return withContent(decision, content);
+  }
+
+  /** On a dry-run route a denial is only recorded: the request goes on, marked upstream. */
+  private refused(who: Identity | null, denial: Denial): Decision {
+    const route = this.policy();
+    return route.dryRun
+      ? allow(this.request, this.ctx, route, who ?? ANONYMOUS, NO_QUOTA, denial)
+      : deny(this.request, this.ctx, route, who, denial);
+  }
+
+  /** The route, once routed (every step after `routed`). */
+  private policy(): RoutePolicy {
+    const route = this.route;
+    if (route === undefined) throw new Error('pipeline: no route before the route stage');
+    return route;
+  }
+
+  /** The caller, once identified (every step after `identified`). */
+  private caller(): Identity {
+    const identity = this.identity;
+    if (identity === undefined) throw new Error('pipeline: no identity before the identify stage');
+    return identity;
+  }
+}
+
+/** Gives the admission slot back once an admitted Check that had to wait is done. */
+function leaveAfter(decision: Promise<Decision>, gate: AdmissionGate, ticket: Ticket): Promise<Decision> {
+  return decision.finally(() => gate.leave(ticket));
+}
+
+function failure(run: CheckRun, code: FailureCode, reason: string, error?: unknown): Outcome {
+  const { request, ctx } = run;
+  // Who the caller is was not established: whatever on_error says, that is a denial.
+  // A body that must be scanned and was not: the scan's declared answer, whatever on_error says.
+  const decision = run.identifying
+    ? identityUnavailable(request, ctx, run.route, `${code}: ${reason}`)
+    : run.route && !run.scanned && mustBeScanned(request, run.route, run.identity)
+      ? deny(request, ctx, run.route, run.identity ?? null, {
+          code: 'scan_unavailable',
+          reason: `${code}: ${reason}; the body was not scanned`,
+        })
+      : failureDecision(request, ctx, run.route, run.identity?.partner?.id ?? '', code, reason);
+  return error === undefined ? { decision, timings: run.timings } : { decision, timings: run.timings, error };
 }
 
 export type FailureCode = 'internal_error' | 'deadline_exceeded' | 'dependency_unavailable';
@@ -314,15 +423,16 @@ export function overloadDecision(request: Request, ctx: CheckContext, route: Rou
       headers: [], // Retry-After: added to every 503 by the respond layer (partner-errors.ts)
     };
   }
+  const upstreamHeaders = [
+    { name: DECISION_ID_HEADER, value: ctx.decisionId },
+    { name: ON_ERROR_HEADER, value: 'overloaded' },
+  ];
   return {
     ...base,
     kind: 'allow',
     code: 'allowed_on_error',
-    upstreamHeaders: [
-      { name: DECISION_ID_HEADER, value: ctx.decisionId },
-      { name: ON_ERROR_HEADER, value: 'overloaded' },
-    ],
-    removeHeaders: spoofedHeaders(request, [DECISION_ID_HEADER, ON_ERROR_HEADER], ctx.catalog),
+    upstreamHeaders,
+    removeHeaders: spoofedHeaders(request, upstreamHeaders, ctx.catalog),
     removeQueryParams: [],
     responseHeaders: [],
   };
@@ -350,19 +460,20 @@ export function failureDecision(
     return { ...base, kind: 'deny', code, detail: DENY_CODES[code].detail, headers: [] };
   }
   const carriers = credentialCarriers(route.identity);
+  // Only the markers: a route's own headers may depend on checks that never finished.
+  const upstreamHeaders = [
+    { name: DECISION_ID_HEADER, value: ctx.decisionId },
+    { name: ON_ERROR_HEADER, value: code },
+  ];
   return {
     ...base,
     kind: 'allow',
     code: 'allowed_on_error',
-    // Only the markers: a route's own headers may depend on checks that never finished.
-    upstreamHeaders: [
-      { name: DECISION_ID_HEADER, value: ctx.decisionId },
-      { name: ON_ERROR_HEADER, value: code },
-    ],
+    upstreamHeaders,
     // Credentials go no further than on any allow, whatever was presented (forged ones too).
     removeHeaders: [
       ...carriers.headers,
-      ...(request ? spoofedHeaders(request, [DECISION_ID_HEADER, ON_ERROR_HEADER], ctx.catalog) : []),
+      ...(request ? spoofedHeaders(request, upstreamHeaders, ctx.catalog) : []),
     ],
     removeQueryParams: carriers.queryParams,
     responseHeaders: [],
@@ -405,7 +516,7 @@ function withContent(decision: Decision, content: Decision['content']): Decision
   return content ? { ...decision, content } : decision;
 }
 
-const NO_QUOTA: QuotaOutcome = Object.freeze({ headers: [], note: '' });
+const NO_NAMES: readonly string[] = Object.freeze([]);
 
 function allow(
   request: Request,
@@ -417,23 +528,25 @@ function allow(
 ): Allow {
   const names = ctx.catalog.settings.identityHeaders;
   const upstreamHeaders: Header[] = [{ name: DECISION_ID_HEADER, value: ctx.decisionId }];
-  const add = (name: string, value: string) => {
-    if (value !== '') upstreamHeaders.push({ name, value });
-  };
   const partner = identity.partner?.id ?? '';
-  add(names.partner, partner);
-  add(names.application, identity.application);
-  add(names.subject, identity.user);
-  add(names.scopes, [...identity.scopes].join(' '));
+  if (partner !== '') upstreamHeaders.push({ name: names.partner, value: partner });
+  if (identity.application !== '')
+    upstreamHeaders.push({ name: names.application, value: identity.application });
+  if (identity.user !== '') upstreamHeaders.push({ name: names.subject, value: identity.user });
+  const scopes = joinScopes(identity.scopes);
+  if (scopes !== '') upstreamHeaders.push({ name: names.scopes, value: scopes });
   for (const h of route.upstreamSet) upstreamHeaders.push(h);
   if (dryRun) upstreamHeaders.push({ name: DRY_RUN_HEADER, value: dryRun.code });
-  const ours = upstreamHeaders.map((h) => h.name);
-  const removeHeaders = [
-    ...route.upstreamRemove,
-    ...identity.credentialHeaders,
-    ...spoofedHeaders(request, ours, ctx.catalog),
-  ];
-  return {
+  const spoofed = spoofedHeaders(request, upstreamHeaders, ctx.catalog);
+  // The route's own list serves as is when there is nothing to add to it (the common case).
+  const removeHeaders =
+    identity.credentialHeaders.length === 0 && spoofed.length === 0
+      ? route.upstreamRemove
+      : [...route.upstreamRemove, ...identity.credentialHeaders, ...spoofed];
+  let reason = describeIdentity(identity);
+  if (quota.note !== '') reason = joinReason(reason, quota.note);
+  if (dryRun) reason = joinReason(reason, `dry run: would deny ${dryRun.code} (${dryRun.reason ?? ''})`);
+  const decision: Allow = {
     kind: 'allow',
     code: 'allowed',
     upstreamHeaders,
@@ -445,48 +558,66 @@ function allow(
     route: route.name,
     partner,
     policyVersion: ctx.catalog.version,
-    reason: [
-      describeIdentity(identity),
-      quota.note,
-      dryRun ? `dry run: would deny ${dryRun.code} (${dryRun.reason ?? ''})` : '',
-    ]
-      .filter(Boolean)
-      .join('; '),
-    ...(dryRun ? { dryRun: dryRun.code } : {}),
+    reason,
   };
+  return dryRun ? { ...decision, dryRun: dryRun.code } : decision;
+}
+
+/** The scopes, space-separated (as `[...scopes].join(' ')`, without the array). */
+function joinScopes(scopes: ReadonlySet<string>): string {
+  if (scopes.size === 0) return '';
+  let joined = '';
+  let first = true;
+  for (const scope of scopes) {
+    joined = first ? scope : `${joined} ${scope}`;
+    first = false;
+  }
+  return joined;
+}
+
+/** Parts of an audit reason, `; `-separated, the empty ones left out. */
+function joinReason(reason: string, part: string): string {
+  return reason === '' ? part : part === '' ? reason : `${reason}; ${part}`;
 }
 
 function describeIdentity(identity: Identity): string {
   if (identity.credentials.length === 0) return 'anonymous';
-  const parts: string[] = [];
-  if (identity.principal) parts.push(`mtls ${identity.principal}`);
+  let described = '';
+  if (identity.principal) described = `mtls ${identity.principal}`;
   if (identity.credentials.includes('jwt'))
-    parts.push(`jwt app=${identity.application} sub=${identity.user}`);
-  if (identity.credentials.includes('api_key')) parts.push(`api_key ${identity.application}`);
-  return parts.join('; ');
+    described = joinReason(described, `jwt app=${identity.application} sub=${identity.user}`);
+  if (identity.credentials.includes('api_key'))
+    described = joinReason(described, `api_key ${identity.application}`);
+  return described;
 }
 
 /**
- * Incoming identity headers we do not set ourselves: the upstream trusts them, so a partner must
- * never be able to send them (e.g. x-portcullis-partner on an anonymous route). That is every
- * `x-portcullis-*` header and the catalog's identity header names.
+ * Incoming identity headers we do not set ourselves (`ours`: what goes upstream): the upstream
+ * trusts them, so a partner must never be able to send them (e.g. x-portcullis-partner on an
+ * anonymous route). That is every `x-portcullis-*` header and the catalog's identity header names.
  */
-function spoofedHeaders(request: Request, ours: readonly string[], catalog: Catalog): string[] {
+function spoofedHeaders(request: Request, ours: readonly Header[], catalog: Catalog): readonly string[] {
   const names = catalog.settings.identityHeaders;
-  const spoofed: string[] = [];
+  let spoofed: string[] | undefined;
   for (const name of request.headers.keys()) {
-    if (ours.includes(name)) continue;
     if (
-      name.startsWith(HEADER_PREFIX) ||
-      name === names.partner ||
-      name === names.application ||
-      name === names.subject ||
-      name === names.scopes
+      (name.startsWith(HEADER_PREFIX) ||
+        name === names.partner ||
+        name === names.application ||
+        name === names.subject ||
+        name === names.scopes) &&
+      !sets(ours, name)
     ) {
-      spoofed.push(name);
+      if (spoofed) spoofed.push(name);
+      else spoofed = [name];
     }
   }
-  return spoofed;
+  return spoofed ?? NO_NAMES;
+}
+
+function sets(headers: readonly Header[], name: string): boolean {
+  for (const h of headers) if (h.name === name) return true;
+  return false;
 }
 
 function errorText(error: unknown): string {

@@ -7,7 +7,7 @@ import type { ContentFailure, ContentPolicy } from '../content/types.js';
 import type { Denial } from '../decision.js';
 import type { RoutePolicy } from '../policy/catalog.js';
 import type { Request } from '../request.js';
-import { pass, refuse, type StageResult } from '../stage.js';
+import { type MaybePromise, pass, refuse, type StageResult } from '../stage.js';
 import type { ContentFindings, Identity } from './outcomes.js';
 
 /** When no clamd is configured: every scan fails, and the route's scan.on_error decides. */
@@ -21,30 +21,40 @@ export function contentPolicyFor(route: RoutePolicy, identity: Identity): Conten
   return (partner && route.content.byPartner.get(partner)) || route.content.policy;
 }
 
-export async function inspectStage(
+// A route without content checks answers synchronously: no promise, no microtask.
+const NOT_INSPECTED: StageResult<ContentFindings | null> = Object.freeze(pass(null));
+const NOT_SCANNED: StageResult<string> = Object.freeze(pass(''));
+
+export function inspectStage(
   request: Request,
   route: RoutePolicy,
   identity: Identity,
-): Promise<StageResult<ContentFindings | null>> {
+): MaybePromise<StageResult<ContentFindings | null>> {
   const policy = contentPolicyFor(route, identity);
-  if (!policy) return pass(null);
+  return policy ? inspect(request, policy) : NOT_INSPECTED;
+}
+
+async function inspect(request: Request, policy: ContentPolicy): Promise<StageResult<ContentFindings>> {
   const result = await inspectCheap(request, policy);
   return result.ok ? pass({ policy, inspected: result.value }) : refuse(denialOf(result.failure));
 }
 
 export function createScanStage(scanner: MalwareScanner) {
-  return async function scan(
+  return function scan(
     findings: ContentFindings | null,
     deadlineMs: number,
-  ): Promise<StageResult<string>> {
-    if (!findings?.policy.scan) return pass('');
+  ): MaybePromise<StageResult<string>> {
+    return findings?.policy.scan ? scanFindings(findings, deadlineMs) : NOT_SCANNED;
+  };
+
+  async function scanFindings(findings: ContentFindings, deadlineMs: number): Promise<StageResult<string>> {
     const result = await inspectScan(findings.inspected, findings.policy, scanner, deadlineMs);
     const verdict = result.ok ? result.value : result.report;
     const note = `scan ${verdict.verdict}${verdict.note ? ` (${verdict.note})` : ''}`;
     if (!result.ok)
       return refuse({ ...denialOf(result.failure), reason: `${result.failure.reason}; ${note}` });
     return pass(note);
-  };
+  }
 }
 
 function denialOf(failure: ContentFailure): Denial {

@@ -12,7 +12,7 @@ import type { Clock } from '../clock.js';
 import type { Header } from '../decision.js';
 import { sourceBlock } from '../net/source-block.js';
 import { plainStoreError } from '../plain-errors.js';
-import type { Catalog, QuotaLimitPolicy, RouteLimitPolicy, RoutePolicy } from '../policy/catalog.js';
+import type { Catalog, Partner, QuotaLimitPolicy, RouteLimitPolicy, RoutePolicy } from '../policy/catalog.js';
 import type { ChargedIds } from '../quota/charged-ids.js';
 import { periodText } from '../quota/describe.js';
 import { quotaHeaders, retryAfterSeconds } from '../quota/headers.js';
@@ -27,7 +27,7 @@ import type {
   QuotaStore,
 } from '../quota/types.js';
 import type { Request } from '../request.js';
-import { pass, refuse, type StageResult } from '../stage.js';
+import { type MaybePromise, pass, refuse, type StageResult } from '../stage.js';
 import type { Identity, QuotaOutcome } from './outcomes.js';
 
 const NONE: QuotaOutcome = Object.freeze({ headers: [], note: '' });
@@ -57,12 +57,13 @@ export interface QuotaDeps {
 }
 
 export function createQuotaStage(deps: QuotaDeps) {
-  return async function quota(
+  // Synchronous when no limit applies: a route without quotas costs no promise.
+  return function quota(
     request: Request,
     _catalog: Catalog,
     route: RoutePolicy,
     identity: Identity,
-  ): Promise<StageResult<QuotaOutcome>> {
+  ): MaybePromise<StageResult<QuotaOutcome>> {
     const partner = identity.partner;
     const applicable = partner
       ? partner.limits.filter(
@@ -79,6 +80,17 @@ export function createQuotaStage(deps: QuotaDeps) {
         (l.per === 'route' || (l.per === 'partner') === (partner !== null)),
     );
     if (applicable.length === 0 && routeLimits.length === 0) return pass(NONE);
+    return chargeLimits(request, route, partner, applicable, routeLimits);
+  };
+
+  /** Charges the applicable limits (at least one). */
+  async function chargeLimits(
+    request: Request,
+    route: RoutePolicy,
+    partner: Partner | null,
+    applicable: QuotaLimitPolicy[],
+    routeLimits: RouteLimitPolicy[],
+  ): Promise<StageResult<QuotaOutcome>> {
     const now = deps.clock.now();
     const zone = partner?.timeZone ?? 'UTC';
     const specs = [
@@ -188,7 +200,7 @@ export function createQuotaStage(deps: QuotaDeps) {
       }
     };
     return pass({ headers: quotaHeaders(specs, result.limits, route.quota.headers), note, settle });
-  };
+  }
 }
 
 /** One unit per started `bytesPerUnit` of body, at least 1, clamped just past the limit's capacity. */
