@@ -7,6 +7,7 @@ import { type Listener, startListener, type TransportName } from './envoy/listen
 import { createCheckHandler } from './envoy/server.js';
 import { warmUp } from './envoy/warmup.js';
 import { type AdminState, createAdminServer, registrySource } from './observability/admin.js';
+import { flushAudit } from './observability/audit.js';
 import { type DependencyReport, dependencyReport } from './observability/dependencies.js';
 import { Metrics } from './observability/metrics.js';
 import type { Tracing } from './observability/tracing.js';
@@ -185,6 +186,8 @@ export async function startApp(options: AppOptions): Promise<App> {
       await runtime.tokens.close();
       builder.breaker?.shutdown();
       await tracing?.shutdown();
+      // The last decisions' lines may wait for the end of their event-loop turn: written first.
+      flushAudit(logger);
       logger.info('stopped');
     })();
     return stopping;
