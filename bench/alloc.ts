@@ -23,7 +23,7 @@ import { createLogger } from '../src/observability/audit.js';
 import { loadCatalogFile } from '../src/policy/load.js';
 import { createRedisClient, RedisQuotaStore } from '../src/quota/redis-store.js';
 import { startRedis } from '../test/support/redis.js';
-import { frame, mintTokens } from './payloads.js';
+import { frame, mintTokens, order4k } from './payloads.js';
 
 const { values } = parseArgs({
   options: { checks: { type: 'string', default: '1000' }, profile: { type: 'string' } },
@@ -116,6 +116,7 @@ const bare = await startHttp2Listener({
 const distinct = (n: number, make: () => Buffer) => Array.from({ length: n }, make);
 const token = mintTokens('RS256', 1, 'quota-app')[0] as string;
 const open = [frame({ path: '/open' })];
+const ORDER = Buffer.from(JSON.stringify(order4k()));
 const cases: Record<string, { port: number; payloads: Buffer[] }> = {
   'bare-http2': { port: bare.port, payloads: open },
   'allow-all': { port: app.grpcPort, payloads: open },
@@ -137,6 +138,18 @@ const cases: Record<string, { port: number; payloads: Buffer[] }> = {
   'jwt+quota': {
     port: app.grpcPort,
     payloads: distinct(5000, () => frame({ path: '/quota', headers: { authorization: `Bearer ${token}` } })),
+  },
+  // bench/run.ts' full case: jwt+quota and a ~4 KiB JSON order checked against bench/schemas/order.json.
+  content: {
+    port: app.grpcPort,
+    payloads: distinct(5000, () =>
+      frame({
+        path: '/content',
+        method: 'POST',
+        body: ORDER,
+        headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+      }),
+    ),
   },
 };
 

@@ -73,3 +73,14 @@ export function mintTokens(alg: 'RS256' | 'ES256', count: number, clientId: stri
   }
   return tokens;
 }
+
+/** A realistic order of about 4 KiB, valid against bench/schemas/order.json (the full case's body). */
+export function order4k() {
+  const lines = Array.from({ length: 40 }, (_, i) => ({
+    sku: `SKU-${String(i).padStart(6, '0')}`,
+    quantity: (i % 7) + 1,
+    price: 19.99 + i,
+    note: 'deliver to the loading dock, gate 4',
+  }));
+  return { order_id: 'ORD-20261128', currency: 'EUR', lines };
+}

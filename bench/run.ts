@@ -14,7 +14,7 @@ import { cpus } from 'node:os';
 import { parseArgs } from 'node:util';
 import { freePort } from '../test/support/processes.js';
 import { startRedis } from '../test/support/redis.js';
-import { frame, mintTokens } from './payloads.js';
+import { frame, mintTokens, order4k } from './payloads.js';
 import {
   RATELIMIT_MODULE,
   rateLimitPayload,
@@ -218,17 +218,6 @@ const CASES: Case[] = [
     fixed: false,
   },
 ];
-
-/** A realistic order of about 4 KiB. */
-function order4k() {
-  const lines = Array.from({ length: 40 }, (_, i) => ({
-    sku: `SKU-${String(i).padStart(6, '0')}`,
-    quantity: (i % 7) + 1,
-    price: 19.99 + i,
-    note: 'deliver to the loading dock, gate 4',
-  }));
-  return { order_id: 'ORD-20261128', currency: 'EUR', lines };
-}
 
 // --- the load generator: bench/loadgen (Go, standard library) when Go ≥ 1.24 is here, else bench/load.ts.
 
@@ -732,7 +721,7 @@ const oursInProcess = (name: string) => {
   const b = kb('bare-http2');
   return a === null || b === null ? null : a - b;
 };
-const allocLine = `- allocated per Check in process (bench/alloc.ts, ${alloc?.checks ?? '—'} Checks, minus bare-http2's ${f(kb('bare-http2'), 1)} KB): allow-all ${f(oursInProcess('allow-all'), 1)} KB ≤ 8 → ${atMost(oursInProcess('allow-all'), 8)}; quota-only ${f(oursInProcess('quota-only'), 1)} KB ≤ 15 → ${atMost(oursInProcess('quota-only'), 15)}; jwt-cached ${f(oursInProcess('jwt-cached'), 1)} KB; jwt+quota ${f(oursInProcess('jwt+quota'), 1)} KB`;
+const allocLine = `- allocated per Check in process (bench/alloc.ts, ${alloc?.checks ?? '—'} Checks, minus bare-http2's ${f(kb('bare-http2'), 1)} KB): allow-all ${f(oursInProcess('allow-all'), 1)} KB ≤ 8 → ${atMost(oursInProcess('allow-all'), 8)}; quota-only ${f(oursInProcess('quota-only'), 1)} KB ≤ 15 → ${atMost(oursInProcess('quota-only'), 15)}; jwt-cached ${f(oursInProcess('jwt-cached'), 1)} KB; jwt+quota ${f(oursInProcess('jwt+quota'), 1)} KB; full (content) ${f(oursInProcess('content'), 1)} KB`;
 const http2VsGrpcJs = roundRatio('bare-http2', 'baseline', cpu);
 const connectVsGrpcJs = roundRatio('bare-connect', 'baseline', cpu);
 const rawVsGrpcJs = roundRatio('bare-http2-raw', 'baseline', cpu);

@@ -2,16 +2,19 @@
 // base64) and X-Checksum-SHA256 (hex) where a route asks for them. Hashes are computed at most once per
 // request and algorithm (BodyHashes), and the SHA-256 is shared with the audit line and the scan cache.
 import { Buffer } from 'node:buffer';
-import { createHash, timingSafeEqual } from 'node:crypto';
+import crypto, { createHash, timingSafeEqual } from 'node:crypto';
 import type { Header } from '../decision.js';
 import { type ContentFailure, type DigestPolicy, fail, type Outcome, ok } from './types.js';
 
 type HashName = 'sha256' | 'sha512' | 'md5';
 
-/** The hashes of one body, each computed on first use. */
+/**
+ * The hashes of one body, each computed on first use. The SHA-256, which every inspected body needs
+ * (the audit line), is computed as hex; a digest header compared with it reuses those bytes.
+ */
 export class BodyHashes {
   readonly #bytes: Uint8Array;
-  readonly #done = new Map<HashName, Buffer>();
+  #done: Map<HashName, Buffer> | undefined;
   #sha256Hex: string | undefined;
 
   constructor(bytes: Uint8Array) {
@@ -19,9 +22,13 @@ export class BodyHashes {
   }
 
   digest(name: HashName): Buffer {
+    this.#done ??= new Map();
     let d = this.#done.get(name);
     if (!d) {
-      d = createHash(name).update(this.#bytes).digest();
+      d =
+        name === 'sha256'
+          ? Buffer.from(this.sha256Hex(), 'hex')
+          : createHash(name).update(this.#bytes).digest();
       this.#done.set(name, d);
     }
     return d;
@@ -29,13 +36,17 @@ export class BodyHashes {
 
   /** Lower-case hex SHA-256 of the body: the audit line's `body_sha256` and the scan cache key. */
   sha256Hex(): string {
-    this.#sha256Hex ??= this.digest('sha256').toString('hex');
+    this.#sha256Hex ??= sha256Hex(this.#bytes);
     return this.#sha256Hex;
   }
 }
 
+// crypto.hash (Node ≥ 20.12) hashes in one call, without a Hash object: a quarter less CPU for a
+// few-KiB body. Older Node 20 releases take createHash.
+const oneShot = (crypto as { hash?: typeof crypto.hash }).hash;
+
 export function sha256Hex(bytes: Uint8Array): string {
-  return createHash('sha256').update(bytes).digest('hex');
+  return oneShot ? oneShot('sha256', bytes, 'hex') : createHash('sha256').update(bytes).digest('hex');
 }
 
 /** Content-Digest algorithms we verify (RFC 9530 §5: the others are deprecated or insecure). */

@@ -1,10 +1,12 @@
 // JSON bodies, parsed with limits and validated against a JSON Schema.
 //
 // Order, cheapest refusal first: size → UTF-8 → a linear pre-scan of the bytes (depth, member count,
-// string length, duplicate keys) → JSON.parse → prototype-poisoning scan → schema. The pre-scan is a
-// loop with an explicit stack of container kinds (no recursion), so a 10^5-level nesting bomb is refused
-// at level maxDepth + 1 after reading that many bytes, and JSON.parse, the poisoning scan and ajv only
-// ever see documents within the limits. It does not check the grammar: JSON.parse does that next.
+// string length, duplicate keys, keys that could poison a prototype) → JSON.parse → prototype-poisoning
+// scan (only when the pre-scan saw such a key) → schema. The pre-scan is a loop with an explicit stack
+// of container kinds (no recursion), so a 10^5-level nesting bomb is refused at level maxDepth + 1 after
+// reading that many bytes, and JSON.parse, the poisoning scan and ajv only ever see documents within the
+// limits. It does not check the grammar: JSON.parse does that next (on a document JSON.parse accepts,
+// the strings the pre-scan took for keys are exactly the keys).
 import { Buffer, isUtf8 } from 'node:buffer';
 import { Ajv, type AnySchema, type ErrorObject, type Options, type ValidateFunction } from 'ajv';
 import { Ajv2019 } from 'ajv/dist/2019.js';
@@ -33,6 +35,11 @@ export interface JsonStats {
   readonly keys: number;
   /** Longest string or key, in bytes as sent. */
   readonly longestString: number;
+  /**
+   * A key is `__proto__` or `constructor` as sent, or has an escape (and could unescape to one): only
+   * then can the parsed document hold a poisoning key, and only then is it walked for one.
+   */
+  readonly suspectKeys: boolean;
 }
 
 export interface ParsedJson {
@@ -67,11 +74,13 @@ export function prescanJson(bytes: Uint8Array, limits: Limits): Outcome<JsonStat
   const buf = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   const n = buf.length;
   const objectKeys = limits.duplicateKeys === 'deny' ? new ObjectKeys(buf) : null;
-  const kinds = new Uint8Array(limits.maxDepth + 1);
+  // Grows with the depth reached: a typed array sized for maxDepth costs more than a small body's scan.
+  const kinds: number[] = [];
   let depth = 0;
   let maxDepth = 0;
   let keys = 0;
   let longest = 0;
+  let suspectKeys = false;
   let expectKey = false;
   // Where the next backslash is, found once and reused until passed: keeps key decoding linear.
   let nextBackslash = -2;
@@ -80,14 +89,7 @@ export function prescanJson(bytes: Uint8Array, limits: Limits): Outcome<JsonStat
     const b = buf[i] as number;
     if (b === QUOTE) {
       const start = i + 1;
-      let end = buf.indexOf(QUOTE, start);
-      // A quote preceded by an odd number of backslashes is escaped: look further.
-      while (end !== -1) {
-        let k = end - 1;
-        while (k >= start && buf[k] === BACKSLASH) k--;
-        if ((end - 1 - k) % 2 === 0) break;
-        end = buf.indexOf(QUOTE, end + 1);
-      }
+      const end = closingQuote(buf, start);
       if (end === -1)
         return fail(
           malformed('The body is not valid JSON: unterminated string.', `unterminated string at ${i}`),
@@ -112,9 +114,11 @@ export function prescanJson(bytes: Uint8Array, limits: Limits): Outcome<JsonStat
             ),
           );
         }
+        if (nextBackslash !== -1 && nextBackslash < start) nextBackslash = buf.indexOf(BACKSLASH, start);
+        const escaped = nextBackslash !== -1 && nextBackslash < end;
+        if (!suspectKeys && (escaped || isPoisonKey(buf, start, length))) suspectKeys = true;
         if (objectKeys) {
-          if (nextBackslash !== -1 && nextBackslash < start) nextBackslash = buf.indexOf(BACKSLASH, start);
-          const added = objectKeys.add(depth - 1, start, end, nextBackslash !== -1 && nextBackslash < end);
+          const added = objectKeys.add(depth - 1, start, end, escaped);
           if (added === BAD_ESCAPE)
             return fail(malformed('The body is not valid JSON: bad escape in a key.', `bad escape at ${i}`));
           if (added !== NEW_KEY) {
@@ -152,6 +156,7 @@ export function prescanJson(bytes: Uint8Array, limits: Limits): Outcome<JsonStat
         if (depth === 0)
           return fail(malformed('The body is not valid JSON: unbalanced brackets.', `unbalanced at ${i}`));
         depth--;
+        if (kinds[depth] === OBJECT) objectKeys?.close(depth);
         expectKey = false;
         break;
       case 0x2c: // ,
@@ -165,7 +170,30 @@ export function prescanJson(bytes: Uint8Array, limits: Limits): Outcome<JsonStat
     }
     i++;
   }
-  return ok({ bytes: n, depth: maxDepth, keys, longestString: longest });
+  return ok({ bytes: n, depth: maxDepth, keys, longestString: longest, suspectKeys });
+}
+
+/** The quote that closes the string starting at `from`: the first not escaped by a backslash; -1 when none. */
+function closingQuote(buf: Buffer, from: number): number {
+  let end = buf.indexOf(QUOTE, from);
+  while (end !== -1) {
+    let k = end - 1;
+    while (k >= from && buf[k] === BACKSLASH) k--;
+    if ((end - 1 - k) % 2 === 0) return end;
+    end = buf.indexOf(QUOTE, end + 1);
+  }
+  return -1;
+}
+
+const PROTO = Buffer.from('__proto__');
+const CONSTRUCTOR = Buffer.from('constructor');
+
+/** The key's bytes are exactly `__proto__` or `constructor` (the keys prototype poisoning uses). */
+function isPoisonKey(buf: Buffer, start: number, length: number): boolean {
+  const name = length === PROTO.length ? PROTO : length === CONSTRUCTOR.length ? CONSTRUCTOR : null;
+  if (name === null) return false;
+  for (let k = 0; k < length; k++) if (buf[start + k] !== name[k]) return false;
+  return true;
 }
 
 const NEW_KEY = 0;
@@ -175,14 +203,20 @@ const BAD_ESCAPE = 1;
 const SMALL_OBJECT = 16;
 
 /**
- * The keys of the object open at each depth. A small object keeps its keys as byte ranges of the body
+ * The keys of the objects open at each depth. A small object keeps its keys as byte ranges of the body
  * and compares a new key with each (no string made); past SMALL_OBJECT keys, or at the first escaped key,
  * it switches to a Set of key identities: the key's UTF-8 bytes as a latin1 string (exact, since the
  * body is valid UTF-8, whose encoding is unique), an escaped key being unescaped first.
+ * The ranges of all open objects share one array, innermost last: an object's keys are contiguous, since
+ * its parent adds none while it is open, and closing it drops them (`close`).
  */
 class ObjectKeys {
   readonly #buf: Buffer;
-  readonly #ranges: number[][] = [];
+  /** [start, end) pairs; the open objects' keys, outermost first. */
+  readonly #ranges: number[] = [];
+  #top = 0;
+  /** Where each open object's ranges begin, by depth. */
+  readonly #bases: number[] = [];
   readonly #sets: (Set<string> | undefined)[] = [];
 
   constructor(buf: Buffer) {
@@ -190,9 +224,12 @@ class ObjectKeys {
   }
 
   open(level: number): void {
-    const ranges = this.#ranges[level];
-    if (ranges) ranges.length = 0;
-    else this.#ranges[level] = [];
+    this.#bases[level] = this.#top;
+    this.#sets[level] = undefined;
+  }
+
+  close(level: number): void {
+    this.#top = this.#bases[level] as number;
     this.#sets[level] = undefined;
   }
 
@@ -204,12 +241,15 @@ class ObjectKeys {
     escaped: boolean,
   ): typeof NEW_KEY | typeof BAD_ESCAPE | string {
     const buf = this.#buf;
-    const ranges = this.#ranges[level] as number[];
+    const ranges = this.#ranges;
+    const base = this.#bases[level] as number;
+    const top = this.#top;
     let set = this.#sets[level];
-    if (!set && (escaped || ranges.length >= 2 * SMALL_OBJECT)) {
+    if (!set && (escaped || top - base >= 2 * SMALL_OBJECT)) {
       set = new Set();
-      for (let r = 0; r < ranges.length; r += 2) set.add(buf.toString('latin1', ranges[r], ranges[r + 1]));
+      for (let r = base; r < top; r += 2) set.add(buf.toString('latin1', ranges[r], ranges[r + 1]));
       this.#sets[level] = set;
+      this.#top = base;
     }
     if (set) {
       let id: string;
@@ -228,14 +268,16 @@ class ObjectKeys {
       return NEW_KEY;
     }
     const length = end - start;
-    for (let r = 0; r < ranges.length; r += 2) {
+    for (let r = base; r < top; r += 2) {
       const s = ranges[r] as number;
       if ((ranges[r + 1] as number) - s !== length) continue;
       let k = 0;
       while (k < length && buf[s + k] === buf[start + k]) k++;
       if (k === length) return buf.toString('utf8', start, end);
     }
-    ranges.push(start, end);
+    ranges[top] = start;
+    ranges[top + 1] = end;
+    this.#top = top + 2;
     return NEW_KEY;
   }
 }
@@ -276,7 +318,7 @@ export function parseJson(bytes: Uint8Array, limits: Limits): Outcome<ParsedJson
       malformed(`The body is not valid JSON: ${describeSyntaxError(message)}.`, truncate(message, 200)),
     );
   }
-  if (value !== null && typeof value === 'object' && mayHoldForbiddenKey(text)) {
+  if (value !== null && typeof value === 'object' && scanned.value.suspectKeys) {
     try {
       sjson.scan(value as Record<string, unknown>, { protoAction: 'error', constructorAction: 'error' });
     } catch {
@@ -288,12 +330,6 @@ export function parseJson(bytes: Uint8Array, limits: Limits): Outcome<ParsedJson
     }
   }
   return ok({ value, stats: scanned.value });
-}
-
-// The poisoning scan walks the whole document: run it only when the text could name one of the keys
-// (possibly with \u escapes).
-function mayHoldForbiddenKey(text: string): boolean {
-  return text.includes('__proto__') || text.includes('constructor') || text.includes('\\u');
 }
 
 /** V8's message without the quoted input it sometimes carries, with the position when it gives one. */

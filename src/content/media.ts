@@ -93,6 +93,26 @@ export function parseMediaType(value: string): MediaTypeParse {
   return { ok: true, value: { type, subtype, essence: `${type}/${subtype}`, params } };
 }
 
+/** Distinct Content-Type values remembered by parseMediaTypeCached; the cache starts over when full. */
+const CACHE_SIZE = 256;
+const parsedTypes = new Map<string, MediaTypeParse>();
+
+/**
+ * parseMediaType, remembered per value: a route sees a handful of Content-Type values, and each Check
+ * would parse the same one again. Bounded (CACHE_SIZE, then cleared), so varied values cost what an
+ * uncached parse costs and no more memory. The results are shared: frozen, their params a ReadonlyMap.
+ */
+export function parseMediaTypeCached(value: string): MediaTypeParse {
+  let parsed = parsedTypes.get(value);
+  if (parsed === undefined) {
+    parsed = parseMediaType(value);
+    if (parsed.ok) Object.freeze(parsed.value);
+    if (parsedTypes.size >= CACHE_SIZE) parsedTypes.clear();
+    parsedTypes.set(value, Object.freeze(parsed));
+  }
+  return parsed;
+}
+
 // qdtext / quoted-pair: HTAB, SP, VCHAR, obs-text.
 function isQuotedChar(c: string): boolean {
   const code = c.charCodeAt(0);
@@ -247,16 +267,42 @@ const MAGIC_WINDOW = 64 * 1024;
  * (and its false positives on text, such as "ID3…" read as MP3) on the common JSON and text bodies.
  */
 export async function detectType(bytes: Uint8Array, textExpected = false): Promise<DetectedType> {
-  if (bytes.length === 0) return { mime: 'application/x-empty', magic: false, utf8: true, binary: false };
+  return detectText(bytes, textExpected) ?? detectByMagic(bytes);
+}
+
+/**
+ * detectType without a promise when `file-type` need not be asked: no bytes, or text where text is
+ * expected (the common JSON and text bodies). null when it must be: then call detectByMagic.
+ */
+export function detectText(bytes: Uint8Array, textExpected = false): DetectedType | null {
+  if (bytes.length === 0) return EMPTY;
+  if (!textExpected) return null;
+  const binary = hasBinaryControls(bytes);
+  if (binary) return null;
+  return {
+    mime: startsLikeJson(bytes) ? 'application/json' : 'text/plain',
+    magic: false,
+    utf8: isUtf8(bytes),
+    binary,
+  };
+}
+
+const EMPTY: DetectedType = Object.freeze({
+  mime: 'application/x-empty',
+  magic: false,
+  utf8: true,
+  binary: false,
+});
+
+/** detectType asking `file-type` (after detectText returned null). */
+export async function detectByMagic(bytes: Uint8Array): Promise<DetectedType> {
   const utf8 = isUtf8(bytes);
   const binary = hasBinaryControls(bytes);
   let found: string | undefined;
-  if (!textExpected || binary) {
-    try {
-      found = (await fileTypeFromBuffer(bytes.subarray(0, MAGIC_WINDOW)))?.mime;
-    } catch {
-      found = undefined; // a malformed container: no verdict from magic bytes
-    }
+  try {
+    found = (await fileTypeFromBuffer(bytes.subarray(0, MAGIC_WINDOW)))?.mime;
+  } catch {
+    found = undefined; // a malformed container: no verdict from magic bytes
   }
   if (found) return { mime: found, magic: true, utf8, binary };
   let mime = 'application/octet-stream';
@@ -264,11 +310,41 @@ export async function detectType(bytes: Uint8Array, textExpected = false): Promi
   return { mime, magic: false, utf8, binary };
 }
 
-function hasBinaryControls(bytes: Uint8Array): boolean {
-  for (let i = 0; i < bytes.length; i++) {
-    const b = bytes[i] as number;
-    if (b < 0x20 ? b !== 0x09 && b !== 0x0a && b !== 0x0c && b !== 0x0d : b === 0x7f) return true;
+/** 1 for the bytes that make content binary: controls other than TAB, LF, FF, CR, and DEL. */
+const BINARY = new Uint8Array(256);
+for (let b = 0; b < 0x20; b++) BINARY[b] = b === 0x09 || b === 0x0a || b === 0x0c || b === 0x0d ? 0 : 1;
+BINARY[0x7f] = 1;
+
+/**
+ * Any byte BINARY marks. Four bytes at a time: a word with no byte below 0x20 and none equal to 0x7f
+ * (the exact "has a byte less than n" and "has a zero byte" tests, as 32-bit integer arithmetic) is
+ * skipped; any other word is looked at byte by byte.
+ */
+export function hasBinaryControls(bytes: Uint8Array): boolean {
+  const n = bytes.length;
+  let i = 0;
+  const head = Math.min(n, (4 - (bytes.byteOffset & 3)) & 3);
+  for (; i < head; i++) if (BINARY[bytes[i] as number] === 1) return true;
+  const words = (n - head) >>> 2;
+  if (words > 0) {
+    const w = new Int32Array(bytes.buffer, bytes.byteOffset + head, words);
+    for (let k = 0; k < words; k++) {
+      const x = w[k] as number;
+      const del = x ^ 0x7f7f7f7f;
+      if ((((x - 0x20202020) & ~x) | ((del - 0x01010101) & ~del)) & 0x80808080) {
+        const o = head + 4 * k;
+        if (
+          BINARY[bytes[o] as number] === 1 ||
+          BINARY[bytes[o + 1] as number] === 1 ||
+          BINARY[bytes[o + 2] as number] === 1 ||
+          BINARY[bytes[o + 3] as number] === 1
+        )
+          return true;
+      }
+    }
+    i = head + 4 * words;
   }
+  for (; i < n; i++) if (BINARY[bytes[i] as number] === 1) return true;
   return false;
 }
 

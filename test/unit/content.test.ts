@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { describe, test } from 'node:test';
 import { gzipSync } from 'node:zlib';
-import { BodyHashes, parseDictionary, verifyDigests } from '../../src/content/digest.js';
+import { BodyHashes, parseDictionary, sha256Hex, verifyDigests } from '../../src/content/digest.js';
 import { type ContentRequest, type Inspected, inspectCheap } from '../../src/content/inspect.js';
 import {
   compileSchema,
@@ -17,10 +17,13 @@ import {
 import { compileLinear } from '../../src/content/linear-regex.js';
 import {
   checkDeclaredType,
+  detectText,
   detectType,
+  hasBinaryControls,
   matchesRange,
   parseMediaRange,
   parseMediaType,
+  parseMediaTypeCached,
 } from '../../src/content/media.js';
 import { checkFilename } from '../../src/content/multipart.js';
 import type {
@@ -562,6 +565,57 @@ test('detectType: magic formats and text heuristics', async () => {
   assert.equal(checkDeclaredType(declared.value, await detectType(PNG)), null);
 });
 
+test('hasBinaryControls: the word-at-a-time test agrees with a byte loop at every offset and byte', () => {
+  const naive = (b: Uint8Array) =>
+    b.some((x) => (x < 0x20 ? x !== 0x09 && x !== 0x0a && x !== 0x0c && x !== 0x0d : x === 0x7f));
+  const backing = Buffer.alloc(32, 0x61);
+  for (let offset = 0; offset < 4; offset++) {
+    for (let length = 0; length <= 13; length++) {
+      for (let at = 0; at < length; at++) {
+        for (let byte = 0; byte < 256; byte++) {
+          const view = backing.subarray(offset, offset + length);
+          view.fill(0xe9);
+          view[at] = byte;
+          assert.equal(
+            hasBinaryControls(view),
+            naive(view),
+            `offset ${offset} length ${length} byte ${byte}@${at}`,
+          );
+        }
+      }
+    }
+  }
+  assert.equal(hasBinaryControls(Buffer.from('a\tb\r\nc\fd')), false, 'TAB, CR, LF, FF are text');
+});
+
+test('detectText answers without file-type only when it may; detectType agrees with it', async () => {
+  for (const bytes of [
+    Buffer.from('{"a":1}'),
+    Buffer.from('héllo'),
+    Buffer.from([0x61, 0xff]),
+    new Uint8Array(0),
+  ])
+    assert.deepEqual(detectText(bytes, true), await detectType(bytes, true));
+  assert.equal(detectText(Buffer.from('{"a":1}'), false), null, 'text not expected: file-type is asked');
+  assert.equal(detectText(PNG, true), null, 'binary where text is expected: file-type names it');
+  assert.equal((await detectType(PNG, true)).mime, 'image/png');
+});
+
+test('parseMediaTypeCached: the same answers as parseMediaType, shared, and a bounded cache', () => {
+  for (const value of ['application/json', 'Application/JSON; Charset="UTF-8"', 'text/plain; a=1; a=2', '']) {
+    assert.deepEqual(parseMediaTypeCached(value), parseMediaType(value));
+    assert.equal(parseMediaTypeCached(value), parseMediaTypeCached(value), 'the cached answer');
+  }
+  const first = parseMediaTypeCached('application/json');
+  assert.ok(first.ok && Object.isFrozen(first.value), 'a shared answer cannot be changed');
+  for (let i = 0; i < 1000; i++) assert.ok(parseMediaTypeCached(`application/x-${i}+json`).ok);
+  assert.deepEqual(
+    parseMediaTypeCached('application/json'),
+    first,
+    'still right after the cache started over',
+  );
+});
+
 // --- JSON ----------------------------------------------------------------------------------------------
 
 const deep = (n: number) => `${'['.repeat(n)}${']'.repeat(n)}`;
@@ -576,7 +630,13 @@ table('JSON parsing with limits', [
     expect: 'ok',
     result: (r) => {
       assert.deepEqual(r.json?.value, { a: [1, { b: 'c' }], d: null });
-      assert.deepEqual(r.json?.stats, { bytes: 28, depth: 3, keys: 3, longestString: 1 });
+      assert.deepEqual(r.json?.stats, {
+        bytes: 28,
+        depth: 3,
+        keys: 3,
+        longestString: 1,
+        suspectKeys: false,
+      });
     },
   },
   {
@@ -771,7 +831,97 @@ table('JSON parsing with limits', [
     policy: { json: JSON_LIMITS },
     expect: 'ok',
   },
+  {
+    name: 'constructor.prototype poisoning, the key escaped as \\u0063onstructor',
+    request: { type: 'application/json', body: '{"\\u0063onstructor":{"prototype":{"isAdmin":true}}}' },
+    policy: { json: JSON_LIMITS },
+    expect: 'json_forbidden_key',
+  },
+  {
+    name: '__proto__ after a nested object closed, keys allowed to repeat',
+    request: { type: 'application/json', body: '{"a":{"b":[1,{"c":2}]},"__proto__":{"isAdmin":true}}' },
+    policy: { json: { ...JSON_LIMITS, duplicateKeys: 'allow' } },
+    expect: 'json_forbidden_key',
+  },
+  {
+    name: '"__proto__" and "constructor" as string values are fine',
+    request: { type: 'application/json', body: '{"a":"__proto__","b":["constructor",{"c":"__proto__"}]}' },
+    policy: { json: JSON_LIMITS },
+    expect: 'ok',
+    result: (r) => assert.equal(r.json?.stats.suspectKeys, false, 'values are no keys: no poisoning walk'),
+  },
+  {
+    name: 'a key repeated after a nested object closed',
+    request: { type: 'application/json', body: '{"a":{"b":1,"c":{"d":2}},"e":[{"a":3}],"a":4}' },
+    policy: { json: JSON_LIMITS },
+    expect: 'json_duplicate_key',
+    failure: (f) => assert.match(f.detail, /"a"/),
+  },
+  {
+    name: "a child's keys are not its parent's, before or after it closes",
+    request: { type: 'application/json', body: '{"a":{"b":1,"c":2},"b":{"a":1,"c":[{"b":1}]},"c":3}' },
+    policy: { json: JSON_LIMITS },
+    expect: 'ok',
+  },
+  {
+    name: 'a key repeated in a big object (a set) around nested small objects',
+    request: {
+      type: 'application/json',
+      body: `{"k0":{"x":1,"y":{"z":2}},${Array.from({ length: 20 }, (_, i) => `"k${i + 1}":{"x":${i}}`).join(',')},"k0":1}`,
+    },
+    policy: { json: JSON_LIMITS },
+    expect: 'json_duplicate_key',
+    failure: (f) => assert.match(f.detail, /"k0"/),
+  },
 ]);
+
+test('the pre-scan finds where strings end, escapes included, and which keys are escaped', () => {
+  // Escaped quotes and backslashes at the start, middle and end of short and long strings.
+  for (const length of [0, 1, 62, 63, 64, 65, 66, 127, 128, 129, 1000]) {
+    for (const at of [0, length >> 1, Math.max(0, length - 1), length]) {
+      for (const inserted of ['"', '\\', '\\"', '\\\\', '\n']) {
+        const text = `${'x'.repeat(at)}${inserted}${'y'.repeat(Math.max(0, length - at))}`;
+        const body = JSON.stringify({ [text]: text, k: [text] });
+        const r = prescanJson(Buffer.from(body), { ...JSON_LIMITS, maxStringLength: 1_000_000 });
+        assert.ok(r.ok, body);
+        assert.equal(r.value.keys, 2, body);
+        assert.equal(r.value.longestString, JSON.stringify(text).length - 2, body);
+        assert.equal(r.value.suspectKeys, JSON.stringify(text).includes('\\'), body);
+        const cut = Buffer.from(body.slice(0, body.indexOf(':') - 1));
+        assert.equal(prescanJson(cut, JSON_LIMITS).ok, false, `unterminated: ${cut}`);
+      }
+    }
+  }
+  // A long escaped key repeated, and one that only looks the same.
+  const long = `${'k'.repeat(100)}\\u0041`;
+  const dup = prescanJson(Buffer.from(`{"${long}":1,"${'k'.repeat(100)}A":2}`), JSON_LIMITS);
+  assert.ok(!dup.ok && dup.failure.code === 'json_duplicate_key');
+  const other = prescanJson(Buffer.from(`{"${long}":1,"${'k'.repeat(100)}B":2}`), JSON_LIMITS);
+  assert.ok(other.ok);
+});
+
+test('the pre-scan flags the keys that could poison a prototype, and only keys', () => {
+  const suspect = (body: string) => {
+    const r = prescanJson(Buffer.from(body), JSON_LIMITS);
+    assert.ok(r.ok, body);
+    return r.value.suspectKeys;
+  };
+  for (const body of [
+    '{"__proto__":1}',
+    '{"constructor":1}',
+    '[1,{"a":{"constructor":{}}}]',
+    '{"a\\u0062":1}',
+    '{"\\n":1}',
+  ])
+    assert.equal(suspect(body), true, body);
+  for (const body of [
+    '{"__proto":1,"constructorX":2,"_proto__":3}',
+    '["__proto__","constructor"]',
+    '{"a":"__proto__","b":"\\u0063onstructor"}',
+    '"constructor"',
+  ])
+    assert.equal(suspect(body), false, body);
+});
 
 test('the pre-scan is linear and iterative: 10^6 levels with a limit of 10^7 does not throw', () => {
   const bytes = Buffer.from(deep(1_000_000));
@@ -1097,6 +1247,12 @@ test('BodyHashes computes each hash once and shares the SHA-256 hex', () => {
   const h = new BodyHashes(Buffer.from(BODY));
   assert.equal(h.sha256Hex(), hex('sha256', BODY));
   assert.equal(h.digest('sha256'), h.digest('sha256'), 'the same Buffer: computed once');
+  assert.deepEqual(h.digest('sha256'), createHash('sha256').update(BODY).digest());
+  assert.deepEqual(
+    new BodyHashes(Buffer.from(BODY)).digest('sha256'),
+    createHash('sha256').update(BODY).digest(),
+  );
+  assert.equal(sha256Hex(new Uint8Array(0)), hex('sha256', ''));
   const r = verifyDigests(new Map([['content-digest', SHA256]]), h, DIGEST);
   assert.ok(r.ok);
 });
