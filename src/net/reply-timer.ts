@@ -23,14 +23,16 @@ export class StoreTimeout extends Error {
   }
 }
 
-interface Pending {
+/** A call the timer watches. Its owner sets `state` when the reply comes (1), or ignores a late one. */
+export interface Watched {
   /** 0 waiting, 1 answered in time, 2 judged late. */
   state: 0 | 1 | 2;
-  readonly reject: (error: Error) => void;
+  /** Judged late: set `state` to 2 and fail the call with `error`. */
+  expire(error: StoreTimeout): void;
 }
 
 export class ReplyTimer {
-  private batch: Pending[] | null = null;
+  private batch: Watched[] | null = null;
 
   constructor(readonly timeoutMs: number) {
     if (!Number.isSafeInteger(timeoutMs) || timeoutMs < 1) {
@@ -44,7 +46,13 @@ export class ReplyTimer {
    */
   watch<T>(reply: Promise<T>, onLate: (value: T) => void): Promise<T> {
     return new Promise<T>((resolve, reject) => {
-      const pending: Pending = { state: 0, reject };
+      const pending: Watched = {
+        state: 0,
+        expire(error) {
+          this.state = 2;
+          reject(error);
+        },
+      };
       this.join(pending);
       reply.then(
         (value) => {
@@ -61,47 +69,60 @@ export class ReplyTimer {
     });
   }
 
-  private join(pending: Pending): void {
+  /**
+   * The same for a caller that keeps its own state (one object per call, no closures; the quota
+   * store's charges): call it right after issuing the command. `expire` is called if the call is
+   * judged late while its `state` is still 0; a reply after that is the caller's to handle.
+   */
+  join(call: Watched): void {
     if (this.batch) {
-      this.batch.push(pending);
+      this.batch.push(call);
       return;
     }
-    const batch: Pending[] = [pending];
-    this.batch = batch;
+    this.batch = [call];
     // Queued after ioredis' own flush of this turn's commands: runs when they have been written.
-    setImmediate(() => {
-      this.batch = null;
-      const now = performance.now();
-      this.arm(batch, this.timeoutMs, now + MAX_STRETCH * this.timeoutMs);
-    });
+    setImmediate(this.written);
   }
+
+  // Bound once, with their state passed as timer arguments: no closures per batch.
+  private readonly written = (): void => {
+    const batch = this.batch as Watched[];
+    this.batch = null;
+    const now = performance.now();
+    this.arm(batch, this.timeoutMs, now + MAX_STRETCH * this.timeoutMs);
+  };
 
   /**
    * Waits `ms`, then judges the batch after one poll phase. A timer that fired late shows that our
    * process could not run (a burst, GC, a starved CPU): that time was not Redis' — it is given back,
    * up to MAX_STRETCH × the timeout in all, so a Redis that really hangs is still caught.
    */
-  private arm(batch: readonly Pending[], ms: number, hardLimit: number): void {
-    const due = performance.now() + ms;
-    setTimeout(() => {
-      const late = performance.now() - due;
-      setImmediate(() => {
-        if (batch.every((p) => p.state !== 0)) return;
-        const now = performance.now();
-        if (late > 1 && now < hardLimit) this.arm(batch, Math.min(late, hardLimit - now), hardLimit);
-        else expire(batch, this.timeoutMs);
-      });
-    }, ms).unref();
+  private arm(batch: readonly Watched[], ms: number, hardLimit: number): void {
+    setTimeout(this.fired, ms, batch, performance.now() + ms, hardLimit).unref();
   }
+
+  private readonly fired = (batch: readonly Watched[], due: number, hardLimit: number): void => {
+    setImmediate(this.judge, batch, performance.now() - due, hardLimit);
+  };
+
+  private readonly judge = (batch: readonly Watched[], late: number, hardLimit: number): void => {
+    if (batch.every(answered)) return;
+    const now = performance.now();
+    if (late > 1 && now < hardLimit) this.arm(batch, Math.min(late, hardLimit - now), hardLimit);
+    else expire(batch, this.timeoutMs);
+  };
+}
+
+function answered(call: Watched): boolean {
+  return call.state !== 0;
 }
 
 /** The most a batch's wait is stretched to give back our own lateness (× the timeout). */
 export const MAX_STRETCH = 10;
 
-function expire(batch: readonly Pending[], timeoutMs: number): void {
-  for (const pending of batch) {
-    if (pending.state !== 0) continue;
-    pending.state = 2;
-    pending.reject(new StoreTimeout(timeoutMs));
+function expire(batch: readonly Watched[], timeoutMs: number): void {
+  for (const call of batch) {
+    if (call.state !== 0) continue;
+    call.expire(new StoreTimeout(timeoutMs));
   }
 }

@@ -7,7 +7,7 @@ import type { JwksCache } from '../identity/jwks.js';
 import { STAGE_NAMES } from '../pipeline/check.js';
 import type { Catalog } from '../policy/catalog.js';
 import { usageRatio } from '../quota/reset.js';
-import type { ChargeResult, LimitSpec } from '../quota/types.js';
+import type { ChargeResult, LimitSpec, LimitState } from '../quota/types.js';
 import type { DependencyReport } from './dependencies.js';
 import type { EventLoopDelay } from './event-loop.js';
 import { FastCounter, FastHistogram } from './fast-metrics.js';
@@ -99,6 +99,13 @@ export class Metrics {
     help: 'Share of a limit used by the partner after its last charge, 0..1 (gcra: of its burst).',
     labelNames: ['partner', 'limit'] as const,
     registers: [this.registry],
+    // Set at scrape time from `usage`: a gauge's set() hashes its labels (sorting their names)
+    // on every call, which a charge should not pay.
+    collect: () => {
+      for (const [partner, limits] of this.usage) {
+        for (const [limit, ratio] of limits) this.quotaUsage.set({ partner, limit }, ratio);
+      }
+    },
   });
   private readonly quotaRefusals = new Counter({
     name: 'portcullis_quota_refusals_total',
@@ -113,20 +120,22 @@ export class Metrics {
     registers: [this.registry],
   });
 
-  private readonly usageChildren = new Map<string, Gauge.Internal<'partner' | 'limit'>>();
+  /** The usage ratio after each limit's last charge, by partner then limit (quotaUsage). */
+  private readonly usage = new Map<string, Map<string, number>>();
 
   quotaCharged(partner: string, specs: readonly LimitSpec[], result: ChargeResult): void {
-    result.limits.forEach((state, i) => {
+    let limits = this.usage.get(partner);
+    if (limits === undefined) {
+      limits = new Map();
+      this.usage.set(partner, limits);
+    }
+    const states = result.limits;
+    for (let i = 0; i < states.length; i++) {
+      const state = states[i] as LimitState;
       const spec = specs[i];
-      const key = `${partner}\u0000${state.id}`;
-      let usage = this.usageChildren.get(key);
-      if (!usage) {
-        usage = this.quotaUsage.labels(partner, state.id);
-        this.usageChildren.set(key, usage);
-      }
-      usage.set(spec ? usageRatio(spec, state) : 0);
+      limits.set(state.id, spec ? usageRatio(spec, state) : 0);
       if (state.exceeded) this.quotaRefusals.inc({ partner, limit: state.id, shadow: String(state.shadow) });
-    });
+    }
   }
 
   quotaStoreFailed(behaviour: 'fail_closed' | 'fail_open'): void {

@@ -169,13 +169,24 @@ export function validateCharge(partner: string, limits: readonly LimitSpec[], no
     throw new RangeError(`partner ${JSON.stringify(partner)}: must be non-empty, without { or }`);
   }
   if (!Number.isSafeInteger(nowMs) || nowMs < 0) throw new RangeError(`nowMs must be an integer ≥ 0`);
-  const seen = new Set<string>();
-  for (const spec of limits) {
-    validateLimit(spec);
-    if (seen.has(spec.id)) throw new RangeError(`limit ${JSON.stringify(spec.id)} appears twice`);
-    seen.add(spec.id);
+  for (let i = 0; i < limits.length; i++) {
+    const spec = limits[i] as LimitSpec;
+    if (!valid.has(spec)) {
+      validateLimit(spec);
+      if (Object.isFrozen(spec)) valid.add(spec);
+    }
+    // A handful of limits: comparing pairs is cheaper than a Set per charge.
+    for (let j = 0; j < i; j++) {
+      if ((limits[j] as LimitSpec).id === spec.id) {
+        throw new RangeError(`limit ${JSON.stringify(spec.id)} appears twice`);
+      }
+    }
   }
 }
+
+// Frozen specs already validated: the quota stage reuses one per window (quota-plan.ts), so it is
+// checked once, not per charge. Unfrozen ones could change and are checked every time.
+const valid = new WeakSet<LimitSpec>();
 
 /** The request id as stored: itself, or its SHA-256 when longer than MAX_REQUEST_ID_LENGTH. */
 export function normalizeRequestId(requestId: string): string {

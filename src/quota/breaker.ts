@@ -100,18 +100,20 @@ export class StoreBreaker {
   charge(request: ChargeRequest): Promise<ChargeResult> {
     const now = this.deps.now();
     if (!this.admit(now)) return Promise.reject(new CircuitOpen(this.current));
-    return this.store.charge(request).then(
-      (result) => {
-        this.record(this.deps.now(), false);
-        return result;
-      },
-      (error: unknown) => {
-        // A charge we built wrong is our bug: it says nothing about Redis.
-        if (!(error instanceof RangeError)) this.record(this.deps.now(), true);
-        throw error;
-      },
-    );
+    return this.store.charge(request).then(this.succeeded, this.failed);
   }
+
+  // Bound once: no closures per charge.
+  private readonly succeeded = (result: ChargeResult): ChargeResult => {
+    this.record(this.deps.now(), false);
+    return result;
+  };
+
+  private readonly failed = (error: unknown): never => {
+    // A charge we built wrong is our bug: it says nothing about Redis.
+    if (!(error instanceof RangeError)) this.record(this.deps.now(), true);
+    throw error;
+  };
 
   refund(request: ChargeRequest, result: ChargeResult): Promise<void> {
     return this.store.refund(request, result);

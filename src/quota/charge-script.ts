@@ -3,16 +3,17 @@
 // differential test in test/integration/quota-redis.test.ts holds them together). Kept as a TS string,
 // not a .lua file, so that `tsc` ships it in dist/ without a copy step.
 //
-// KEYS[1]      {q:<partner>}:rid:<request id>   (its value: nowMs of the charge; unused when ARGV[3] = 0)
+// KEYS[1]      {q:<partner>}:rid:<request id>   (its value: nowMs of the charge; unused when the TTL is 0)
 // KEYS[1 + i]  the key of limit i: {q:<partner>}:<limit id> (gcra, sliding_window) or
 //              {q:<partner>}:<limit id>:<window id> (fixed_window)
-// ARGV[1]      'c' charge, 'p' peek (evaluate a cost of 1, write nothing)
-// ARGV[2]      nowMs
-// ARGV[3]      request id TTL in ms; 0 = no idempotency
-// ARGV[4]      slack in ms added to every PX (clock skew between replicas and Redis)
-// ARGV[5]      n, the number of limits; then 7 values per limit from ARGV[6]:
-//              algorithm ('g' gcra, 's' sliding_window, 'f' fixed_window), limit, periodMs, burst,
-//              cost, shadow (0/1), window endMs (fixed_window; else 0)
+// ARGV[1]      `<mode>:<nowMs>:<request id TTL>:<slack>:<n>`: mode 'c' charge, 'p' peek (evaluate a
+//              cost of 1, write nothing); the request id TTL in ms (0 = no idempotency); the slack in
+//              ms added to every PX (clock skew between replicas and Redis); n, the number of limits
+// ARGV[1 + i]  limit i, `<algorithm>:<limit>:<periodMs>:<burst>:<cost>:<shadow>:<endMs>`: algorithm
+//              'g' gcra, 's' sliding_window, 'f' fixed_window; shadow 0/1; endMs the window's end
+//              (fixed_window; else 0).
+// Fields are packed into one argument each, not one argument per value: every argument costs the
+// client a piece of the command to build (the store reuses a limit's string while its spec holds).
 //
 // Stored values (strings, each written with SET … PX so that every key expires):
 //   gcra            "<tatMs>:<tatRem>"        TAT = tatMs + tatRem / limit
@@ -33,11 +34,9 @@ local function ceildiv(a, b) return 0 - idiv(0 - a, b) end
 local function fmt(x) return string.format('%d', x) end
 local NEVER = -1
 
-local mode = ARGV[1]
-local now = tonumber(ARGV[2])
-local ridTtl = tonumber(ARGV[3])
-local slack = tonumber(ARGV[4])
-local n = tonumber(ARGV[5])
+local mode, now, ridTtl, slack, n = string.match(ARGV[1], '^([cp]):(%-?%d+):(%d+):(%d+):(%d+)$')
+if not mode then return redis.error_reply('quota script: bad first argument') end
+now, ridTtl, slack, n = tonumber(now), tonumber(ridTtl), tonumber(slack), tonumber(n)
 
 -- Returns fits, next value, next ttl, remainingBefore, resetBefore, remainingAfter, resetAfter, retryAfter
 local function gcra(raw, L, P, B, cost)
@@ -127,10 +126,11 @@ end
 local ev = {}
 local allowed = true
 for i = 1, n do
-  local a = 5 + (i - 1) * 7
-  local alg = ARGV[a + 1]
-  local L, P, B = tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3]), tonumber(ARGV[a + 4])
-  local cost, shadow, wend = tonumber(ARGV[a + 5]), ARGV[a + 6] == '1', tonumber(ARGV[a + 7])
+  local alg, L, P, B, cost, shadow, wend =
+    string.match(ARGV[1 + i], '^(%a):(%-?%d+):(%-?%d+):(%-?%d+):(%-?%d+):([01]):(%-?%d+)$')
+  if not alg then return redis.error_reply('quota script: bad limit argument ' .. i) end
+  L, P, B, cost, wend = tonumber(L), tonumber(P), tonumber(B), tonumber(cost), tonumber(wend)
+  shadow = shadow == '1'
   local raw = redis.call('GET', KEYS[i + 1])
   local r
   if alg == 'g' then

@@ -14,33 +14,70 @@ export function quotaHeaders(
   mode: HeaderMode,
 ): Header[] {
   if (mode === 'none') return [];
-  const shown: [LimitSpec, LimitState][] = [];
-  specs.forEach((spec, i) => {
+  // The shown limits (not shadow, with a state), and among them the one with the least left.
+  let shown = 0;
+  let complete = true;
+  let tightest = -1;
+  for (let i = 0; i < specs.length; i++) {
     const state = states[i];
-    if (state && !spec.shadow) shown.push([spec, state]);
-  });
-  if (shown.length === 0) return [];
+    if ((specs[i] as LimitSpec).shadow) continue;
+    if (state === undefined) {
+      complete = false;
+      continue;
+    }
+    shown++;
+    if (tightest < 0 || state.remaining < (states[tightest] as LimitState).remaining) tightest = i;
+  }
+  if (shown === 0) return [];
   const headers: Header[] = [];
   if (mode === 'draft' || mode === 'both') {
-    headers.push({ name: 'ratelimit-policy', value: shown.map(([spec]) => policyItem(spec)).join(', ') });
-    headers.push({
-      name: 'ratelimit',
-      value: shown.map(([spec, s]) => `"${spec.id}";r=${s.remaining};t=${resetSeconds(s)}`).join(', '),
-    });
+    headers.push(complete ? policyHeader(specs) : policyOf(specs, states));
+    let value = '';
+    for (let i = 0; i < specs.length; i++) {
+      const spec = specs[i] as LimitSpec;
+      const s = states[i];
+      if (spec.shadow || s === undefined) continue;
+      const item = `"${spec.id}";r=${s.remaining};t=${resetSeconds(s)}`;
+      value = value === '' ? item : `${value}, ${item}`;
+    }
+    headers.push({ name: 'ratelimit', value });
   }
   if (mode === 'legacy' || mode === 'both') {
     // One limit for the trio: the one with the least left.
-    let tightest = shown[0] as [LimitSpec, LimitState];
-    for (const entry of shown) if (entry[1].remaining < tightest[1].remaining) tightest = entry;
-    const [spec] = tightest;
+    const spec = specs[tightest] as LimitSpec;
+    const state = states[tightest] as LimitState;
     headers.push({
       name: 'x-ratelimit-limit',
       value: String(spec.algorithm === 'gcra' ? spec.burst : spec.limit),
     });
-    headers.push({ name: 'x-ratelimit-remaining', value: String(tightest[1].remaining) });
-    headers.push({ name: 'x-ratelimit-reset', value: String(resetSeconds(tightest[1])) });
+    headers.push({ name: 'x-ratelimit-remaining', value: String(state.remaining) });
+    headers.push({ name: 'x-ratelimit-reset', value: String(resetSeconds(state)) });
   }
   return headers;
+}
+
+// RateLimit-Policy depends on the specs alone: built once per spec array (the quota stage reuses
+// one array while no window or cost changes, quota-plan.ts). Headers are never mutated downstream.
+const policies = new WeakMap<readonly LimitSpec[], Header>();
+
+function policyHeader(specs: readonly LimitSpec[]): Header {
+  let header = policies.get(specs);
+  if (header === undefined) {
+    header = policyOf(specs, specs);
+    policies.set(specs, header);
+  }
+  return header;
+}
+
+/** RateLimit-Policy of the specs that are not shadow and have an entry in `present`. */
+function policyOf(specs: readonly LimitSpec[], present: readonly unknown[]): Header {
+  let value = '';
+  for (let i = 0; i < specs.length; i++) {
+    const spec = specs[i] as LimitSpec;
+    if (spec.shadow || present[i] === undefined) continue;
+    value = value === '' ? policyItem(spec) : `${value}, ${policyItem(spec)}`;
+  }
+  return Object.freeze({ name: 'ratelimit-policy', value });
 }
 
 /**

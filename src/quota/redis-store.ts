@@ -28,7 +28,7 @@
 // the charge never happened). Without a request id, the refund waits for the late reply.
 import { createHash } from 'node:crypto';
 import { Cluster, type ClusterOptions, Redis, type RedisOptions } from 'ioredis';
-import { ReplyTimer, StoreTimeout } from '../net/reply-timer.js';
+import { ReplyTimer, StoreTimeout, type Watched } from '../net/reply-timer.js';
 import { DEFAULT_IDEMPOTENCY_MS, normalizeRequestId, validateCharge } from './algorithms.js';
 import { CHARGE_LUA } from './charge-script.js';
 import { refundCosts } from './refund.js';
@@ -107,27 +107,50 @@ export class RedisQuotaStore implements QuotaStore {
     }
   }
 
-  async charge(request: ChargeRequest): Promise<ChargeResult> {
+  /**
+   * One EVALSHA, watched by the reply timer. Built for the hot path: no async layers, one promise
+   * for the caller (ChargeCall), the limits' constant arguments and keys reused per spec (wireOf).
+   */
+  charge(request: ChargeRequest): Promise<ChargeResult> {
     const { partner, requestId, limits, nowMs } = request;
-    validateCharge(partner, limits, nowMs);
-    const ridTtl = requestId === '' ? 0 : this.idempotencyMs;
-    const sent = this.run('c', partner, requestId, request.scope ?? '', limits, nowMs, ridTtl);
-    let reply: number[];
     try {
-      reply = await this.timer.watch(sent, (late) => {
-        // Without a request id the refund cannot be guarded: send it only once we know it charged.
-        if (requestId !== '' || late[0] !== 1 || late[1] === 1) return;
-        this.settleLate(
-          this.refund(request, { allowed: true, duplicate: false, limits: states(limits, late) }),
-        );
-      });
+      validateCharge(partner, limits, nowMs);
+      this.checkSlots(partner, limits);
     } catch (error: unknown) {
-      // Timed out (ours or ioredis' backstop): Redis may still apply the charge. A refund guarded by
-      // the request id, sent now on the same connection, runs after it and undoes it if it happened.
-      if (requestId !== '' && isTimeout(error)) this.settleLate(this.refund(request, BLIND));
-      throw error;
+      return Promise.reject(error);
     }
-    return { allowed: reply[0] === 1, duplicate: reply[1] === 1, limits: states(limits, reply) };
+    const ridTtl = requestId === '' ? 0 : this.idempotencyMs;
+    const args = this.scriptArgs('c', partner, requestId, request.scope ?? '', limits, nowMs, ridTtl);
+    const call = new ChargeCall(this, request, args);
+    const result = new Promise<ChargeResult>((resolve, reject) => {
+      call.resolve = resolve;
+      call.reject = reject;
+    });
+    this.timer.join(call);
+    call.watch(this.client.evalsha(CHARGE_SHA, limits.length + 1, args));
+    return result;
+  }
+
+  /** EVAL of the charge script, after EVALSHA met NOSCRIPT (ChargeCall). */
+  evalCharge(args: readonly string[], limits: number): Promise<unknown> {
+    return this.client.eval(CHARGE_LUA, limits + 1, args as string[]);
+  }
+
+  /** A charge whose reply came after its StoreTimeout (ChargeCall). */
+  lateReply(request: ChargeRequest, late: readonly number[]): void {
+    // Without a request id the refund cannot be guarded: send it only once we know it charged.
+    if (request.requestId !== '' || late[0] !== 1 || late[1] === 1) return;
+    this.settleLate(
+      this.refund(request, { allowed: true, duplicate: false, limits: states(request.limits, late) }),
+    );
+  }
+
+  /**
+   * A charge that timed out (ours or ioredis' backstop): Redis may still apply it. A refund guarded
+   * by the request id, sent now on the same connection, runs after it and undoes it if it happened.
+   */
+  timedOut(request: ChargeRequest): void {
+    if (request.requestId !== '') this.settleLate(this.refund(request, BLIND));
   }
 
   private settleLate(refund: Promise<void>): void {
@@ -185,41 +208,145 @@ export class RedisQuotaStore implements QuotaStore {
     nowMs: number,
     ridTtl: number,
   ): Promise<number[]> {
-    if (this.client instanceof Cluster) {
-      // One script call must touch one slot. A route's shared or per-source counter lives under
-      // the route's tag; charged together with a partner's own limits it cannot be atomic on a
-      // cluster. Refused as our configuration problem (RangeError: internal_error), never half-charged.
-      const other = limits.find((spec) => spec.scope && spec.scope.owner !== partner);
-      if (other) {
-        throw new RangeError(
-          `limit ${JSON.stringify(other.id)} is counted under {q:${other.scope?.owner}} but charged with ` +
-            `partner ${JSON.stringify(partner)}'s limits: on Redis Cluster, per: route limits apply only ` +
-            'to callers without limits of their own (docs/configuration.md#route-limits)',
-        );
-      }
-    }
-    const keys = [requestIdKey(partner, requestId, scope), ...limits.map((spec) => limitKey(partner, spec))];
-    const args: (string | number)[] = [mode, nowMs, ridTtl, this.keySlackMs, limits.length];
-    for (const spec of limits) {
-      args.push(
-        ALGORITHM_CODE[spec.algorithm],
-        spec.limit,
-        spec.periodMs,
-        spec.burst,
-        spec.cost,
-        spec.shadow ? 1 : 0,
-        spec.window?.endMs ?? 0,
-      );
-    }
+    this.checkSlots(partner, limits);
+    const args = this.scriptArgs(mode, partner, requestId, scope, limits, nowMs, ridTtl);
     let reply: unknown;
     try {
-      reply = await this.client.evalsha(CHARGE_SHA, keys.length, ...keys, ...args);
+      reply = await this.client.evalsha(CHARGE_SHA, limits.length + 1, args);
     } catch (err: unknown) {
-      if (!(err instanceof Error && err.message.startsWith('NOSCRIPT'))) throw err;
-      reply = await this.client.eval(CHARGE_LUA, keys.length, ...keys, ...args);
+      if (!isNoScript(err)) throw err;
+      reply = await this.evalCharge(args, limits.length);
     }
     return decode(reply, limits.length);
   }
+
+  private checkSlots(partner: string, limits: readonly LimitSpec[]): void {
+    if (!(this.client instanceof Cluster)) return;
+    // One script call must touch one slot. A route's shared or per-source counter lives under
+    // the route's tag; charged together with a partner's own limits it cannot be atomic on a
+    // cluster. Refused as our configuration problem (RangeError: internal_error), never half-charged.
+    const other = limits.find((spec) => spec.scope && spec.scope.owner !== partner);
+    if (other) {
+      throw new RangeError(
+        `limit ${JSON.stringify(other.id)} is counted under {q:${other.scope?.owner}} but charged with ` +
+          `partner ${JSON.stringify(partner)}'s limits: on Redis Cluster, per: route limits apply only ` +
+          'to callers without limits of their own (docs/configuration.md#route-limits)',
+      );
+    }
+  }
+
+  /** The script's KEYS then ARGV (charge-script.ts), as strings: what ioredis would make of them. */
+  private scriptArgs(
+    mode: 'c' | 'p',
+    partner: string,
+    requestId: string,
+    scope: string,
+    limits: readonly LimitSpec[],
+    nowMs: number,
+    ridTtl: number,
+  ): string[] {
+    const n = limits.length;
+    const args = new Array<string>(2 + 2 * n);
+    args[0] = requestIdKey(partner, requestId, scope);
+    args[1 + n] = `${mode}:${nowMs}:${ridTtl}:${this.keySlackMs}:${n}`;
+    let a = 2 + n;
+    for (let i = 0; i < n; i++) {
+      const wire = wireOf(partner, limits[i] as LimitSpec);
+      args[1 + i] = wire.key;
+      args[a++] = wire.argv;
+    }
+    return args;
+  }
+}
+
+/**
+ * One charge in flight: the caller's promise, the reply timer's view of it (`state`, `expire`), and
+ * what to do with a reply, late or not. One object instead of a closure per step.
+ */
+class ChargeCall implements Watched {
+  state: 0 | 1 | 2 = 0;
+  resolve: (result: ChargeResult) => void = noop;
+  reject: (error: unknown) => void = noop;
+  private retried = false;
+
+  constructor(
+    private readonly store: RedisQuotaStore,
+    private readonly request: ChargeRequest,
+    private readonly args: readonly string[],
+  ) {}
+
+  watch(reply: Promise<unknown>): void {
+    reply.then(
+      (value) => this.replied(value),
+      (error: unknown) => this.failed(error),
+    );
+  }
+
+  expire(error: StoreTimeout): void {
+    this.state = 2;
+    this.store.timedOut(this.request);
+    this.reject(error);
+  }
+
+  private replied(value: unknown): void {
+    const limits = this.request.limits;
+    let reply: number[];
+    try {
+      reply = decode(value, limits.length);
+    } catch (error: unknown) {
+      this.failed(error);
+      return;
+    }
+    if (this.state === 2) {
+      this.store.lateReply(this.request, reply);
+      return;
+    }
+    this.state = 1;
+    this.resolve({ allowed: reply[0] === 1, duplicate: reply[1] === 1, limits: states(limits, reply) });
+  }
+
+  private failed(error: unknown): void {
+    if (this.state === 2) return;
+    if (!this.retried && isNoScript(error)) {
+      // A restarted or flushed Redis: send the script itself, once, under the same timer.
+      this.retried = true;
+      this.watch(this.store.evalCharge(this.args, this.request.limits.length));
+      return;
+    }
+    this.state = 1;
+    if (isTimeout(error)) this.store.timedOut(this.request);
+    this.reject(error);
+  }
+}
+
+function noop(): void {}
+
+function isNoScript(error: unknown): boolean {
+  return error instanceof Error && error.message.startsWith('NOSCRIPT');
+}
+
+/** What a limit adds to a script call: its key and its ARGV string (charge-script.ts). */
+interface Wire {
+  readonly partner: string;
+  readonly key: string;
+  readonly argv: string;
+}
+
+// Per spec: the quota stage reuses a frozen spec for as long as its window and cost hold
+// (quota-plan.ts), so its key and arguments are built once, not per charge. Unfrozen specs (tests,
+// other callers) are built every time: they could change.
+const wires = new WeakMap<LimitSpec, Wire>();
+
+function wireOf(partner: string, spec: LimitSpec): Wire {
+  const cached = wires.get(spec);
+  if (cached !== undefined && cached.partner === partner) return cached;
+  const wire: Wire = {
+    partner,
+    key: limitKey(partner, spec),
+    argv: `${ALGORITHM_CODE[spec.algorithm]}:${spec.limit}:${spec.periodMs}:${spec.burst}:${spec.cost}:${spec.shadow ? 1 : 0}:${spec.window?.endMs ?? 0}`,
+  };
+  if (Object.isFrozen(spec)) wires.set(spec, wire);
+  return wire;
 }
 
 /**
@@ -233,15 +360,18 @@ function isTimeout(error: unknown): boolean {
   return error instanceof StoreTimeout || (error instanceof Error && error.message === 'Command timed out');
 }
 
+/** The script's reply as integers: the array itself when ioredis already made numbers of them. */
 function decode(reply: unknown, n: number): number[] {
   if (!Array.isArray(reply) || reply.length !== 2 + 4 * n) {
     throw new Error(`quota script: unexpected reply ${JSON.stringify(reply)?.slice(0, 200)}`);
   }
-  return reply.map((value: unknown) => {
+  for (let i = 0; i < reply.length; i++) {
+    const value: unknown = reply[i];
     const number = typeof value === 'number' ? value : Number(value);
     if (!Number.isSafeInteger(number)) throw new Error(`quota script: not an integer: ${String(value)}`);
-    return number;
-  });
+    reply[i] = number;
+  }
+  return reply as number[];
 }
 
 function states(limits: readonly LimitSpec[], reply: readonly number[]): LimitState[] {
