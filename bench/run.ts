@@ -434,6 +434,8 @@ interface Sample {
   saturatedP99: number;
   ratio: number | null;
   cpuUsPerCheck: number;
+  /** Redis commands per Check at saturation (INFO commandstats); null for cases without Redis. */
+  redisPerCheck: number | null;
   peakRssMb: number;
   startupMs: number;
   h2loadRps: number | null;
@@ -459,6 +461,7 @@ async function measure(
   const pid = server.child.pid as number;
   let sample: Sample;
   try {
+    const calls0 = c.redis ? await redisCalls() : 0;
     const cpu0 = cpuSeconds(pid);
     const r = await load(
       server.port,
@@ -470,11 +473,16 @@ async function measure(
     const checks = r.ok + r.failed;
     // Warm-up requests burn CPU too: count them in, at the measured rate.
     const cpuUs = ((cpuSeconds(pid) - cpu0) * 1e6) / Math.max(1, checks * ((DURATION + WARMUP) / DURATION));
+    // Every Redis command the case made, warm-up included, per Check sent: a quota case whose
+    // Checks stop reaching Redis (an id served from memory, a cache) shows here, not as a speed-up.
+    const sent = Math.max(1, checks * ((DURATION + WARMUP) / DURATION));
+    const redisPerCheck = c.redis ? ((await redisCalls()) - calls0 - 1) / sent : null;
     const h2 = c.fixed && hasH2load ? h2load(server.port, files.fixed) : null;
     sample = {
       rps: r.rps,
       ratio: baseline ? r.rps / baseline.rps : c.name === 'baseline' ? 1 : null,
       cpuUsPerCheck: cpuUs,
+      redisPerCheck,
       saturatedP50: r.p50,
       saturatedP99: r.p99,
       peakRssMb: peakRssMb(pid),
@@ -516,6 +524,16 @@ async function measure(
     }
   }
   return sample;
+}
+
+let statsClient: ReturnType<NonNullable<typeof redis>['client']> | undefined;
+/** Commands the bench's redis-server has run so far (INFO commandstats; INFO itself included). */
+async function redisCalls(): Promise<number> {
+  statsClient ??= redis?.client();
+  const stats = (await statsClient?.info('commandstats')) ?? '';
+  let calls = 0;
+  for (const m of stats.matchAll(/calls=(\d+)/g)) calls += Number(m[1]);
+  return calls;
 }
 
 // --- the run
@@ -569,7 +587,7 @@ try {
         if (c.name === 'baseline') baseline = s;
         samples.get(name)?.push(s);
         process.stderr.write(
-          `round ${round}/${REPEAT} ${name}: ${s.rps.toFixed(0)} Check/s${s.ratio === null ? '' : ` (${s.ratio.toFixed(2)}×)`}, ${s.cpuUsPerCheck.toFixed(0)} µs/Check${s.latency ? `, p50/p99 @${RATE}/s ${s.latency.p50.toFixed(2)}/${s.latency.p99.toFixed(2)} ms${s.latency.garbageKb === null ? '' : `, ${s.latency.garbageKb.toFixed(1)} KB garbage/Check, GC pause ≤ ${s.latency.maxGcPauseMs?.toFixed(1)} ms`}` : ''}\n`,
+          `round ${round}/${REPEAT} ${name}: ${s.rps.toFixed(0)} Check/s${s.ratio === null ? '' : ` (${s.ratio.toFixed(2)}×)`}, ${s.cpuUsPerCheck.toFixed(0)} µs/Check${s.redisPerCheck === null ? '' : `, ${s.redisPerCheck.toFixed(2)} Redis commands/Check`}${s.latency ? `, p50/p99 @${RATE}/s ${s.latency.p50.toFixed(2)}/${s.latency.p99.toFixed(2)} ms${s.latency.garbageKb === null ? '' : `, ${s.latency.garbageKb.toFixed(1)} KB garbage/Check, GC pause ≤ ${s.latency.maxGcPauseMs?.toFixed(1)} ms`}` : ''}\n`,
         );
       }
     }
@@ -633,6 +651,7 @@ const rows = runs.map(({ c, build, name }) => {
     ratio: med(list, (s) => s.ratio),
     ratioRange: range(list, (s) => s.ratio),
     cpuUsPerCheck: med(list, (s) => s.cpuUsPerCheck),
+    redisPerCheck: med(list, (s) => s.redisPerCheck),
     p50ms: med(list, (s) => s.latency?.p50),
     p90ms: med(list, (s) => s.latency?.p90),
     p99ms: med(list, (s) => s.latency?.p99),

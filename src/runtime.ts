@@ -145,6 +145,13 @@ export function createRuntimeBuilder(
         ...(shared.connected ? { connected: () => shared.connected?.() ?? true } : {}),
       })
     : null;
+  const refunded = (reason: 'refused' | 'late_reply', ok: boolean, error?: unknown) => {
+    metrics.quotaRefund(reason, ok);
+    if (!ok && logger.isLevelEnabled('warn')) {
+      logger.warn({ err: error, reason }, 'quota refund failed: the charge stays');
+    }
+  };
+  shared?.watchLateRefunds?.((ok, error) => refunded('late_reply', ok, error));
   const chargedIds = new ChargedIds(quotas.idempotencySeconds * 1000);
   metrics.watchQuotaStore(() => breaker?.state() ?? 'local');
   const apiKeys = new ApiKeyVerifier(options.apiKeyPepper);
@@ -170,9 +177,7 @@ export function createRuntimeBuilder(
         logger.warn({ behaviour, cause }, `quota store failed: ${lastStoreError}`);
       }
     },
-    refundFailed: (error: unknown) => {
-      if (logger.isLevelEnabled('warn')) logger.warn({ err: error }, 'quota refund failed: the charge stays');
-    },
+    refunded: (ok: boolean, error?: unknown) => refunded('refused', ok, error),
   };
 
   const build = async (catalog: Catalog): Promise<Runtime> => {

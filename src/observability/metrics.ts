@@ -142,6 +142,17 @@ export class Metrics {
     this.quotaStoreFailures.inc({ behaviour });
   }
 
+  private readonly quotaRefunds = new Counter({
+    name: 'portcullis_quota_refunds_total',
+    help: "Charges given back because the Check was not answered by the partner's limit: reason refused (a 5xx of ours after the charge) or late_reply (the charge's reply came after the store timeout); result ok or failed (the charge stays).",
+    labelNames: ['reason', 'result'] as const,
+    registers: [this.registry],
+  });
+
+  quotaRefund(reason: 'refused' | 'late_reply', ok: boolean): void {
+    this.quotaRefunds.inc({ reason, result: ok ? 'ok' : 'failed' });
+  }
+
   /** The circuit breaker's state at scrape time: 1 for the current one. */
   watchQuotaStore(state: () => string): void {
     new Gauge({

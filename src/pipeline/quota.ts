@@ -27,8 +27,8 @@ const NONE: QuotaOutcome = Object.freeze({ headers: [], note: '' });
 export interface QuotaEvents {
   charged(partner: string, specs: readonly LimitSpec[], result: ChargeResult): void;
   storeFailed(behaviour: 'fail_closed' | 'fail_open', error: unknown): void;
-  /** A refund of a Check we refused after charging it failed (the charge stays). */
-  refundFailed?(error: unknown): void;
+  /** A Check we refused after charging it (a 5xx of ours) was refunded, or its refund failed (the charge stays). */
+  refunded?(ok: boolean, error?: unknown): void;
 }
 
 export interface QuotaDeps {
@@ -153,7 +153,10 @@ export function createQuotaStage(deps: QuotaDeps) {
       if (verdict === 'keep') {
         if (requestId) deps.charged?.remember(owner, scope, requestId, { atMs: now, limits: charged.limits });
       } else if (!charged.duplicate) {
-        store.refund(charge, charged).catch((error: unknown) => deps.events.refundFailed?.(error));
+        store.refund(charge, charged).then(
+          () => deps.events.refunded?.(true),
+          (error: unknown) => deps.events.refunded?.(false, error),
+        );
       }
     };
     return pass({ headers: quotaHeaders(specs, states, route.quota.headers), note, settle });

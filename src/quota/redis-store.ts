@@ -70,8 +70,6 @@ export interface RedisQuotaStoreOptions {
    * on_store_error answers within Envoy's deadline. Default 100 ms. See src/net/reply-timer.ts.
    */
   readonly timeoutMs?: number;
-  /** A late reply's charge was refunded (or the refund failed): for metrics and logs. */
-  readonly onLateCharge?: (refunded: boolean, error?: unknown) => void;
 }
 
 /** The default of RedisQuotaStoreOptions.timeoutMs. */
@@ -83,7 +81,7 @@ export class RedisQuotaStore implements QuotaStore {
   private readonly idempotencyMs: number;
   private readonly keySlackMs: number;
   private readonly timer: ReplyTimer;
-  private readonly onLateCharge: (refunded: boolean, error?: unknown) => void;
+  private onLateCharge: (refunded: boolean, error?: unknown) => void = () => {};
 
   /** `client`: a connected ioredis Redis (standalone or Sentinel) or Cluster, e.g. createRedisClient(). */
   constructor(
@@ -93,7 +91,6 @@ export class RedisQuotaStore implements QuotaStore {
     this.idempotencyMs = options.idempotencyMs ?? DEFAULT_IDEMPOTENCY_MS;
     this.keySlackMs = options.keySlackMs ?? DEFAULT_KEY_SLACK_MS;
     this.timer = new ReplyTimer(options.timeoutMs ?? DEFAULT_STORE_TIMEOUT_MS);
-    this.onLateCharge = options.onLateCharge ?? (() => {});
     // Load the script on every (re)connection: a fresh or restarted Redis has none, and a burst of
     // charges would each pay a NOSCRIPT round trip and send the script again.
     const load = () => this.loadScript().catch(() => {});
@@ -137,6 +134,10 @@ export class RedisQuotaStore implements QuotaStore {
   }
 
   /** A charge whose reply came after its StoreTimeout (ChargeCall). */
+  watchLateRefunds(listener: (refunded: boolean, error?: unknown) => void): void {
+    this.onLateCharge = listener;
+  }
+
   lateReply(request: ChargeRequest, late: readonly number[]): void {
     // Without a request id the refund cannot be guarded: send it only once we know it charged.
     if (request.requestId !== '' || late[0] !== 1 || late[1] === 1) return;

@@ -97,6 +97,11 @@ export interface QuotaStore {
   refund(request: ChargeRequest, result: ChargeResult): Promise<void>;
   /** Whether its connection is up now (a remote store); absent = always. The breaker's ramp waits for it. */
   connected?(): boolean;
+  /**
+   * Tells `listener` of each refund the store sends by itself: a charge whose reply came after the
+   * store's timeout (the Check was answered without it). Absent = the store never does.
+   */
+  watchLateRefunds?(listener: (refunded: boolean, error?: unknown) => void): void;
   /** The limits' current state without charging (for status endpoints); cost is ignored. */
   peek(partner: string, limits: readonly LimitSpec[], nowMs: number): Promise<readonly LimitState[]>;
 }

@@ -1268,6 +1268,16 @@ async function redisSleep(redis: RedisServer, seconds: number): Promise<{ done: 
   return { done };
 }
 
+/** portcullis_quota_refunds_total{labels} once it reaches `expected` (a refund lands after its answer), or within 3 s. */
+async function refunds(h: Harness, labels: Record<string, string>, expected: number): Promise<number> {
+  let seen = 0;
+  for (const deadline = Date.now() + 3000; Date.now() < deadline; await sleep(20)) {
+    seen = sample(await h.metrics(), 'portcullis_quota_refunds_total', labels) ?? 0;
+    if (seen >= expected) break;
+  }
+  return seen;
+}
+
 const dayCount = async (redis: RedisServer, id: string, limit = 'daily', at = T0) =>
   Number((await redis.client().get(dayKey(id, limit, at))) ?? 0);
 
@@ -1299,6 +1309,11 @@ describe('never charged and refused', () => {
       if (used === 0) break;
     }
     assert.equal(used, 0, 'no unit of the daily limit is used by three refused scans');
+    assert.equal(
+      await refunds(h, { reason: 'refused', result: 'ok' }, 3),
+      3,
+      'portcullis_quota_refunds_total counts the three',
+    );
     assert.equal(
       await redis.client().exists('{q:scanp}:rid:scanned|daily:scan-0'),
       0,
@@ -1357,6 +1372,7 @@ describe('never charged and refused', () => {
       if (used === 1) break;
     }
     assert.equal(used, 1, 'the late charge was given back');
+    assert.equal(await refunds(h, { reason: 'late_reply', result: 'ok' }, 1), 1, 'and counted');
   });
 
   test('retries of an allowed request id are allowed while the circuit is open and the partner is over its limit', async (t) => {
