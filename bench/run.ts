@@ -587,7 +587,7 @@ try {
         if (c.name === 'baseline') baseline = s;
         samples.get(name)?.push(s);
         process.stderr.write(
-          `round ${round}/${REPEAT} ${name}: ${s.rps.toFixed(0)} Check/s${s.ratio === null ? '' : ` (${s.ratio.toFixed(2)}×)`}, ${s.cpuUsPerCheck.toFixed(0)} µs/Check${s.redisPerCheck === null ? '' : `, ${s.redisPerCheck.toFixed(2)} Redis commands/Check`}${s.latency ? `, p50/p99 @${RATE}/s ${s.latency.p50.toFixed(2)}/${s.latency.p99.toFixed(2)} ms${s.latency.garbageKb === null ? '' : `, ${s.latency.garbageKb.toFixed(1)} KB garbage/Check, GC pause ≤ ${s.latency.maxGcPauseMs?.toFixed(1)} ms`}` : ''}\n`,
+          `round ${round}/${REPEAT} ${name}: ${s.rps.toFixed(0)} Check/s${s.ratio === null ? '' : ` (${s.ratio.toFixed(2)}×)`}, ${s.cpuUsPerCheck.toFixed(0)} µs/Check${s.redisPerCheck === null ? '' : `, ${s.redisPerCheck.toFixed(2)} Redis commands/Check incl. script calls`}${s.latency ? `, p50/p99 @${RATE}/s ${s.latency.p50.toFixed(2)}/${s.latency.p99.toFixed(2)} ms${s.latency.garbageKb === null ? '' : `, ${s.latency.garbageKb.toFixed(1)} KB garbage/Check, GC pause ≤ ${s.latency.maxGcPauseMs?.toFixed(1)} ms`}` : ''}\n`,
         );
       }
     }
