@@ -13,6 +13,7 @@ import {
   SignJWT,
 } from 'jose';
 import type { Clock } from '../../src/clock.js';
+import type { KeyHeader, KeyLookup, KeySet } from '../../src/identity/jwks.js';
 
 export type TestAlg = 'RS256' | 'PS256' | 'ES256';
 
@@ -166,4 +167,14 @@ export function fakeClock(startMs = Date.UTC(2026, 0, 15, 12, 0, 0)): FakeClock 
       now = ms;
     },
   };
+}
+
+/** A key set that counts the lookups reaching it (a JWT cache hit makes none). */
+export class CountingKeySet implements KeySet {
+  calls = 0;
+  constructor(private readonly inner: KeySet) {}
+  keyFor(header: KeyHeader): Promise<KeyLookup> {
+    this.calls += 1;
+    return this.inner.keyFor(header);
+  }
 }

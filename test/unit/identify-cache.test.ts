@@ -9,7 +9,6 @@ import { importJWK, type JWTPayload, SignJWT } from 'jose';
 import { pino } from 'pino';
 import { ApiKeyVerifier } from '../../src/identity/apikeys.js';
 import { CertificateReader } from '../../src/identity/certificates.js';
-import type { KeyHeader, KeyLookup, KeySet } from '../../src/identity/jwks.js';
 import { JwksCache } from '../../src/identity/jwks.js';
 import { JwtVerifier } from '../../src/identity/jwt.js';
 import type { RevocationKind, Revocations } from '../../src/identity/revocation.js';
@@ -19,7 +18,7 @@ import type { Catalog, RoutePolicy } from '../../src/policy/catalog.js';
 import { parseCatalog } from '../../src/policy/load.js';
 import type { Request } from '../../src/request.js';
 import type { StageResult } from '../../src/stage.js';
-import { type FakeClock, fakeClock } from '../support/jwks-server.js';
+import { CountingKeySet, type FakeClock, fakeClock } from '../support/jwks-server.js';
 
 const ISS = 'https://idp.example.com';
 const SKEW = 30;
@@ -49,16 +48,6 @@ routes:
 `;
   // Relative to examples/, where the key set is.
   return parseCatalog(text, join(process.cwd(), 'examples', 'identify-cache.yaml'));
-}
-
-/** Counts the key lookups: a cache hit makes none. */
-class CountingKeySet implements KeySet {
-  calls = 0;
-  constructor(private readonly inner: KeySet) {}
-  keyFor(header: KeyHeader): Promise<KeyLookup> {
-    this.calls += 1;
-    return this.inner.keyFor(header);
-  }
 }
 
 /** Revocations that can change between two Checks, as Redis's do. */

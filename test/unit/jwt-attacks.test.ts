@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { exportSPKI, importJWK, type JWTPayload, SignJWT } from 'jose';
 import { pino } from 'pino';
-import { JwksCache, type KeyHeader, type KeyLookup, type KeySet } from '../../src/identity/jwks.js';
+import { JwksCache, type KeySet } from '../../src/identity/jwks.js';
 import {
   type IssuerConfig,
   JwtVerifier,
@@ -20,6 +20,7 @@ import {
   type VerifyResult,
 } from '../../src/identity/jwt.js';
 import {
+  CountingKeySet,
   type FakeClock,
   fakeClock,
   generateTestKey,
@@ -36,16 +37,6 @@ const AUD = 'https://api.example.test';
 const SKEW = 30;
 const MAX_LIFETIME = 3600;
 const silent = pino({ level: 'silent' });
-
-/** Counts the lookups that reach the issuer's key set. */
-class CountingKeySet implements KeySet {
-  calls = 0;
-  constructor(private readonly inner: KeySet) {}
-  keyFor(header: KeyHeader): Promise<KeyLookup> {
-    this.calls += 1;
-    return this.inner.keyFor(header);
-  }
-}
 
 let dir = '';
 let jwksFile = '';
