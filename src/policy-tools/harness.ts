@@ -2,8 +2,10 @@
 //
 // A CheckRequest object (as Envoy sends it, e.g. from cli/check.ts buildCheckRequest) is encoded and
 // decoded with the real codec, normalized by the real edge, decided by the real stages (createPipeline
-// in runtime.ts: route, identify, authorize, quota) and answered by the real toCheckResponse, which is
-// encoded too, so whatever passes here is sendable to Envoy. What differs from `serve`:
+// in runtime.ts: route, identify, authorize, quota) and encoded by the server's own encoder
+// (encodeCheckResponse), so whatever passes here is sendable to Envoy; `response` is the same answer
+// as a readable object (toCheckResponse; test/contract/encode-response.test.ts holds the two equal).
+// What differs from `serve`:
 //
 // - the clock is the caller's (a fixed instant per test file, or the audit line's time);
 // - quotas are counted in a fresh in-memory store per harness (no Redis), one replica;
@@ -29,6 +31,7 @@ import type { Clock } from '../clock.js';
 import type { MalwareScanner } from '../content/scanner.js';
 import type { Decision } from '../decision.js';
 import { checkCodec, type WireCheckRequest, type WireCheckResponse } from '../envoy/codec.js';
+import { encodeCheckResponse } from '../envoy/encode-response.js';
 import { normalize } from '../envoy/normalize.js';
 import { toCheckResponse } from '../envoy/respond.js';
 import { type ApiKeyResult, ApiKeyVerifier, checkKeyEntry } from '../identity/apikeys.js';
@@ -200,8 +203,8 @@ export function createHarness(catalog: Catalog, options: HarnessOptions): Harnes
       let response: WireCheckResponse;
       let bytes: Uint8Array;
       try {
+        bytes = encodeCheckResponse(decision, catalog.settings.problemBaseUrl);
         response = toCheckResponse(decision, catalog.settings.problemBaseUrl);
-        bytes = codec.encodeResponse(response);
       } catch (err: unknown) {
         decision = failureDecision(
           request,
@@ -211,8 +214,8 @@ export function createHarness(catalog: Catalog, options: HarnessOptions): Harnes
           'internal_error',
           err instanceof Error ? err.message : String(err),
         );
+        bytes = encodeCheckResponse(decision, catalog.settings.problemBaseUrl);
         response = toCheckResponse(decision, catalog.settings.problemBaseUrl);
-        bytes = codec.encodeResponse(response);
       }
       return { decision, response, bytes, request };
     },
