@@ -1,9 +1,9 @@
 // How long Redis takes to answer, judged fairly: from the moment a command is written to the socket
 // to the moment its reply is read, never counting time our own process spent elsewhere.
 //
-// ioredis (with enableAutoPipelining) writes the commands issued in one event-loop turn in one go,
-// from a setImmediate. We stamp the batch from a setImmediate queued after that one (so at the
-// write), and arm ONE timer per batch (no per-Check timer). When the timer fires, a reply may have
+// The commands issued in one event-loop turn are written in one go, from a setImmediate (the quota
+// store's TurnCork, or ioredis' auto-pipelining on a Cluster). We stamp the batch from a setImmediate
+// queued after that one (so at the write), and arm ONE timer per batch (no per-Check timer). When the timer fires, a reply may have
 // been sitting in the socket buffer the whole time while our event loop was busy (a burst, GC, a
 // CPU hog on our core): Node runs expired timers BEFORE it reads sockets. So an expired batch is
 // judged one setImmediate later, after the poll phase has read whatever Redis already sent; only

@@ -415,6 +415,46 @@ describe('standalone redis-server', () => {
     assert.deepEqual(Object.fromEntries(stats), { evalsha: N, get: 4 * N, set: 4 * N });
   });
 
+  test('one write: the charges issued in one event-loop turn reach the socket in one writev', async (t) => {
+    // Our own batching (TurnCork) instead of ioredis' auto-pipelining, whose per-turn Pipeline
+    // outlived the replies: see src/net/turn-cork.ts.
+    const server = await startRedis(t);
+    const client = quotaClient(t, server.url) as Redis;
+    await waitForReady(client);
+    const store = new RedisQuotaStore(client, EXACTNESS);
+    const limits: LimitSpec[] = [
+      { id: 'g', algorithm: 'gcra', limit: 1000, periodMs: 1000, burst: 1000, cost: 1, shadow: false },
+    ];
+    await store.charge({ partner: 'warm', requestId: '', limits, nowMs: T0 }); // loads the script
+    const socket = client.stream as unknown as {
+      _write: (...args: unknown[]) => unknown;
+      _writev: (chunks: unknown[], ...rest: unknown[]) => unknown;
+    };
+    const counts = { write: 0, writev: 0, chunks: 0 };
+    const write = socket._write;
+    const writev = socket._writev;
+    socket._write = function (this: unknown, ...args: unknown[]) {
+      counts.write++;
+      return write.apply(this, args);
+    };
+    socket._writev = function (this: unknown, chunks: unknown[], ...rest: unknown[]) {
+      counts.writev++;
+      counts.chunks += chunks.length;
+      return writev.call(this, chunks, ...rest);
+    };
+    const N = 20;
+    const results = await Promise.all(
+      Array.from({ length: N }, (_, i) =>
+        store.charge({ partner: 'acme', requestId: `w${i}`, limits, nowMs: T0 + i }),
+      ),
+    );
+    assert.ok(results.every((r) => r.allowed));
+    assert.deepEqual(counts, { write: 0, writev: 1, chunks: N });
+    // The next turn's charge is corked (and written) again.
+    await store.charge({ partner: 'acme', requestId: 'after', limits, nowMs: T0 + N });
+    assert.equal(counts.writev + counts.write, 2);
+  });
+
   test('NOSCRIPT fallback: after SCRIPT FLUSH the charge still works (EVAL once, then EVALSHA)', async (t) => {
     const server = await startRedis(t);
     const store = new RedisQuotaStore(server.client());
