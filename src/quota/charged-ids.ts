@@ -1,9 +1,14 @@
 // Request ids this replica allowed, remembered for the idempotency window: a retry of one of them is
 // allowed at once, without Redis — so neither the over-limit cache nor an open circuit can refuse a
 // request that was already charged. Keyed by partner, idempotency scope (route and limits) and
-// request id, like the stores. Bounded (LRU): under pressure the oldest are forgotten, and their
-// retries go to the store again, which still knows them (it answers `duplicate`).
-import { LRUCache } from 'lru-cache';
+// request id, like the stores.
+//
+// A Map in charge order, not an LRU: an entry's life is the window from its charge, whatever reads
+// it, so the oldest entries are always the first to go. Each remember() drops the expired ones from
+// the front (memory follows the window, and nothing dead waits for a major GC), and at most
+// `maxEntries` are kept: under pressure the oldest are forgotten, and their retries go to the store
+// again, which still knows them (it answers `duplicate`). Measured at saturation on quota-only,
+// lru-cache's bookkeeping was 3.4 % of the server's CPU.
 import { normalizeRequestId } from './algorithms.js';
 import type { LimitState } from './types.js';
 
@@ -15,28 +20,30 @@ export interface ChargedId {
 }
 
 export class ChargedIds {
-  private readonly ids: LRUCache<string, ChargedId>;
+  private readonly ids = new Map<string, ChargedId>();
 
   constructor(
     private readonly windowMs: number,
-    maxEntries = 50_000,
-  ) {
-    this.ids = new LRUCache({ max: maxEntries });
-  }
+    private readonly maxEntries = 50_000,
+  ) {}
 
   /** The charge of this id within the window ending at `nowMs`, else undefined. */
   get(partner: string, scope: string, requestId: string, nowMs: number): ChargedId | undefined {
     if (requestId === '') return undefined;
-    const key = keyOf(partner, scope, requestId);
-    const charged = this.ids.get(key);
-    if (charged === undefined) return undefined;
-    if (nowMs - charged.atMs < this.windowMs) return charged;
-    this.ids.delete(key);
-    return undefined;
+    const charged = this.ids.get(keyOf(partner, scope, requestId));
+    return charged !== undefined && nowMs - charged.atMs < this.windowMs ? charged : undefined;
   }
 
   remember(partner: string, scope: string, requestId: string, charged: ChargedId): void {
-    if (requestId !== '') this.ids.set(keyOf(partner, scope, requestId), charged);
+    if (requestId === '') return;
+    const key = keyOf(partner, scope, requestId);
+    // Re-remembered: it moves to the end, in charge order.
+    if (this.ids.has(key)) this.ids.delete(key);
+    this.ids.set(key, charged);
+    for (const [oldest, entry] of this.ids) {
+      if (this.ids.size <= this.maxEntries && charged.atMs - entry.atMs < this.windowMs) break;
+      this.ids.delete(oldest);
+    }
   }
 
   get size(): number {
