@@ -720,6 +720,10 @@ export class RedisRevocations implements Revocations {
 
   private async syncOnce(): Promise<void> {
     if (this.closed) return;
+    // Not connected yet (the subscriber may be ready first at startup) or any more (the disconnect
+    // was reported by its 'close'): the reload follows the client's next 'ready'. Sending it now
+    // would only fail with ioredis' "Stream isn't writeable", which is no outage.
+    if (this.client.status !== 'ready') return;
     const epoch = this.epoch;
     const wasSubscribed = this.subscribed;
     const now = this.clock.now();
