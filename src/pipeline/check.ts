@@ -98,14 +98,9 @@ export class Pipeline {
   check(request: Request, ctx: CheckContext): Outcome | Promise<Outcome> {
     const run = new CheckRun(this.stages, this.admission, this.clock, request, ctx);
     const outcome = decide(run);
-    return outcome instanceof Promise ? settledLater(run, outcome) : settled(run, outcome);
+    // The asynchronous path is settled inside its own single `then` (decidedLater).
+    return outcome instanceof Promise ? outcome : settled(run, outcome);
   }
-}
-
-// The closures of the asynchronous paths live in functions of their own: a closure's context is
-// allocated whenever the function that could create it runs, even on the path that does not.
-function settledLater(run: CheckRun, outcome: Promise<Outcome>): Promise<Outcome> {
-  return outcome.then((o) => settled(run, o));
 }
 
 /** The Check is answered: settle its charge, now or (if the charge is still in flight) when it lands. */
@@ -138,9 +133,10 @@ function decidedLater(run: CheckRun, decision: Promise<Decision>, budget: number
   // A stage is waiting: only now can the deadline pass before the decision (the synchronous part
   // could not be interrupted), so only now is there something to race.
   const pending = Number.isFinite(budget) ? race(run, decision, budget) : decision;
+  // One `then` for the outcome and its settlement (a promise and a closure less per Check).
   return pending.then(
-    (d) => decided(run, d, budget),
-    (error: unknown) => thrown(run, error),
+    (d) => settled(run, decided(run, d, budget)),
+    (error: unknown) => settled(run, thrown(run, error)),
   );
 }
 
@@ -193,7 +189,8 @@ function next<T>(
   return result instanceof Promise ? later(run, result, step) : step.call(run, result);
 }
 
-// Apart from next(): see settledLater().
+// Apart from next(): a closure's context is allocated whenever the function that could create it
+// runs, even on the path that does not, so the closures of the asynchronous paths live apart.
 function later<T>(
   run: CheckRun,
   result: Promise<T>,
@@ -379,7 +376,18 @@ class CheckRun {
 
 /** Gives the admission slot back once an admitted Check that had to wait is done. */
 function leaveAfter(decision: Promise<Decision>, gate: AdmissionGate, ticket: Ticket): Promise<Decision> {
-  return decision.finally(() => gate.leave(ticket));
+  // Not `finally`: it wraps its callback's result in a promise of its own and chains again (two
+  // more promises and microtask hops per Check).
+  return decision.then(
+    (d) => {
+      gate.leave(ticket);
+      return d;
+    },
+    (error: unknown) => {
+      gate.leave(ticket);
+      throw error;
+    },
+  );
 }
 
 function failure(run: CheckRun, code: FailureCode, reason: string, error?: unknown): Outcome {
