@@ -19,8 +19,11 @@ export interface ChargedId {
   readonly limits: readonly LimitState[];
 }
 
+const SWEEP_EVERY = 32;
+
 export class ChargedIds {
   private readonly ids = new Map<string, ChargedId>();
+  private unswept = 0;
 
   constructor(
     private readonly windowMs: number,
@@ -40,6 +43,10 @@ export class ChargedIds {
     // Re-remembered: it moves to the end, in charge order.
     if (this.ids.has(key)) this.ids.delete(key);
     this.ids.set(key, charged);
+    // The sweep's iterator is an allocation: once every SWEEP_EVERY ids (up to that many expired
+    // ones wait meanwhile), or at once past the bound.
+    if (++this.unswept < SWEEP_EVERY && this.ids.size <= this.maxEntries) return;
+    this.unswept = 0;
     for (const [oldest, entry] of this.ids) {
       if (this.ids.size <= this.maxEntries && charged.atMs - entry.atMs < this.windowMs) break;
       this.ids.delete(oldest);

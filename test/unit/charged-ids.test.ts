@@ -21,8 +21,9 @@ test('a remembered id counts as charged within the window, not at its end', () =
 test('expired ids are dropped as new ones come: memory follows the window, not the bound', () => {
   const ids = new ChargedIds(1000, 50_000);
   for (let i = 0; i < 10_000; i++) ids.remember('acme', 's', `r${i}`, at(i));
-  // Charged at 9,999: everything charged 1,000 ms or more before it is gone.
-  assert.equal(ids.size, 1000);
+  // Charged at 9,999: everything charged 1,000 ms or more before it is gone, but for the ids
+  // remembered since the last sweep (one every 32).
+  assert.ok(ids.size >= 1000 && ids.size < 1032, `${ids.size} ids`);
   assert.equal(ids.get('acme', 's', 'r8999', 9999), undefined);
   assert.deepEqual(ids.get('acme', 's', 'r9000', 9999), at(9000));
 });
