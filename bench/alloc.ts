@@ -192,7 +192,7 @@ try {
     walk(profile.head);
     for (const [k, v] of [...stacks].sort((a, b) => b[1] - a[1]).slice(0, 8))
       process.stdout.write(`${(v / N).toFixed(0)} B/Check  ${k}\n`);
-    const top = [...byFunction].sort((a, b) => b[1] - a[1]).slice(0, 30);
+    const top = [...byFunction].sort((a, b) => b[1] - a[1]).slice(0, Number(process.env.ALLOC_TOP ?? 30));
     for (const [fn, bytes] of top)
       process.stdout.write(`${(bytes / N).toFixed(0).padStart(7)} B/Check  ${fn}\n`);
   } else {
