@@ -40,30 +40,45 @@ test('a cancelled entry never fires; the ones after it still do', async () => {
   assert.deepEqual(fired, ['kept']);
 });
 
-test('many entries: each fires exactly once, cancelled ones never', async () => {
+/**
+ * `count` entries due after `delayOf(i)` ms, those with `cancelled(i)` cancelled at once: the others
+ * each fire exactly once, in order of their own due instant (not their delay: the entries were
+ * created over time, a millisecond or more apart on a loaded machine), and leave the heap.
+ */
+async function firesAllButCancelled(
+  count: number,
+  delayOf: (i: number) => number,
+  cancelled: (i: number) => boolean,
+): Promise<void> {
   const d = new Deadlines();
   const fired: number[] = [];
-  const entries = Array.from({ length: 200 }, (_, i) => d.after((i * 7) % 50, () => fired.push(i)));
-  for (const [i, e] of entries.entries()) if (i % 3 === 0) d.cancel(e);
-  const expected = entries.map((_, i) => i).filter((i) => i % 3 !== 0);
+  const entries = Array.from({ length: count }, (_, i) => d.after(delayOf(i), () => fired.push(i)));
+  for (const [i, e] of entries.entries()) if (cancelled(i)) d.cancel(e);
+  const expected = entries.map((_, i) => i).filter((i) => !cancelled(i));
   await new Promise<void>((resolve) => {
     const poll = () => (fired.length >= expected.length ? resolve() : setTimeout(poll, 5));
     poll();
   });
-  await new Promise((r) => setTimeout(r, 60));
+  await new Promise((r) => setTimeout(r, 60)); // nothing more fires
   assert.deepEqual(
     [...fired].sort((a, b) => a - b),
     expected,
   );
-  // In order of each entry's own due instant (not its delay: the entries were created over time,
-  // a millisecond or more apart on a loaded machine).
   const dues = fired.map((i) => (entries[i] as DeadlineEntry).at);
   assert.deepEqual(
     dues,
     [...dues].sort((a, b) => a - b),
     'in due order',
   );
-});
+  assert.equal(d.size, 0);
+}
+
+test('many entries: each fires exactly once, cancelled ones never', () =>
+  firesAllButCancelled(
+    200,
+    (i) => (i * 7) % 50,
+    (i) => i % 3 === 0,
+  ));
 
 test('a cancelled entry leaves the heap at once: nothing of a finished Check is kept until its due time', () => {
   // Kept until due, the entries (and their backing array's regrowth) outlived two scavenges at
@@ -78,25 +93,9 @@ test('a cancelled entry leaves the heap at once: nothing of a finished Check is 
   assert.equal(d.size, 0);
 });
 
-test('cancelling from the middle keeps the heap ordered', async () => {
-  const d = new Deadlines();
-  const fired: number[] = [];
-  const entries = Array.from({ length: 60 }, (_, i) => d.after((i * 13) % 40, () => fired.push(i)));
-  for (const [i, e] of entries.entries()) if (i % 4 === 1) d.cancel(e);
-  const expected = entries.map((_, i) => i).filter((i) => i % 4 !== 1);
-  await new Promise<void>((resolve) => {
-    const poll = () => (fired.length >= expected.length ? resolve() : setTimeout(poll, 5));
-    poll();
-  });
-  assert.deepEqual(
-    [...fired].sort((a, b) => a - b),
-    expected,
-  );
-  const dues = fired.map((i) => (entries[i] as DeadlineEntry).at);
-  assert.deepEqual(
-    dues,
-    [...dues].sort((a, b) => a - b),
-    'in due order',
-  );
-  assert.equal(d.size, 0);
-});
+test('cancelling from the middle keeps the heap ordered', () =>
+  firesAllButCancelled(
+    60,
+    (i) => (i * 13) % 40,
+    (i) => i % 4 === 1,
+  ));
