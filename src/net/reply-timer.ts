@@ -2,14 +2,15 @@
 // to the moment its reply is read, never counting time our own process spent elsewhere.
 //
 // The commands issued in one event-loop turn are written in one go, from a setImmediate (the quota
-// store's TurnCork, or ioredis' auto-pipelining on a Cluster). We stamp the batch from a setImmediate
-// queued after that one (so at the write), and arm ONE timer per batch (no per-Check timer). When the timer fires, a reply may have
-// been sitting in the socket buffer the whole time while our event loop was busy (a burst, GC, a
-// CPU hog on our core): Node runs expired timers BEFORE it reads sockets. So an expired batch is
-// judged one setImmediate later, after the poll phase has read whatever Redis already sent; only
-// calls still without a reply then are late. And when the timer itself fired late (our process
-// could not run), that lateness is given back as more waiting, up to 10 × the timeout in all. Our
-// own lag thus never reads as Redis being slow, and a Redis that hangs is still caught.
+// store's TurnCork, or ioredis' auto-pipelining on a Cluster). We stamp the batch from a
+// setImmediate queued after that one (so at the write), and arm ONE timer per batch (no per-Check
+// timer). When the timer fires, a reply may have been sitting in the socket buffer the whole time
+// while our event loop was busy (a burst, GC, a CPU hog on our core): Node runs expired timers
+// BEFORE it reads sockets. So an expired batch is judged one setImmediate later, after the poll
+// phase has read whatever Redis already sent; only calls still without a reply then are late. And
+// when the timer itself fired late (our process could not run), that lateness is given back as more
+// waiting, up to 10 × the timeout in all. Our own lag thus never reads as Redis being slow, and a
+// Redis that hangs is still caught.
 //
 // A call judged late is rejected with StoreTimeout (the breaker counts it). If its reply still
 // comes, `onLate` gets it: the caller gave up, but Redis may have applied the command (a charge

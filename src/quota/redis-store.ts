@@ -139,11 +139,12 @@ export class RedisQuotaStore implements QuotaStore {
     return this.client.eval(CHARGE_LUA, limits + 1, args as string[]);
   }
 
-  /** A charge whose reply came after its StoreTimeout (ChargeCall). */
+  /** Tells `listener` of each refund sent for a late reply (QuotaStore.watchLateRefunds). */
   watchLateRefunds(listener: (refunded: boolean, error?: unknown) => void): void {
     this.onLateCharge = listener;
   }
 
+  /** A charge whose reply came after its StoreTimeout (ChargeCall). */
   lateReply(request: ChargeRequest, late: readonly number[]): void {
     // Without a request id the refund cannot be guarded: send it only once we know it charged.
     if (request.requestId !== '' || late[0] !== 1 || late[1] === 1) return;
