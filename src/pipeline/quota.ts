@@ -12,7 +12,7 @@ import type { Clock } from '../clock.js';
 import type { Header } from '../decision.js';
 import { plainStoreError } from '../plain-errors.js';
 import type { Catalog, Partner, QuotaLimitPolicy, RoutePolicy } from '../policy/catalog.js';
-import type { ChargedIds } from '../quota/charged-ids.js';
+import { type ChargedIds, chargedIdKey } from '../quota/charged-ids.js';
 import { periodText } from '../quota/describe.js';
 import { quotaHeaders, retryAfterSeconds } from '../quota/headers.js';
 import type { OverLimitCache } from '../quota/over-limit.js';
@@ -73,7 +73,8 @@ export function createQuotaStage(deps: QuotaDeps) {
     const requestId = partner ? request.requestId : '';
 
     // A retry of a request this replica allowed: free, whatever the cache or the circuit says.
-    const known = requestId ? deps.charged?.get(owner, scope, requestId, now) : undefined;
+    const idKey = requestId && deps.charged ? chargedIdKey(owner, scope, requestId) : '';
+    const known = idKey ? deps.charged?.get(idKey, now) : undefined;
     if (known) {
       return pass({
         headers: quotaHeaders(specs, known.limits, route.quota.headers),
@@ -151,7 +152,7 @@ export function createQuotaStage(deps: QuotaDeps) {
     const charged = result;
     const settle = (verdict: 'keep' | 'refund') => {
       if (verdict === 'keep') {
-        if (requestId) deps.charged?.remember(owner, scope, requestId, { atMs: now, limits: charged.limits });
+        if (idKey) deps.charged?.remember(idKey, { atMs: now, limits: charged.limits });
       } else if (!charged.duplicate) {
         store.refund(charge, charged).then(
           () => deps.events.refunded?.(true),

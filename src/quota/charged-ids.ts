@@ -4,11 +4,12 @@
 // request id, like the stores.
 //
 // A Map in charge order, not an LRU: an entry's life is the window from its charge, whatever reads
-// it, so the oldest entries are always the first to go. Each remember() drops the expired ones from
-// the front (memory follows the window, and nothing dead waits for a major GC), and at most
-// `maxEntries` are kept: under pressure the oldest are forgotten, and their retries go to the store
-// again, which still knows them (it answers `duplicate`). Measured at saturation on quota-only,
-// lru-cache's bookkeeping was 3.4 % of the server's CPU.
+// it, so the oldest entries are always the first to go. remember() drops the expired ones from the
+// front (once every 32 ids, so the sweep's iterator is rare; memory follows the window, and nothing
+// dead waits for a major GC), and at most `maxEntries` are kept: under pressure the oldest are
+// forgotten, and their retries go to the store again, which still knows them (it answers
+// `duplicate`). Measured at saturation on quota-only, lru-cache's bookkeeping was 3.4 % of the
+// server's CPU.
 import { normalizeRequestId } from './algorithms.js';
 import type { LimitState } from './types.js';
 
@@ -30,16 +31,14 @@ export class ChargedIds {
     private readonly maxEntries = 50_000,
   ) {}
 
-  /** The charge of this id within the window ending at `nowMs`, else undefined. */
-  get(partner: string, scope: string, requestId: string, nowMs: number): ChargedId | undefined {
-    if (requestId === '') return undefined;
-    const charged = this.ids.get(keyOf(partner, scope, requestId));
+  /** The charge of the id `key` (chargedIdKey) within the window ending at `nowMs`, else undefined. */
+  get(key: string, nowMs: number): ChargedId | undefined {
+    const charged = this.ids.get(key);
     return charged !== undefined && nowMs - charged.atMs < this.windowMs ? charged : undefined;
   }
 
-  remember(partner: string, scope: string, requestId: string, charged: ChargedId): void {
-    if (requestId === '') return;
-    const key = keyOf(partner, scope, requestId);
+  /** Remembers the id `key` (chargedIdKey) as charged. */
+  remember(key: string, charged: ChargedId): void {
     // Re-remembered: it moves to the end, in charge order.
     if (this.ids.has(key)) this.ids.delete(key);
     this.ids.set(key, charged);
@@ -58,6 +57,10 @@ export class ChargedIds {
   }
 }
 
-function keyOf(partner: string, scope: string, requestId: string): string {
+/**
+ * The key of a request id within a partner's idempotency scope (route and limits): built once per
+ * Check, for the lookup and for remembering the allow. Only for a non-empty request id.
+ */
+export function chargedIdKey(partner: string, scope: string, requestId: string): string {
   return `${partner}\u0000${scope}\u0000${normalizeRequestId(requestId)}`;
 }
