@@ -1,44 +1,18 @@
-// Wire codecs for the Check RPC, straight on protobufjs: the server decodes Envoy's bytes into
-// message objects and encodes our plain response objects, with no intermediate conversions.
+// Wire codecs for the Check RPC: the server decodes Envoy's bytes with decode-check.ts (only what
+// we read) and encodes with encode-response.ts; protobufjs' own codecs serve tests and tools.
 import { fileURLToPath } from 'node:url';
 import protobuf from 'protobufjs';
+import { decodeCheckRequest } from './decode-check.js';
 
 export const PROTO_DIR = fileURLToPath(new URL('../../protos/', import.meta.url));
 export const CHECK_PATH = '/envoy.service.auth.v3.Authorization/Check';
 
-/** The decoded shapes we read (keepCase names). Absent messages decode as null, strings as ''. */
-export interface WireHeaderValue {
-  readonly key: string;
-  readonly value: string;
-  readonly raw_value: Uint8Array;
-}
-export interface WireHttpRequest {
-  readonly id: string;
-  readonly method: string;
-  readonly headers: Readonly<Record<string, string>>;
-  readonly header_map: { readonly headers: readonly WireHeaderValue[] } | null;
-  readonly path: string;
-  readonly host: string;
-  readonly scheme: string;
-  readonly protocol: string;
-  readonly body: string;
-  readonly raw_body: Uint8Array;
-}
-export interface WirePeer {
-  readonly address: {
-    readonly socket_address: { readonly address: string; readonly port_value: number } | null;
-  } | null;
-  readonly principal: string;
-  readonly certificate: string;
-}
-export interface WireCheckRequest {
-  readonly attributes: {
-    readonly source: WirePeer | null;
-    readonly request: { readonly http: WireHttpRequest | null } | null;
-    readonly context_extensions: Readonly<Record<string, string>>;
-    readonly tls_session: { readonly sni: string } | null;
-  } | null;
-}
+export type {
+  WireCheckRequest,
+  WireHeaderValue,
+  WireHttpRequest,
+  WirePeer,
+} from './decode-check.js';
 
 /** Plain objects we encode (protobufjs reads fields by their proto names; Struct values are camelCase). */
 export interface WireHeaderOption {
@@ -80,7 +54,8 @@ export function checkCodec() {
   const request = r.lookupType('envoy.service.auth.v3.CheckRequest');
   const response = r.lookupType('envoy.service.auth.v3.CheckResponse');
   return {
-    decodeRequest: (bytes: Uint8Array) => request.decode(bytes) as unknown as WireCheckRequest,
+    /** The hand-written decoder of what we read (decode-check.ts), not protobufjs' whole message. */
+    decodeRequest: decodeCheckRequest,
     encodeRequest: (message: object) => request.encode(message).finish(),
     encodeResponse: (message: WireCheckResponse) => response.encode(message).finish(),
     decodeResponse: (bytes: Uint8Array) => response.decode(bytes) as unknown as WireCheckResponse,

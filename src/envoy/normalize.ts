@@ -13,12 +13,12 @@ export interface NormalizeLimits {
 
 const EMPTY_QUERY: ReadonlyMap<string, readonly string[]> = new Map();
 const EMPTY_EXTENSIONS: ReadonlyMap<string, string> = new Map();
-const EMPTY_BODY = new Uint8Array(0);
 const NO_PEER: Peer = Object.freeze({ address: '', port: 0, principal: '', certificatePem: '' });
 // Envoy sanitises header values, but with encode_raw_headers they arrive as raw bytes: refuse
 // what would let a value smuggle a second header line or a NUL upstream.
 const FORBIDDEN_IN_VALUE = /[\r\n\0]/;
 const UTF8 = new TextDecoder('utf-8', { fatal: true });
+const LENIENT_UTF8 = new TextDecoder('utf-8');
 
 class Malformed extends Error {
   constructor(readonly denial: Denial) {
@@ -58,7 +58,7 @@ export function normalize(wire: WireCheckRequest, limits: NormalizeLimits): Norm
         reason: `path with ";": ${JSON.stringify(path.slice(0, 128))}`,
       });
     }
-    const body = http.raw_body.length > 0 ? http.raw_body : http.body ? Buffer.from(http.body) : EMPTY_BODY;
+    const body = http.raw_body.length > 0 ? http.raw_body : http.body;
     const queryText = queryAt === -1 ? '' : target.slice(queryAt + 1, hashAt > queryAt ? hashAt : undefined);
     const request: Request = {
       requestId: headers.get('x-request-id') ?? '',
@@ -106,21 +106,21 @@ function readHeaders(http: WireHttpRequest, limits: NormalizeLimits): Map<string
     }
     return headers;
   }
-  for (const key in http.headers) {
-    const value = http.headers[key] ?? '';
+  const pairs = http.headers;
+  for (let i = 0; i < pairs.length; i += 2) {
+    const key = pairs[i] as string;
+    const value = pairs[i + 1] as string;
     checkValue(key, value, limits);
     headers.set(key.toLowerCase(), value);
   }
   return headers;
 }
 
-function readExtensions(extensions: Readonly<Record<string, string>>): ReadonlyMap<string, string> {
-  let map: Map<string, string> | undefined;
-  for (const key in extensions) {
-    map ??= new Map();
-    map.set(key, extensions[key] ?? '');
-  }
-  return map ?? EMPTY_EXTENSIONS;
+function readExtensions(pairs: readonly string[]): ReadonlyMap<string, string> {
+  if (pairs.length === 0) return EMPTY_EXTENSIONS;
+  const map = new Map<string, string>();
+  for (let i = 0; i < pairs.length; i += 2) map.set(pairs[i] as string, pairs[i + 1] as string);
+  return map;
 }
 
 function checkValue(key: string, value: string, limits: NormalizeLimits): void {
@@ -194,7 +194,7 @@ function readPeer(peer: WirePeer | null): Peer {
 }
 
 /**
- * The peer, its certificate URL-decoded on first read. A class rather than an object literal with
+ * The peer, its certificate decoded and URL-decoded on first read. A class rather than an object literal with
  * a getter: no closure and no accessor per Check. The cache is a private field, which a frozen
  * object still lets its own methods write.
  */
@@ -202,22 +202,22 @@ class WireBackedPeer implements Peer {
   readonly address: string;
   readonly port: number;
   readonly principal: string;
-  readonly #encoded: string;
+  readonly #encoded: Uint8Array;
   #pem: string | undefined;
 
   constructor(peer: WirePeer) {
-    const socket = peer.address?.socket_address;
-    this.address = socket?.address ?? '';
-    this.port = socket?.port_value ?? 0;
+    this.address = peer.address;
+    this.port = peer.port;
     this.principal = peer.principal;
     this.#encoded = peer.certificate;
-    this.#pem = peer.certificate ? undefined : '';
+    this.#pem = peer.certificate.length > 0 ? undefined : '';
   }
 
   get certificatePem(): string {
     if (this.#pem === undefined) {
       try {
-        this.#pem = decodeURIComponent(this.#encoded);
+        // As a proto string would have read (invalid UTF-8 → U+FFFD), then URL-decoded.
+        this.#pem = decodeURIComponent(LENIENT_UTF8.decode(this.#encoded));
       } catch {
         this.#pem = ''; // Envoy always URL-encodes; anything else is treated as no certificate.
       }
