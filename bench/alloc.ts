@@ -7,7 +7,8 @@
 // same for both, cancels out).
 //
 //   node --expose-gc --min-semi-space-size=128 --max-semi-space-size=128 --import tsx bench/alloc.ts
-//        [--checks 1000] [--profile CASE]       (bench/run.ts starts it so; prints one JSON line)
+//        [--checks 1000] [--concurrency 16] [--profile CASE]
+//   (bench/run.ts starts it so, once per concurrency; prints one JSON line)
 // --profile: the sampling heap profiler over that case (collected objects included): the
 // functions that allocate the most, to know what to remove next.
 import http2 from 'node:http2';
@@ -26,9 +27,16 @@ import { startRedis } from '../test/support/redis.js';
 import { frame, mintTokens, order4k } from './payloads.js';
 
 const { values } = parseArgs({
-  options: { checks: { type: 'string', default: '1000' }, profile: { type: 'string' } },
+  options: {
+    checks: { type: 'string', default: '1000' },
+    concurrency: { type: 'string', default: '16' },
+    profile: { type: 'string' },
+  },
 });
 const N = Number(values.checks);
+// 16 Checks in flight share event-loop turns (a turn's write to Redis, its timers, its audit flush);
+// 1 pays them all per Check, as a lightly loaded sidecar does (the bench's 1,000 Check/s).
+const CONCURRENCY = Number(values.concurrency);
 const gc = globalThis.gc;
 if (!gc) throw new Error('run with --expose-gc (see the header)');
 
@@ -38,7 +46,12 @@ new PerformanceObserver((list) => {
 }).observe({ entryTypes: ['gc'] });
 
 /** Sends `payloads` (cycled) on one connection, `concurrency` at a time. */
-async function drive(port: number, payloads: Buffer[], count: number, concurrency = 16): Promise<void> {
+async function drive(
+  port: number,
+  payloads: Buffer[],
+  count: number,
+  concurrency = CONCURRENCY,
+): Promise<void> {
   const session = http2.connect(`http://127.0.0.1:${port}`);
   const headers = {
     ':method': 'POST',

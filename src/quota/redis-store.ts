@@ -27,7 +27,7 @@
 // once behind it on the same connection (Redis runs them in order; the guard makes it a no-op if
 // the charge never happened). Without a request id, the refund waits for the late reply.
 import { createHash } from 'node:crypto';
-import { Cluster, type ClusterOptions, Redis, type RedisOptions } from 'ioredis';
+import { Cluster, type ClusterOptions, Command, Redis, type RedisOptions } from 'ioredis';
 import { ReplyTimer, StoreTimeout, type Watched } from '../net/reply-timer.js';
 import { TurnCork } from '../net/turn-cork.js';
 import { DEFAULT_IDEMPOTENCY_MS, normalizeRequestId, validateCharge } from './algorithms.js';
@@ -127,10 +127,17 @@ export class RedisQuotaStore implements QuotaStore {
       call.resolve = resolve;
       call.reject = reject;
     });
+    if (this.cork === null) {
+      this.timer.join(call);
+      call.watch(this.client.evalsha(CHARGE_SHA, limits.length + 1, args));
+      return result;
+    }
     // Cork first: its setImmediate (the write) must run before the timer's (the stamp).
-    this.cork?.hold((this.client as Redis).stream);
+    const client = this.client as Redis;
+    this.cork.hold(client.stream);
     this.timer.join(call);
-    call.watch(this.client.evalsha(CHARGE_SHA, limits.length + 1, args));
+    const command = new ChargeCommand(args, chargeWire(partner, args, limits));
+    call.watch(client.sendCommand(command) as Promise<unknown>);
     return result;
   }
 
@@ -338,6 +345,9 @@ interface Wire {
   readonly partner: string;
   readonly key: string;
   readonly argv: string;
+  /** The same two as RESP bulk strings (ChargeCommand). */
+  readonly keyBulk: string;
+  readonly argvBulk: string;
 }
 
 // Per spec: the quota stage reuses a frozen spec for as long as its window and cost hold
@@ -348,13 +358,73 @@ const wires = new WeakMap<LimitSpec, Wire>();
 function wireOf(partner: string, spec: LimitSpec): Wire {
   const cached = wires.get(spec);
   if (cached !== undefined && cached.partner === partner) return cached;
-  const wire: Wire = {
-    partner,
-    key: limitKey(partner, spec),
-    argv: `${ALGORITHM_CODE[spec.algorithm]}:${spec.limit}:${spec.periodMs}:${spec.burst}:${spec.cost}:${spec.shadow ? 1 : 0}:${spec.window?.endMs ?? 0}`,
-  };
+  const key = limitKey(partner, spec);
+  const argv = `${ALGORITHM_CODE[spec.algorithm]}:${spec.limit}:${spec.periodMs}:${spec.burst}:${spec.cost}:${spec.shadow ? 1 : 0}:${spec.window?.endMs ?? 0}`;
+  const wire: Wire = { partner, key, argv, keyBulk: bulk(key), argvBulk: bulk(argv) };
   if (Object.isFrozen(spec)) wires.set(spec, wire);
   return wire;
+}
+
+/**
+ * EVALSHA of the charge script on a standalone or Sentinel client: the command ioredis would send
+ * for `client.evalsha(CHARGE_SHA, n + 1, args)`, with two differences that matter at every Check:
+ * - its RESP text comes from chargeWire (a dozen joins of mostly cached pieces), not from
+ *   ioredis' toWritable (five joins per argument: ~1.4 KB of intermediate strings per charge);
+ * - no ioredis timer per charge: the store's ReplyTimer already fails any charge unanswered after
+ *   at most 10 × its timeout (MAX_STRETCH), so ioredis' commandTimeout backstop would only add a
+ *   setTimeout and a closure to every Check. Other commands (refunds, SCRIPT LOAD) keep it.
+ * test/unit/charge-command.test.ts holds the text to ioredis' own encoding of the same arguments.
+ */
+export class ChargeCommand extends Command {
+  readonly #wire: string;
+
+  constructor(args: readonly string[], wire: string) {
+    super('evalsha', [CHARGE_SHA, String((args.length - 2) / 2 + 1), ...args], UTF8_REPLY);
+    this.#wire = wire;
+  }
+
+  override toWritable(_socket: object): string {
+    return this.#wire;
+  }
+
+  override setTimeout(_ms: number): void {}
+}
+
+/** ioredis' reply decoding for evalsha (what client.evalsha asks for). */
+const UTF8_REPLY = { replyEncoding: 'utf8' } as const;
+
+/** `$<bytes>\r\n<text>\r\n`: one RESP bulk string. */
+export function bulk(text: string): string {
+  return `$${Buffer.byteLength(text)}\r\n${text}\r\n`;
+}
+
+/** `*<count>\r\n` EVALSHA <sha> <numkeys>, per number of limits: constant, built once. */
+const prefixes: string[] = [];
+
+function evalshaPrefix(n: number): string {
+  let prefix = prefixes[n];
+  if (prefix === undefined) {
+    prefix = `*${2 * n + 5}\r\n${bulk('evalsha')}${bulk(CHARGE_SHA)}${bulk(String(n + 1))}`;
+    prefixes[n] = prefix;
+  }
+  return prefix;
+}
+
+/**
+ * The RESP text of EVALSHA CHARGE_SHA n+1 `args` (scriptArgs' KEYS then ARGV): the limits' keys and
+ * arguments as bulk strings cached with their Wire, only the request id key and the first argument
+ * built per charge.
+ */
+function chargeWire(partner: string, args: readonly string[], limits: readonly LimitSpec[]): string {
+  const n = limits.length;
+  let keys = '';
+  let argv = '';
+  for (let i = 0; i < n; i++) {
+    const wire = wireOf(partner, limits[i] as LimitSpec);
+    keys += wire.keyBulk;
+    argv += wire.argvBulk;
+  }
+  return `${evalshaPrefix(n)}${bulk(args[0] as string)}${keys}${bulk(args[1 + n] as string)}${argv}`;
 }
 
 /**
@@ -514,9 +584,10 @@ export interface RedisClientOptions {
   readonly connectTimeoutMs?: number;
   /**
    * ioredis' own limit for a command with no reply (ioredis default: never). Default 1 000 ms: only
-   * a backstop for a connection that silently stopped answering. The quota store judges charges
-   * itself, on a shorter timeout measured from the write (RedisQuotaStoreOptions.timeoutMs): ioredis'
-   * timer would also count the time our own busy event loop leaves a reply unread.
+   * a backstop for a connection that silently stopped answering, for refunds, peeks and SCRIPT LOAD.
+   * Charges on a standalone or Sentinel client never arm it (ChargeCommand; a Cluster's do): the
+   * quota store judges them itself, on a shorter timeout measured from the write (RedisQuotaStoreOptions.timeoutMs), and
+   * ioredis' timer would also count the time our own busy event loop leaves a reply unread.
    */
   readonly commandTimeoutMs?: number;
   /** CLIENT SETNAME, to find our connections in CLIENT LIST. Default `portcullis-quota`. */

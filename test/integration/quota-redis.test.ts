@@ -3,13 +3,14 @@
 // one EVALSHA per charge.
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import type { Redis } from 'ioredis';
+import { Command, type Redis } from 'ioredis';
 import { StoreTimeout } from '../../src/net/reply-timer.js';
 import { StoreBreaker } from '../../src/quota/breaker.js';
 import { windowAt } from '../../src/quota/calendar.js';
 import { MemoryQuotaStore } from '../../src/quota/memory-store.js';
 import {
   CHARGE_SHA,
+  ChargeCommand,
   createRedisClient,
   limitKey,
   type RedisClient,
@@ -455,6 +456,66 @@ describe('standalone redis-server', () => {
     // The next turn's charge is corked (and written) again.
     await store.charge({ partner: 'acme', requestId: 'after', limits, nowMs: T0 + N });
     assert.equal(counts.writev + counts.write, 2);
+  });
+
+  test('a charge is sent as exactly the bytes ioredis would send for the same EVALSHA, and arms no ioredis timer', async (t) => {
+    // ChargeCommand writes its RESP text from cached pieces instead of ioredis' toWritable, and
+    // leaves the timeout to the store's ReplyTimer (src/quota/redis-store.ts).
+    const server = await startRedis(t);
+    const client = quotaClient(t, server.url) as Redis;
+    await waitForReady(client);
+    const store = new RedisQuotaStore(client, EXACTNESS);
+    const limits: LimitSpec[] = [
+      { id: 'g', algorithm: 'gcra', limit: 5, periodMs: 1000, burst: 5, cost: 1, shadow: false },
+      { id: 'sw', algorithm: 'sliding_window', limit: 9, periodMs: 60_000, burst: 9, cost: 2, shadow: true },
+      {
+        id: 'day',
+        algorithm: 'fixed_window',
+        limit: 1000,
+        periodMs: 86_400_000,
+        burst: 1000,
+        cost: 1,
+        shadow: false,
+        window: { id: '2026-12-06', startMs: T0, endMs: T0 + 86_400_000 },
+      },
+    ];
+    const sent: Command[] = [];
+    const send = client.sendCommand.bind(client);
+    client.sendCommand = (command: Command, stream?: never) => {
+      sent.push(command);
+      return send(command, stream);
+    };
+    const requests: ChargeRequest[] = [
+      { partner: 'acme', requestId: 'r-1', limits, nowMs: T0 },
+      { partner: 'ünïcödé-партнёр', requestId: 'идентификатор-✓', scope: 'orders|g', limits, nowMs: T0 + 1 },
+      { partner: 'acme', requestId: '', limits: limits.slice(0, 1), nowMs: T0 + 2 },
+    ];
+    for (const request of requests) assert.equal((await store.charge(request)).allowed, true);
+    const charges = sent.filter((c) => c.name === 'evalsha');
+    assert.equal(charges.length, requests.length);
+    for (const command of charges) {
+      assert.ok(command instanceof ChargeCommand);
+      const reference = new Command('evalsha', command.args);
+      assert.equal(command.toWritable({}), reference.toWritable({}));
+    }
+    // ioredis' commandTimeout (1 s on this client) would reject a plain command 1 ms after this;
+    // a charge's stays pending: its timeout is the store's.
+    const probe = charges[0] as Command;
+    let settled = false;
+    const pending = new ChargeCommand(['{q:x}:rid:', '{q:x}:g', 'c:0:0:0:1', 'g:1:1:1:1:0:0'], '');
+    pending.promise.then(
+      () => (settled = true),
+      () => (settled = true),
+    );
+    pending.setTimeout(1);
+    const plain = new Command('get', ['k']);
+    let plainError = '';
+    plain.promise.catch((error: Error) => (plainError = error.message));
+    plain.setTimeout(1);
+    await new Promise((resolve) => setTimeout(resolve, 30));
+    assert.equal(plainError, 'Command timed out');
+    assert.equal(settled, false);
+    assert.ok(probe.isResolved);
   });
 
   test('NOSCRIPT fallback: after SCRIPT FLUSH the charge still works (EVAL once, then EVALSHA)', async (t) => {
