@@ -19,7 +19,7 @@ import { DENY_CODES } from '../errors.js';
 import type { Catalog, RoutePolicy } from '../policy/catalog.js';
 import type { Request } from '../request.js';
 import { DependencyUnavailable, type StageResult } from '../stage.js';
-import { Deadlines } from './deadlines.js';
+import { type DeadlineEntry, Deadlines } from './deadlines.js';
 import { credentialCarriers } from './identify.js';
 import {
   ANONYMOUS,
@@ -130,14 +130,69 @@ function decide(run: CheckRun): Outcome | Promise<Outcome> {
 }
 
 function decidedLater(run: CheckRun, decision: Promise<Decision>, budget: number): Promise<Outcome> {
+  // One `then` for the outcome and its settlement (a promise and a closure less per Check).
+  if (!Number.isFinite(budget)) {
+    return decision.then(
+      (d) => settled(run, decided(run, d, budget)),
+      (error: unknown) => settled(run, thrown(run, error)),
+    );
+  }
   // A stage is waiting: only now can the deadline pass before the decision (the synchronous part
   // could not be interrupted), so only now is there something to race.
-  const pending = Number.isFinite(budget) ? race(run, decision, budget) : decision;
-  // One `then` for the outcome and its settlement (a promise and a closure less per Check).
-  return pending.then(
-    (d) => settled(run, decided(run, d, budget)),
-    (error: unknown) => settled(run, thrown(run, error)),
-  );
+  return new Promise((resolve, reject) => {
+    const late = DEADLINES.add(new LateDecision(run, budget, resolve, reject));
+    decision.then(
+      (d) => late.answer(d),
+      (error: unknown) => late.fail(error),
+    );
+  });
+}
+
+/**
+ * A waiting Check racing its budget (counted from the start of the run): the pipeline's decision,
+ * or the route's on_error once the budget passes first. It is its own entry in the shared deadline
+ * heap (deadlines.ts), so the race costs no promise, closure or entry of its own.
+ */
+class LateDecision implements DeadlineEntry {
+  readonly at: number;
+  index = -1;
+  fire: ((this: DeadlineEntry) => void) | null = expireLate;
+  private done = false;
+
+  constructor(
+    private readonly run: CheckRun,
+    private readonly budget: number,
+    private readonly resolve: (outcome: Outcome) => void,
+    private readonly reject: (error: unknown) => void,
+  ) {
+    this.at = run.began + budget;
+  }
+
+  answer(decision: Decision | undefined): void {
+    if (this.done) return;
+    this.done = true;
+    if (decision !== undefined) DEADLINES.cancel(this);
+    try {
+      this.resolve(settled(this.run, decided(this.run, decision, this.budget)));
+    } catch (error: unknown) {
+      this.reject(error);
+    }
+  }
+
+  fail(error: unknown): void {
+    if (this.done) return;
+    this.done = true;
+    DEADLINES.cancel(this);
+    try {
+      this.resolve(settled(this.run, thrown(this.run, error)));
+    } catch (failure: unknown) {
+      this.reject(failure);
+    }
+  }
+}
+
+function expireLate(this: DeadlineEntry): void {
+  (this as LateDecision).answer(undefined);
 }
 
 /** The pipeline's decision as the Check's outcome; undefined = the deadline passed first. */
@@ -154,27 +209,6 @@ function decided(run: CheckRun, decision: Decision | undefined, budget: number):
 function thrown(run: CheckRun, error: unknown): Outcome {
   const code = error instanceof DependencyUnavailable ? 'dependency_unavailable' : 'internal_error';
   return failure(run, code, errorText(error), error);
-}
-
-/**
- * The pending decision, or undefined when the budget (counted from the start of the run) passes
- * first (one shared timer, see deadlines.ts).
- */
-function race(run: CheckRun, pending: Promise<Decision>, budget: number): Promise<Decision | undefined> {
-  const left = budget - (performance.now() - run.began);
-  return new Promise((resolve, reject) => {
-    const entry = DEADLINES.after(left, () => resolve(undefined));
-    pending.then(
-      (decision) => {
-        DEADLINES.cancel(entry);
-        resolve(decision);
-      },
-      (error: unknown) => {
-        DEADLINES.cancel(entry);
-        reject(error);
-      },
-    );
-  });
 }
 
 /**

@@ -7,9 +7,13 @@
 // the latest and arming is rare.
 
 export interface DeadlineEntry {
+  /** performance.now() milliseconds. */
   readonly at: number;
-  /** Called once at `at` unless cancelled first; null once called or cancelled. */
-  fire: (() => void) | null;
+  /**
+   * Called once at `at` (with the entry as `this`) unless cancelled first; null once called or
+   * cancelled. An entry that is an object of its own can so share one function among all entries.
+   */
+  fire: ((this: DeadlineEntry) => void) | null;
   /** Its place in the heap; -1 once out of it. */
   index: number;
 }
@@ -21,7 +25,12 @@ export class Deadlines {
 
   /** Calls `fire` after `delayMs` (real time, like setTimeout) unless `cancel`led first. */
   after(delayMs: number, fire: () => void): DeadlineEntry {
-    const entry: DeadlineEntry = { at: performance.now() + delayMs, fire, index: this.heap.length };
+    return this.add({ at: performance.now() + delayMs, fire, index: -1 });
+  }
+
+  /** Adds an entry the caller built (its `at` set, its `index` -1): it fires at `at`. */
+  add<E extends DeadlineEntry>(entry: E): E {
+    entry.index = this.heap.length;
     this.heap.push(entry);
     this.up(entry.index);
     if (entry.at < this.armedAt) this.arm(entry.at);
@@ -65,7 +74,7 @@ export class Deadlines {
       if (top.at > now) break;
       const fire = top.fire;
       this.cancel(top);
-      fire?.();
+      fire?.call(top);
     }
     const next = heap[0];
     if (next) this.arm(next.at);
