@@ -21,8 +21,9 @@
 //   fixed_window    "<count>"
 // A value that does not parse (e.g. the limit changed algorithm) counts as no state.
 //
-// Reply: a flat array of integers: allowed (0/1), duplicate (0/1), then for each limit
-//   remaining, resetMs, exceeded (0/1), retryAfterMs (−1 = never fits).
+// Reply: integers joined by ':' in ONE bulk string: allowed (0/1), duplicate (0/1), then for each
+//   limit remaining, resetMs, exceeded (0/1), retryAfterMs (−1 = never fits). One string, not an
+//   array of 2 + 4n integers: ioredis' decoder allocates a bound function per integer it reads.
 export const CHARGE_LUA = `
 local floor = math.floor
 local function idiv(a, b)
@@ -33,6 +34,10 @@ end
 local function ceildiv(a, b) return 0 - idiv(0 - a, b) end
 local function fmt(x) return string.format('%d', x) end
 local NEVER = -1
+local function reply(t)
+  for i = 1, #t do t[i] = fmt(t[i]) end
+  return table.concat(t, ':')
+end
 
 local mode, now, ridTtl, slack, n = string.match(ARGV[1], '^([cp]):(%-?%d+):(%d+):(%d+):(%d+)$')
 if not mode then return redis.error_reply('quota script: bad first argument') end
@@ -152,7 +157,7 @@ if duplicate then
     local o = 2 + (i - 1) * 4
     out[o + 1], out[o + 2], out[o + 3], out[o + 4] = r[4], r[5], 0, 0
   end
-  return out
+  return reply(out)
 end
 
 if mode == 'p' then allowed = false end
@@ -172,5 +177,5 @@ end
 if allowed and ridTtl > 0 then
   redis.call('SET', KEYS[1], fmt(now), 'PX', fmt(ridTtl + slack))
 end
-return out
+return reply(out)
 `;

@@ -232,7 +232,7 @@ export class RedisQuotaStore implements QuotaStore {
       if (!isNoScript(err)) throw err;
       reply = await this.evalCharge(args, limits.length);
     }
-    return decode(reply, limits.length);
+    return decodeReply(reply, limits.length);
   }
 
   private checkSlots(partner: string, limits: readonly LimitSpec[]): void {
@@ -307,7 +307,7 @@ class ChargeCall implements Watched {
     const limits = this.request.limits;
     let reply: number[];
     try {
-      reply = decode(value, limits.length);
+      reply = decodeReply(value, limits.length);
     } catch (error: unknown) {
       this.failed(error);
       return;
@@ -438,18 +438,43 @@ function isTimeout(error: unknown): boolean {
   return error instanceof StoreTimeout || (error instanceof Error && error.message === 'Command timed out');
 }
 
-/** The script's reply as integers: the array itself when ioredis already made numbers of them. */
-function decode(reply: unknown, n: number): number[] {
-  if (!Array.isArray(reply) || reply.length !== 2 + 4 * n) {
-    throw new Error(`quota script: unexpected reply ${JSON.stringify(reply)?.slice(0, 200)}`);
+/** The script's reply, `1:0:99:59000:0:0:…` (charge-script.ts), as its 2 + 4n integers. */
+export function decodeReply(reply: unknown, n: number): number[] {
+  const expected = 2 + 4 * n;
+  if (typeof reply !== 'string') throw unexpectedReply(reply);
+  const out = new Array<number>(expected);
+  let count = 0;
+  let value = 0;
+  let digits = 0;
+  let negative = false;
+  for (let i = 0; i <= reply.length; i++) {
+    const c = i < reply.length ? reply.charCodeAt(i) : COLON;
+    if (c === COLON) {
+      if (digits === 0 || count === expected) throw unexpectedReply(reply);
+      out[count++] = negative ? -value : value;
+      value = 0;
+      digits = 0;
+      negative = false;
+    } else if (c >= ZERO && c <= NINE && digits < 15) {
+      value = value * 10 + (c - ZERO);
+      digits++;
+    } else if (c === MINUS && digits === 0 && !negative) {
+      negative = true;
+    } else {
+      throw unexpectedReply(reply);
+    }
   }
-  for (let i = 0; i < reply.length; i++) {
-    const value: unknown = reply[i];
-    const number = typeof value === 'number' ? value : Number(value);
-    if (!Number.isSafeInteger(number)) throw new Error(`quota script: not an integer: ${String(value)}`);
-    reply[i] = number;
-  }
-  return reply as number[];
+  if (count !== expected) throw unexpectedReply(reply);
+  return out;
+}
+
+const COLON = 0x3a;
+const MINUS = 0x2d;
+const ZERO = 0x30;
+const NINE = 0x39;
+
+function unexpectedReply(reply: unknown): Error {
+  return new Error(`quota script: unexpected reply ${JSON.stringify(reply)?.slice(0, 200)}`);
 }
 
 function states(limits: readonly LimitSpec[], reply: readonly number[]): LimitState[] {
