@@ -1,10 +1,10 @@
 // How long Redis takes to answer, judged fairly: from the moment a command is written to the socket
 // to the moment its reply is read, never counting time our own process spent elsewhere.
 //
-// The commands issued in one event-loop turn are written in one go, from a setImmediate (the quota
-// store's TurnCork, or ioredis' auto-pipelining on a Cluster). We stamp the batch from a
-// setImmediate queued after that one (so at the write), and arm ONE timer per batch (no per-Check
-// timer). When the timer fires, a reply may have been sitting in the socket buffer the whole time
+// The commands issued in one event-loop turn are written by the end of it (the quota store's
+// TurnCork, released by `onWritten` here; ioredis' auto-pipelining on a Cluster flushes on
+// nextTick). We stamp the batch from a setImmediate (so at, or after, the write), and arm ONE timer
+// per batch (no per-Check timer). When the timer fires, a reply may have been sitting in the socket buffer the whole time
 // while our event loop was busy (a burst, GC, a CPU hog on our core): Node runs expired timers
 // BEFORE it reads sockets. So an expired batch is judged one setImmediate later, after the poll
 // phase has read whatever Redis already sent; only calls still without a reply then are late. And
@@ -35,7 +35,14 @@ export interface Watched {
 export class ReplyTimer {
   private batch: Watched[] | null = null;
 
-  constructor(readonly timeoutMs: number) {
+  /**
+   * `onWritten`: called when the turn's batch closes, before it is stamped as sent (the quota store
+   * writes the commands it held back then: TurnCork).
+   */
+  constructor(
+    readonly timeoutMs: number,
+    private readonly onWritten?: () => void,
+  ) {
     if (!Number.isSafeInteger(timeoutMs) || timeoutMs < 1) {
       throw new RangeError('timeoutMs must be an integer ≥ 1');
     }
@@ -74,21 +81,24 @@ export class ReplyTimer {
    * The same for a caller that keeps its own state (one object per call, no closures; the quota
    * store's charges): call it right after issuing the command. `expire` is called if the call is
    * judged late while its `state` is still 0; a reply after that is the caller's to handle.
+   * True when `call` opened this turn's batch (it is the turn's first).
    */
-  join(call: Watched): void {
+  join(call: Watched): boolean {
     if (this.batch) {
       this.batch.push(call);
-      return;
+      return false;
     }
     this.batch = [call];
-    // Queued after ioredis' own flush of this turn's commands: runs when they have been written.
+    // After this turn's writes (ioredis' nextTick flush on a Cluster; onWritten below).
     setImmediate(this.written);
+    return true;
   }
 
   // Bound once, with their state passed as timer arguments: no closures per batch.
   private readonly written = (): void => {
     const batch = this.batch as Watched[];
     this.batch = null;
+    this.onWritten?.();
     const now = performance.now();
     this.arm(batch, this.timeoutMs, now + MAX_STRETCH * this.timeoutMs);
   };

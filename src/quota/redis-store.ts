@@ -93,8 +93,9 @@ export class RedisQuotaStore implements QuotaStore {
   ) {
     this.idempotencyMs = options.idempotencyMs ?? DEFAULT_IDEMPOTENCY_MS;
     this.keySlackMs = options.keySlackMs ?? DEFAULT_KEY_SLACK_MS;
-    this.timer = new ReplyTimer(options.timeoutMs ?? DEFAULT_STORE_TIMEOUT_MS);
-    this.cork = client instanceof Cluster || client.options.enableAutoPipelining ? null : new TurnCork();
+    const cork = client instanceof Cluster || client.options.enableAutoPipelining ? null : new TurnCork();
+    this.cork = cork;
+    this.timer = new ReplyTimer(options.timeoutMs ?? DEFAULT_STORE_TIMEOUT_MS, () => cork?.release());
     // Load the script on every (re)connection: a fresh or restarted Redis has none, and a burst of
     // charges would each pay a NOSCRIPT round trip and send the script again.
     const load = () => this.loadScript().catch(() => {});
@@ -132,10 +133,10 @@ export class RedisQuotaStore implements QuotaStore {
       call.watch(this.client.evalsha(CHARGE_SHA, limits.length + 1, args));
       return result;
     }
-    // Cork first: its setImmediate (the write) must run before the timer's (the stamp).
+    // The turn's first charge is written at once; the next ones wait for the end of the turn and go
+    // out in one writev, when the reply timer closes the batch (TurnCork).
     const client = this.client as Redis;
-    this.cork.hold(client.stream);
-    this.timer.join(call);
+    if (!this.timer.join(call)) this.cork.hold(client.stream);
     const command = new ChargeCommand(args, chargeWire(partner, args, limits));
     call.watch(client.sendCommand(command) as Promise<unknown>);
     return result;
