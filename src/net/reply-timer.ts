@@ -3,14 +3,16 @@
 //
 // The commands issued in one event-loop turn are written by the end of it (the quota store's
 // TurnCork, released by `onWritten` here; ioredis' auto-pipelining on a Cluster flushes on
-// nextTick). We stamp the batch from a setImmediate (so at, or after, the write), and arm ONE timer
-// per batch (no per-Check timer). When the timer fires, a reply may have been sitting in the socket buffer the whole time
-// while our event loop was busy (a burst, GC, a CPU hog on our core): Node runs expired timers
-// BEFORE it reads sockets. So an expired batch is judged one setImmediate later, after the poll
-// phase has read whatever Redis already sent; only calls still without a reply then are late. And
-// when the timer itself fired late (our process could not run), that lateness is given back as more
-// waiting, up to 10 × the timeout in all. Our own lag thus never reads as Redis being slow, and a
-// Redis that hangs is still caught.
+// nextTick). We stamp the turn's batch from a setImmediate (so at, or after, the write). Batches
+// then wait in one list under ONE timer for all of them (no timer per Check, nor per batch): it
+// fires at most every timeoutMs / 10, so a batch is judged between timeoutMs and 1.1 × timeoutMs
+// after it was sent, plus one poll phase. When the timer fires, a reply may have been sitting in
+// the socket buffer the whole time while our event loop was busy (a burst, GC, a CPU hog on our
+// core): Node runs expired timers BEFORE it reads sockets. So due batches are judged one
+// setImmediate later, after the poll phase has read whatever Redis already sent; only calls still
+// without a reply then are late. And when the timer itself fired late (our process could not run),
+// that lateness is given back to each due batch as more waiting, up to 10 × the timeout in all. Our
+// own lag thus never reads as Redis being slow, and a Redis that hangs is still caught.
 //
 // A call judged late is rejected with StoreTimeout (the breaker counts it). If its reply still
 // comes, `onLate` gets it: the caller gave up, but Redis may have applied the command (a charge
@@ -32,8 +34,22 @@ export interface Watched {
   expire(error: StoreTimeout): void;
 }
 
+/** A turn's calls, once written: judged at `due` (performance.now() ms), never past `hardLimit`. */
+interface Batch {
+  readonly calls: readonly Watched[];
+  due: number;
+  readonly hardLimit: number;
+}
+
 export class ReplyTimer {
+  /** This turn's calls, until written. */
   private batch: Watched[] | null = null;
+  /** Written batches with calls that may still be waiting. */
+  private readonly waiting: Batch[] = [];
+  private timer: NodeJS.Timeout | null = null;
+  /** When the timer is due (performance.now() ms). */
+  private timerAt = 0;
+  private readonly granularityMs: number;
 
   /**
    * `onWritten`: called when the turn's batch closes, before it is stamped as sent (the quota store
@@ -46,6 +62,7 @@ export class ReplyTimer {
     if (!Number.isSafeInteger(timeoutMs) || timeoutMs < 1) {
       throw new RangeError('timeoutMs must be an integer ≥ 1');
     }
+    this.granularityMs = Math.max(1, timeoutMs / 10);
   }
 
   /**
@@ -94,33 +111,61 @@ export class ReplyTimer {
     return true;
   }
 
-  // Bound once, with their state passed as timer arguments: no closures per batch.
+  /** Written batches still watched (tests). */
+  get watching(): number {
+    return this.waiting.length;
+  }
+
+  // Bound once: no closures per batch.
   private readonly written = (): void => {
-    const batch = this.batch as Watched[];
+    const calls = this.batch as Watched[];
     this.batch = null;
     this.onWritten?.();
     const now = performance.now();
-    this.arm(batch, this.timeoutMs, now + MAX_STRETCH * this.timeoutMs);
+    this.waiting.push({ calls, due: now + this.timeoutMs, hardLimit: now + MAX_STRETCH * this.timeoutMs });
+    // Batches are written in due order: a timer already armed is due no later than this one.
+    if (this.timer === null) this.arm(now + this.timeoutMs, now);
+  };
+
+  private arm(at: number, now: number): void {
+    this.timerAt = at;
+    this.timer = setTimeout(this.fired, Math.max(0, at - now));
+    this.timer.unref();
+  }
+
+  private readonly fired = (): void => {
+    setImmediate(this.judge, performance.now());
   };
 
   /**
-   * Waits `ms`, then judges the batch after one poll phase. A timer that fired late shows that our
-   * process could not run (a burst, GC, a starved CPU): that time was not Redis' — it is given back,
-   * up to MAX_STRETCH × the timeout in all, so a Redis that really hangs is still caught.
+   * One poll phase after the timer fired at `firedAt`: drops the answered batches, gives the due
+   * ones back the timer's own lateness (time our process could not run, not Redis'), expires the
+   * calls of those still unanswered past that, and arms the timer for the next due batch.
    */
-  private arm(batch: readonly Watched[], ms: number, hardLimit: number): void {
-    setTimeout(this.fired, ms, batch, performance.now() + ms, hardLimit).unref();
-  }
-
-  private readonly fired = (batch: readonly Watched[], due: number, hardLimit: number): void => {
-    setImmediate(this.judge, batch, performance.now() - due, hardLimit);
-  };
-
-  private readonly judge = (batch: readonly Watched[], late: number, hardLimit: number): void => {
-    if (batch.every(answered)) return;
+  private readonly judge = (firedAt: number): void => {
+    this.timer = null;
     const now = performance.now();
-    if (late > 1 && now < hardLimit) this.arm(batch, Math.min(late, hardLimit - now), hardLimit);
-    else expire(batch, this.timeoutMs);
+    const lateness = firedAt - this.timerAt;
+    const waiting = this.waiting;
+    let kept = 0;
+    let next = Number.POSITIVE_INFINITY;
+    for (let i = 0; i < waiting.length; i++) {
+      const batch = waiting[i] as Batch;
+      if (batch.calls.every(answered)) continue;
+      if (batch.due <= firedAt) {
+        const late = Math.min(lateness, firedAt - batch.due);
+        if (late > 1 && now < batch.hardLimit) {
+          batch.due = now + Math.min(late, batch.hardLimit - now);
+        } else {
+          expire(batch.calls, this.timeoutMs);
+          continue;
+        }
+      }
+      waiting[kept++] = batch;
+      if (batch.due < next) next = batch.due;
+    }
+    waiting.length = kept;
+    if (kept > 0) this.arm(Math.max(next, now + this.granularityMs), now);
   };
 }
 
