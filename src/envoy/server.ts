@@ -32,17 +32,18 @@ export interface CheckHandlerDeps {
 
 /**
  * One Check: the serialized CheckRequest (without the gRPC frame prefix) and the epoch ms by which
- * the caller needs the answer (Infinity = no grpc-timeout), to the serialized CheckResponse.
- * The promise never rejects.
+ * the caller needs the answer (Infinity = no grpc-timeout), to the serialized CheckResponse: the
+ * bytes themselves when every stage answered synchronously (no promise, no microtask), else a
+ * promise of them. It never throws and the promise never rejects.
  */
-export type CheckHandler = (message: Uint8Array, deadline: number) => Promise<Uint8Array>;
+export type CheckHandler = (message: Uint8Array, deadline: number) => Uint8Array | Promise<Uint8Array>;
 
 const codec = checkCodec();
 /** No stage ran. */
 const NO_TIMINGS: readonly number[] = Object.freeze([]);
 
 export function createCheckHandler(deps: CheckHandlerDeps): CheckHandler {
-  return async (message, deadline) => {
+  return (message, deadline) => {
     const started = performance.now();
     const { catalog, pipeline } = deps.runtime();
     const ctx: CheckContext = { catalog, decisionId: decisionId(), deadline };
@@ -66,9 +67,9 @@ export function createCheckHandler(deps: CheckHandlerDeps): CheckHandler {
         const normalized = normalize(wire, catalog.settings);
         if (normalized.ok) {
           request = normalized.request;
-          // A Check whose stages all answered synchronously is answered without a microtask.
           const checked = pipeline.check(request, ctx);
-          outcome = checked instanceof Promise ? await checked : checked;
+          if (checked instanceof Promise) return answerLater(deps, ctx, checked, request, started);
+          outcome = checked;
         } else {
           outcome = {
             decision: rejectUnreadable(ctx, normalized.requestId, normalized.denial),
@@ -77,13 +78,31 @@ export function createCheckHandler(deps: CheckHandlerDeps): CheckHandler {
         }
       }
     } catch (err: unknown) {
-      // The pipeline catches everything itself; this is the last line of defence.
-      const decision = failureDecision(null, ctx, undefined, '', 'internal_error', String(err));
-      outcome = { decision, timings: NO_TIMINGS, error: err };
+      outcome = lastDefence(ctx, err);
       request = null;
     }
     return answer(deps, ctx, outcome, request, started);
   };
+}
+
+/** A Check whose pipeline had to wait: answered once it has decided (one `then`). */
+function answerLater(
+  deps: CheckHandlerDeps,
+  ctx: CheckContext,
+  checked: Promise<Outcome>,
+  request: Request,
+  started: number,
+): Promise<Uint8Array> {
+  return checked.then(
+    (outcome) => answer(deps, ctx, outcome, request, started),
+    (err: unknown) => answer(deps, ctx, lastDefence(ctx, err), null, started),
+  );
+}
+
+/** The pipeline catches everything itself; this is the last line of defence. */
+function lastDefence(ctx: CheckContext, err: unknown): Outcome {
+  const decision = failureDecision(null, ctx, undefined, '', 'internal_error', String(err));
+  return { decision, timings: NO_TIMINGS, error: err };
 }
 
 /** Encodes, audits and meters one decision. An unencodable decision becomes the route's on_error. */

@@ -31,9 +31,9 @@ export async function startGrpcJsListener(options: ListenerOptions): Promise<Lis
   server.addService(authorizationService, {
     Check: (call: grpc.ServerUnaryCall<Buffer, Uint8Array>, callback: grpc.sendUnaryData<Uint8Array>) => {
       const deadline = call.getDeadline();
-      check(call.request, deadline instanceof Date ? deadline.getTime() : deadline).then((bytes) =>
-        callback(null, bytes),
-      );
+      const answer = check(call.request, deadline instanceof Date ? deadline.getTime() : deadline);
+      if (answer instanceof Promise) answer.then((bytes) => callback(null, bytes));
+      else callback(null, answer);
     },
   });
   health.addToServer(server);

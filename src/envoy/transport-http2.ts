@@ -315,7 +315,9 @@ export async function startHttp2Listener(options: ListenerOptions): Promise<List
         }
         const deadline = Date.now() + timeout;
         readUnary(stream, maxMessageBytes, (message) => {
-          check(message, deadline).then((answer) => sendUnary(stream, answer));
+          const answer = check(message, deadline);
+          if (answer instanceof Promise) answer.then((bytes) => sendUnary(stream, bytes));
+          else sendUnary(stream, answer);
         });
         return;
       }
