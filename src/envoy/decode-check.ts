@@ -70,9 +70,14 @@ export function decodeCheckRequest(bytes: Uint8Array): WireCheckRequest {
   return { attributes };
 }
 
+/** Refuses a known field sent with another wire type than its own: it would be misread. */
+function expect(tag: number, wireType: number, field: string): void {
+  if ((tag & 7) !== wireType) throw new Error(`${field}: wire type ${tag & 7}, expected ${wireType}`);
+}
+
 /** The end of the length-delimited field just tagged `tag` (its wire type checked). */
 function end(r: Reader, tag: number, field: string): number {
-  if ((tag & 7) !== LEN) throw new Error(`${field}: wire type ${tag & 7}, expected ${LEN}`);
+  expect(tag, LEN, field);
   const length = r.uint32();
   const to = r.pos + length;
   if (to > r.len) throw new RangeError(`${field}: length ${length} runs past the end of the message`);
@@ -86,12 +91,12 @@ function closed<T>(r: Reader, to: number, field: string, value: T): T {
 }
 
 function string(r: Reader, tag: number, field: string): string {
-  if ((tag & 7) !== LEN) throw new Error(`${field}: wire type ${tag & 7}, expected ${LEN}`);
+  expect(tag, LEN, field);
   return r.string();
 }
 
 function bytes(r: Reader, tag: number, field: string): Uint8Array {
-  if ((tag & 7) !== LEN) throw new Error(`${field}: wire type ${tag & 7}, expected ${LEN}`);
+  expect(tag, LEN, field);
   return r.bytes();
 }
 
@@ -288,7 +293,7 @@ function socketAddress(r: Reader, to: number): { address: string; port: number }
       const inner = r.uint32();
       if (inner >>> 3 === 2) address = string(r, inner, 'SocketAddress.address');
       else if (inner >>> 3 === 3) {
-        if ((inner & 7) !== VARINT) throw new Error(`SocketAddress.port_value: wire type ${inner & 7}`);
+        expect(inner, VARINT, 'SocketAddress.port_value');
         port = r.uint32();
       } else r.skipType(inner & 7);
     }

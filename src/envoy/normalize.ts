@@ -194,9 +194,9 @@ function readPeer(peer: WirePeer | null): Peer {
 }
 
 /**
- * The peer, its certificate decoded and URL-decoded on first read. A class rather than an object literal with
- * a getter: no closure and no accessor per Check. The cache is a private field, which a frozen
- * object still lets its own methods write.
+ * The peer, its certificate decoded and URL-decoded on first read. A class rather than an object
+ * literal with a getter: no closure and no accessor per Check. The cache is a private field, which
+ * a frozen object still lets its own methods write.
  */
 class WireBackedPeer implements Peer {
   readonly address: string;

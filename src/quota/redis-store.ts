@@ -374,7 +374,7 @@ function wireOf(partner: string, spec: LimitSpec): Wire {
  * - no ioredis timer per charge: the store's ReplyTimer already fails any charge unanswered after
  *   at most 10 × its timeout (MAX_STRETCH), so ioredis' commandTimeout backstop would only add a
  *   setTimeout and a closure to every Check. Other commands (refunds, SCRIPT LOAD) keep it.
- * test/unit/charge-command.test.ts holds the text to ioredis' own encoding of the same arguments.
+ * test/integration/quota-redis.test.ts holds its text to ioredis' own encoding of the same arguments.
  */
 export class ChargeCommand extends Command {
   readonly #wire: string;
@@ -395,7 +395,7 @@ export class ChargeCommand extends Command {
 const UTF8_REPLY = { replyEncoding: 'utf8' } as const;
 
 /** `$<bytes>\r\n<text>\r\n`: one RESP bulk string. */
-export function bulk(text: string): string {
+function bulk(text: string): string {
   return `$${Buffer.byteLength(text)}\r\n${text}\r\n`;
 }
 
