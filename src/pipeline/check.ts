@@ -27,6 +27,7 @@ import {
   type ContentFindings,
   type Identity,
   type QuotaOutcome,
+  type Settlement,
 } from './outcomes.js';
 import type { Stages } from './types.js';
 import { mustBeScanned } from './unscanned.js';
@@ -106,9 +107,9 @@ export class Pipeline {
 /** The Check is answered: settle its charge, now or (if the charge is still in flight) when it lands. */
 function settled(run: CheckRun, outcome: Outcome): Outcome {
   run.verdict = verdictOf(outcome.decision);
-  const settle = run.settle;
-  run.settle = undefined;
-  settle?.(run.verdict);
+  const settlement = run.settlement;
+  run.settlement = undefined;
+  settlement?.settle(run.verdict);
   return outcome;
 }
 
@@ -250,7 +251,7 @@ class CheckRun {
   /** Set once the Check was answered without its pipeline (the deadline): admitted late, it stops. */
   answered = false;
   /** The quota charge's settlement, until the Check is answered. */
-  settle: ((verdict: Verdict) => void) | undefined = undefined;
+  settlement: Settlement | undefined = undefined;
   /** Set once the Check is answered: what its charge deserves (a charge made later is settled so). */
   verdict: Verdict | undefined = undefined;
   /** Epoch ms (the pipeline's clock) by which the pipeline answers anyway. */
@@ -362,10 +363,10 @@ class CheckRun {
   private charged(quota: StageResult<QuotaOutcome>): Decision | Promise<Decision> {
     this.lap();
     if (!quota.ok) return this.refused(this.caller(), quota.denial);
-    const settle = quota.value.settle;
-    if (settle && this.verdict)
-      settle(this.verdict); // answered already (the deadline): settle at once
-    else this.settle = settle;
+    const settlement = quota.value.settlement;
+    if (settlement && this.verdict)
+      settlement.settle(this.verdict); // answered already (the deadline): settle at once
+    else this.settlement = settlement;
     this.charge = quota.value;
     // The scan ends SCAN_VERDICT_MS before the pipeline's own timer fires (both set from answerBy), so
     // a slow scanner is always answered by the scan's declared behaviour, never by the route's on_error.

@@ -53,11 +53,14 @@ export interface QuotaOutcome {
   readonly headers: readonly Header[];
   /** For the audit log: shadow refusals, local fallback. '' when there is nothing to say. */
   readonly note: string;
-  /**
-   * Present when a charge was made: call it once with the Check's final answer — `refund` when it
-   * was refused for a reason that is not the partner's (a 5xx), `keep` otherwise.
-   */
-  readonly settle?: (verdict: 'keep' | 'refund') => void;
+  /** Present when a charge was made: settle it once with the Check's final answer. */
+  readonly settlement?: Settlement;
+}
+
+/** A charge made for a Check, waiting for the Check's final answer. */
+export interface Settlement {
+  /** `refund` when the Check was refused for a reason that is not the partner's (a 5xx), `keep` otherwise. */
+  settle(verdict: 'keep' | 'refund'): void;
 }
 
 /** What the content stages found, for the audit line. null when the route inspects nothing. */

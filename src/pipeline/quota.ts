@@ -16,10 +16,17 @@ import { type ChargedIds, chargedIdKey } from '../quota/charged-ids.js';
 import { periodText } from '../quota/describe.js';
 import { quotaHeaders, retryAfterSeconds } from '../quota/headers.js';
 import type { OverLimitCache } from '../quota/over-limit.js';
-import type { ChargeRequest, ChargeResult, LimitSpec, LimitState, QuotaStore } from '../quota/types.js';
+import type {
+  ChargeRequest,
+  ChargeResult,
+  ChargeSink,
+  LimitSpec,
+  LimitState,
+  QuotaStore,
+} from '../quota/types.js';
 import type { Request } from '../request.js';
 import { type MaybePromise, pass, refuse, type StageResult } from '../stage.js';
-import type { Identity, QuotaOutcome } from './outcomes.js';
+import type { Identity, QuotaOutcome, Settlement } from './outcomes.js';
 import { Plans, type QuotaPlan, type WindowAt } from './quota-plan.js';
 
 const NONE: QuotaOutcome = Object.freeze({ headers: [], note: '' });
@@ -31,11 +38,13 @@ export interface QuotaEvents {
   refunded?(ok: boolean, error?: unknown): void;
 }
 
+type ChargingStore = Pick<QuotaStore, 'charge' | 'chargeTo' | 'refund'>;
+
 export interface QuotaDeps {
   /** The shared store (Redis, behind its circuit breaker), or the in-memory one without Redis. */
-  readonly store: Pick<QuotaStore, 'charge' | 'refund'>;
+  readonly store: ChargingStore;
   /** fail_open: the same limits in this process, divided by the replica count. null = none. */
-  readonly fallback: Pick<QuotaStore, 'charge' | 'refund'> | null;
+  readonly fallback: ChargingStore | null;
   /** Request ids this replica allowed (for free retries); absent = always ask the store. */
   readonly charged?: ChargedIds;
   readonly windowAt: WindowAt;
@@ -59,12 +68,12 @@ export function createQuotaStage(deps: QuotaDeps) {
   };
 
   /** Charges the plan's limits (at least one). */
-  async function chargeLimits(
+  function chargeLimits(
     request: Request,
     route: RoutePolicy,
     partner: Partner | null,
     plan: QuotaPlan,
-  ): Promise<StageResult<QuotaOutcome>> {
+  ): MaybePromise<StageResult<QuotaOutcome>> {
     const now = deps.clock.now();
     const specs = plan.specsFor(request, now, deps.windowAt);
     const { owner, scope } = plan;
@@ -99,30 +108,93 @@ export function createQuotaStage(deps: QuotaDeps) {
       return refuse(refusal(route, plan.policies, [spec], [state], 'known over the limit (local cache)'));
     }
 
-    let result: ChargeResult;
-    let note = '';
-    let fromFallback = false;
     const charge: ChargeRequest = { partner: owner, requestId, scope, limits: specs, nowMs: now };
-    try {
-      result = await deps.store.charge(charge);
-    } catch (error: unknown) {
-      // The store refusing our own arguments is a bug of ours (internal_error), not Redis being down.
-      if (error instanceof RangeError) throw error;
-      const behaviour = plan.onStoreError;
-      deps.events.storeFailed(behaviour, error);
-      if (behaviour === 'fail_closed' || !deps.fallback) {
-        return refuse({
-          code: 'quota_unavailable',
-          ...(partner ? { partner: partner.id } : {}),
-          reason: `quota store: ${describe(error)}`,
-        });
-      }
-      result = await deps.fallback.charge(charge);
-      fromFallback = true;
-      note = `quota store failed (${describe(error)}): charged this replica's share`;
-    }
-    deps.events.charged(plan.label, specs, result);
+    return new QuotaCharge(deps, route, partner, plan, charge, idKey).start();
+  }
+}
 
+/**
+ * One charge of the quota stage, from the store's answer to the stage's result, and then the
+ * Check's settlement (Settlement). It is the store's sink (QuotaStore.chargeTo), so the way from
+ * Redis' reply to the stage's result holds one promise, made only when the store answers later.
+ */
+class QuotaCharge implements ChargeSink, Settlement {
+  private fromFallback = false;
+  private note = '';
+  private result: ChargeResult | null = null;
+  /** The result, when the store answered before start() returned; then no promise is made. */
+  private early: StageResult<QuotaOutcome> | null = null;
+  private earlyError: { readonly error: unknown } | null = null;
+  resolve: ((result: StageResult<QuotaOutcome>) => void) | null = null;
+  reject: ((error: unknown) => void) | null = null;
+
+  constructor(
+    private readonly deps: QuotaDeps,
+    private readonly route: RoutePolicy,
+    private readonly partner: Partner | null,
+    private readonly plan: QuotaPlan,
+    private readonly request: ChargeRequest,
+    /** The ChargedIds key of the request id; '' = none. */
+    private readonly idKey: string,
+  ) {}
+
+  start(): MaybePromise<StageResult<QuotaOutcome>> {
+    chargeInto(this.deps.store, this.request, this);
+    if (this.early !== null) return this.early;
+    if (this.earlyError !== null) throw this.earlyError.error;
+    capturing = this;
+    return new Promise(captureResolvers);
+  }
+
+  charged(result: ChargeResult): void {
+    let outcome: StageResult<QuotaOutcome>;
+    try {
+      outcome = this.judge(result);
+    } catch (error: unknown) {
+      this.fail(error);
+      return;
+    }
+    if (this.resolve === null) this.early = outcome;
+    else this.resolve(outcome);
+  }
+
+  failed(error: unknown): void {
+    // The store refusing our own arguments is a bug of ours (internal_error), not Redis being down;
+    // so is the fallback failing.
+    if (error instanceof RangeError || this.fromFallback) {
+      this.fail(error);
+      return;
+    }
+    const { deps, plan, partner } = this;
+    const behaviour = plan.onStoreError;
+    deps.events.storeFailed(behaviour, error);
+    if (behaviour === 'fail_closed' || !deps.fallback) {
+      const denial = refuse({
+        code: 'quota_unavailable',
+        ...(partner ? { partner: partner.id } : {}),
+        reason: `quota store: ${describe(error)}`,
+      });
+      if (this.resolve === null) this.early = denial;
+      else this.resolve(denial);
+      return;
+    }
+    this.fromFallback = true;
+    this.note = `quota store failed (${describe(error)}): charged this replica's share`;
+    chargeInto(deps.fallback, this.request, this);
+  }
+
+  private fail(error: unknown): void {
+    if (this.reject === null) this.earlyError = { error };
+    else this.reject(error);
+  }
+
+  /** The stage's result for the store's answer. */
+  private judge(result: ChargeResult): StageResult<QuotaOutcome> {
+    const { deps, plan, route } = this;
+    const specs = this.request.limits;
+    const now = this.request.nowMs;
+    deps.events.charged(plan.label, specs, result);
+    let note = this.note;
     const states = result.limits;
     const shadowRefusals = shadowRefusing(states);
     if (shadowRefusals !== '') {
@@ -136,32 +208,64 @@ export function createQuotaStage(deps: QuotaDeps) {
         const s = states[i] as LimitState;
         const spec = specs[i];
         if (
-          !fromFallback &&
+          !this.fromFallback &&
           s.exceeded &&
           !s.shadow &&
           s.retryAfterMs > 0 &&
           spec?.cost === 1 &&
           !spec.scope
         ) {
-          deps.overLimit.remember(owner, s.id, now + s.retryAfterMs);
+          deps.overLimit.remember(plan.owner, s.id, now + s.retryAfterMs);
         }
       }
       return refuse(refusal(route, plan.policies, specs, states, note));
     }
-    const store = fromFallback && deps.fallback ? deps.fallback : deps.store;
-    const charged = result;
-    const settle = (verdict: 'keep' | 'refund') => {
-      if (verdict === 'keep') {
-        if (idKey) deps.charged?.remember(idKey, { atMs: now, limits: charged.limits });
-      } else if (!charged.duplicate) {
-        store.refund(charge, charged).then(
-          () => deps.events.refunded?.(true),
-          (error: unknown) => deps.events.refunded?.(false, error),
-        );
-      }
-    };
-    return pass({ headers: quotaHeaders(specs, states, route.quota.headers), note, settle });
+    this.result = result;
+    return pass({ headers: quotaHeaders(specs, states, route.quota.headers), note, settlement: this });
   }
+
+  /** Settlement: what the Check's final answer means for the charge. */
+  settle(verdict: 'keep' | 'refund'): void {
+    const charged = this.result;
+    if (charged === null) return;
+    const { deps } = this;
+    if (verdict === 'keep') {
+      if (this.idKey)
+        deps.charged?.remember(this.idKey, { atMs: this.request.nowMs, limits: charged.limits });
+    } else if (!charged.duplicate) {
+      const store = this.fromFallback && deps.fallback ? deps.fallback : deps.store;
+      store.refund(this.request, charged).then(
+        () => deps.events.refunded?.(true),
+        (error: unknown) => deps.events.refunded?.(false, error),
+      );
+    }
+  }
+}
+
+/** A store's charge into `sink`: by chargeTo when it has one, else through its promise. */
+function chargeInto(store: ChargingStore, request: ChargeRequest, sink: ChargeSink): void {
+  if (store.chargeTo) {
+    store.chargeTo(request, sink);
+    return;
+  }
+  store.charge(request).then(
+    (result) => sink.charged(result),
+    (error: unknown) => sink.failed(error),
+  );
+}
+
+// The promise executor as a plain function (no closure per charge): `new Promise` runs it at once,
+// so it hands the resolvers to the QuotaCharge that set `capturing` just before.
+let capturing: QuotaCharge | null = null;
+
+function captureResolvers(
+  resolve: (result: StageResult<QuotaOutcome>) => void,
+  reject: (error: unknown) => void,
+): void {
+  const charge = capturing as QuotaCharge;
+  capturing = null;
+  charge.resolve = resolve;
+  charge.reject = reject;
 }
 
 /** The ids of the shadow limits that would have refused, `a, b`; '' when none. */

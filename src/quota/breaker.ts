@@ -19,7 +19,7 @@
 //   is back about 100 + 2 × 100 ms after the connection is.
 //
 // Refunds are not charges: they go straight to the store and never move the circuit.
-import type { ChargeRequest, ChargeResult, QuotaStore } from './types.js';
+import type { ChargeRequest, ChargeResult, ChargeSink, QuotaStore } from './types.js';
 
 export interface BreakerOptions {
   /** Pause after opening before the ramp may start. Default 100 ms. */
@@ -81,7 +81,7 @@ export class StoreBreaker {
   private readonly stepMs: number;
 
   constructor(
-    private readonly store: Pick<QuotaStore, 'charge' | 'refund'>,
+    private readonly store: Pick<QuotaStore, 'charge' | 'chargeTo' | 'refund'>,
     options: BreakerOptions = DEFAULT_BREAKER,
     private readonly deps: BreakerDeps = { now: () => performance.now() },
   ) {
@@ -103,17 +103,36 @@ export class StoreBreaker {
     return this.store.charge(request).then(this.succeeded, this.failed);
   }
 
+  /** charge() without a promise (QuotaStore.chargeTo); refused at once while open, like charge(). */
+  chargeTo(request: ChargeRequest, sink: ChargeSink): void {
+    if (!this.admit(this.deps.now())) {
+      sink.failed(new CircuitOpen(this.current));
+      return;
+    }
+    const watched = new BreakerWatch(this, sink);
+    if (this.store.chargeTo) this.store.chargeTo(request, watched);
+    else this.store.charge(request).then(watched.charged.bind(watched), watched.failed.bind(watched));
+  }
+
   // Bound once: no closures per charge.
   private readonly succeeded = (result: ChargeResult): ChargeResult => {
-    this.record(this.deps.now(), false);
+    this.recordSuccess();
     return result;
   };
 
   private readonly failed = (error: unknown): never => {
-    // A charge we built wrong is our bug: it says nothing about Redis.
-    if (!(error instanceof RangeError)) this.record(this.deps.now(), true);
+    this.recordFailure(error);
     throw error;
   };
+
+  recordSuccess(): void {
+    this.record(this.deps.now(), false);
+  }
+
+  recordFailure(error: unknown): void {
+    // A charge we built wrong is our bug: it says nothing about Redis.
+    if (!(error instanceof RangeError)) this.record(this.deps.now(), true);
+  }
 
   refund(request: ChargeRequest, result: ChargeResult): Promise<void> {
     return this.store.refund(request, result);
@@ -211,6 +230,24 @@ export class StoreBreaker {
     }
     this.newest = (this.newest + elapsed) % BUCKETS;
     this.bucketAt += elapsed * this.bucketMs;
+  }
+}
+
+/** One charge on its way through the breaker: counted, then handed to the caller's sink. */
+class BreakerWatch implements ChargeSink {
+  constructor(
+    private readonly breaker: StoreBreaker,
+    private readonly sink: ChargeSink,
+  ) {}
+
+  charged(result: ChargeResult): void {
+    this.breaker.recordSuccess();
+    this.sink.charged(result);
+  }
+
+  failed(error: unknown): void {
+    this.breaker.recordFailure(error);
+    this.sink.failed(error);
   }
 }
 

@@ -26,7 +26,7 @@ import {
   validateCharge,
 } from './algorithms.js';
 import { refundCosts, refundState } from './refund.js';
-import type { ChargeRequest, ChargeResult, LimitSpec, LimitState, QuotaStore } from './types.js';
+import type { ChargeRequest, ChargeResult, ChargeSink, LimitSpec, LimitState, QuotaStore } from './types.js';
 
 export interface MemoryQuotaStoreOptions {
   /** Most limit states kept (LRU). Default 100 000. */
@@ -68,6 +68,18 @@ export class MemoryQuotaStore implements QuotaStore {
 
   async charge(request: ChargeRequest): Promise<ChargeResult> {
     return this.chargeNow(request);
+  }
+
+  /** QuotaStore.chargeTo: answers `sink` before returning. */
+  chargeTo(request: ChargeRequest, sink: ChargeSink): void {
+    let result: ChargeResult;
+    try {
+      result = this.chargeNow(request);
+    } catch (error: unknown) {
+      sink.failed(error);
+      return;
+    }
+    sink.charged(result);
   }
 
   async peek(partner: string, limits: readonly LimitSpec[], nowMs: number): Promise<readonly LimitState[]> {

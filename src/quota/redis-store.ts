@@ -34,7 +34,7 @@ import { DEFAULT_IDEMPOTENCY_MS, normalizeRequestId, validateCharge } from './al
 import { CHARGE_LUA } from './charge-script.js';
 import { refundCosts } from './refund.js';
 import { REFUND_LUA } from './refund-script.js';
-import type { ChargeRequest, ChargeResult, LimitSpec, LimitState, QuotaStore } from './types.js';
+import type { ChargeRequest, ChargeResult, ChargeSink, LimitSpec, LimitState, QuotaStore } from './types.js';
 
 export type RedisClient = Redis | Cluster;
 
@@ -109,37 +109,38 @@ export class RedisQuotaStore implements QuotaStore {
     }
   }
 
-  /**
-   * One EVALSHA, watched by the reply timer. Built for the hot path: no async layers, one promise
-   * for the caller (ChargeCall), the limits' constant arguments and keys reused per spec (wireOf).
-   */
   charge(request: ChargeRequest): Promise<ChargeResult> {
+    return new Promise((resolve, reject) => this.chargeTo(request, { charged: resolve, failed: reject }));
+  }
+
+  /**
+   * One EVALSHA, watched by the reply timer; its outcome goes to `sink` (QuotaStore.chargeTo).
+   * Built for the hot path: no promise from the write to the sink on a standalone or Sentinel
+   * client (ChargeCommand), the limits' constant arguments and keys reused per spec (wireOf).
+   */
+  chargeTo(request: ChargeRequest, sink: ChargeSink): void {
     const { partner, requestId, limits, nowMs } = request;
     try {
       validateCharge(partner, limits, nowMs);
       this.checkSlots(partner, limits);
     } catch (error: unknown) {
-      return Promise.reject(error);
+      sink.failed(error);
+      return;
     }
     const ridTtl = requestId === '' ? 0 : this.idempotencyMs;
-    const args = this.scriptArgs('c', partner, requestId, request.scope ?? '', limits, nowMs, ridTtl);
-    const call = new ChargeCall(this, request, args);
-    const result = new Promise<ChargeResult>((resolve, reject) => {
-      call.resolve = resolve;
-      call.reject = reject;
-    });
+    const ridKey = requestIdKey(partner, requestId, request.scope ?? '');
+    const head = this.argvHead('c', nowMs, ridTtl, limits.length);
+    const call = new ChargeCall(this, request, ridKey, head, sink);
     if (this.cork === null) {
       this.timer.join(call);
-      call.watch(this.client.evalsha(CHARGE_SHA, limits.length + 1, args));
-      return result;
+      call.watch(this.client.evalsha(CHARGE_SHA, limits.length + 1, call.args));
+      return;
     }
     // The turn's first charge is written at once; the next ones wait for the end of the turn and go
     // out in one writev, when the reply timer closes the batch (TurnCork).
     const client = this.client as Redis;
     if (!this.timer.join(call)) this.cork.hold(client.stream);
-    const command = new ChargeCommand(args, chargeWire(partner, args, limits));
-    call.watch(client.sendCommand(command) as Promise<unknown>);
-    return result;
+    client.sendCommand(new ChargeCommand(call, chargeWire(partner, ridKey, head, limits)));
   }
 
   /** EVAL of the charge script, after EVALSHA met NOSCRIPT (ChargeCall). */
@@ -261,36 +262,61 @@ export class RedisQuotaStore implements QuotaStore {
     nowMs: number,
     ridTtl: number,
   ): string[] {
-    const n = limits.length;
-    const args = new Array<string>(2 + 2 * n);
-    args[0] = requestIdKey(partner, requestId, scope);
-    args[1 + n] = `${mode}:${nowMs}:${ridTtl}:${this.keySlackMs}:${n}`;
-    let a = 2 + n;
-    for (let i = 0; i < n; i++) {
-      const wire = wireOf(partner, limits[i] as LimitSpec);
-      args[1 + i] = wire.key;
-      args[a++] = wire.argv;
-    }
-    return args;
+    const head = this.argvHead(mode, nowMs, ridTtl, limits.length);
+    return scriptArgs(partner, requestIdKey(partner, requestId, scope), head, limits);
+  }
+
+  /** The script's first ARGV: mode, time, the request id's TTL, key slack, number of limits. */
+  private argvHead(mode: 'c' | 'p', nowMs: number, ridTtl: number, n: number): string {
+    return `${mode}:${nowMs}:${ridTtl}:${this.keySlackMs}:${n}`;
   }
 }
 
+/** KEYS (the request id's, then each limit's) then ARGV (`head`, then each limit's). */
+function scriptArgs(partner: string, ridKey: string, head: string, limits: readonly LimitSpec[]): string[] {
+  const n = limits.length;
+  const args = new Array<string>(2 + 2 * n);
+  args[0] = ridKey;
+  args[1 + n] = head;
+  let a = 2 + n;
+  for (let i = 0; i < n; i++) {
+    const wire = wireOf(partner, limits[i] as LimitSpec);
+    args[1 + i] = wire.key;
+    args[a++] = wire.argv;
+  }
+  return args;
+}
+
+/** Who receives a ChargeCommand's reply: its ChargeCall. */
+export interface ReplyTarget {
+  /** The script's KEYS then ARGV, as the array ioredis would send (built on demand). */
+  readonly args: readonly string[];
+  replied(reply: unknown): void;
+  failed(error: unknown): void;
+}
+
 /**
- * One charge in flight: the caller's promise, the reply timer's view of it (`state`, `expire`), and
+ * One charge in flight: the caller's sink, the reply timer's view of it (`state`, `expire`), and
  * what to do with a reply, late or not. One object instead of a closure per step.
  */
-class ChargeCall implements Watched {
+class ChargeCall implements Watched, ReplyTarget {
   state: 0 | 1 | 2 = 0;
-  resolve: (result: ChargeResult) => void = noop;
-  reject: (error: unknown) => void = noop;
   private retried = false;
 
   constructor(
     private readonly store: RedisQuotaStore,
     private readonly request: ChargeRequest,
-    private readonly args: readonly string[],
+    private readonly ridKey: string,
+    private readonly head: string,
+    private readonly sink: ChargeSink,
   ) {}
 
+  /** The script's KEYS then ARGV, built only where a command needs them as an array. */
+  get args(): string[] {
+    return scriptArgs(this.request.partner, this.ridKey, this.head, this.request.limits);
+  }
+
+  /** The reply of a command sent with a promise (a Cluster, the EVAL after NOSCRIPT). */
   watch(reply: Promise<unknown>): void {
     reply.then(
       (value) => this.replied(value),
@@ -301,10 +327,10 @@ class ChargeCall implements Watched {
   expire(error: StoreTimeout): void {
     this.state = 2;
     this.store.timedOut(this.request);
-    this.reject(error);
+    this.sink.failed(error);
   }
 
-  private replied(value: unknown): void {
+  replied(value: unknown): void {
     const limits = this.request.limits;
     let reply: number[];
     try {
@@ -318,10 +344,10 @@ class ChargeCall implements Watched {
       return;
     }
     this.state = 1;
-    this.resolve({ allowed: reply[0] === 1, duplicate: reply[1] === 1, limits: states(limits, reply) });
+    this.sink.charged({ allowed: reply[0] === 1, duplicate: reply[1] === 1, limits: states(limits, reply) });
   }
 
-  private failed(error: unknown): void {
+  failed(error: unknown): void {
     if (this.state === 2) return;
     if (!this.retried && isNoScript(error)) {
       // A restarted or flushed Redis: send the script itself, once, under the same timer.
@@ -331,11 +357,9 @@ class ChargeCall implements Watched {
     }
     this.state = 1;
     if (isTimeout(error)) this.store.timedOut(this.request);
-    this.reject(error);
+    this.sink.failed(error);
   }
 }
-
-function noop(): void {}
 
 function isNoScript(error: unknown): boolean {
   return error instanceof Error && error.message.startsWith('NOSCRIPT');
@@ -368,9 +392,11 @@ function wireOf(partner: string, spec: LimitSpec): Wire {
 
 /**
  * EVALSHA of the charge script on a standalone or Sentinel client: the command ioredis would send
- * for `client.evalsha(CHARGE_SHA, n + 1, args)`, with two differences that matter at every Check:
+ * for `client.evalsha(CHARGE_SHA, n + 1, args)`, with three differences that matter at every Check:
  * - its RESP text comes from chargeWire (a dozen joins of mostly cached pieces), not from
  *   ioredis' toWritable (five joins per argument: ~1.4 KB of intermediate strings per charge);
+ * - no promise: ioredis hands the reply (or the error) to `resolve` (or `reject`), which pass it
+ *   straight to the ChargeCall, undecoded (a Buffer: decodeReply reads its bytes);
  * - no ioredis timer per charge: the store's ReplyTimer already fails any charge unanswered after
  *   at most 10 × its timeout (MAX_STRETCH), so ioredis' commandTimeout backstop would only add a
  *   setTimeout and a closure to every Check. Other commands (refunds, SCRIPT LOAD) keep it.
@@ -379,8 +405,13 @@ function wireOf(partner: string, spec: LimitSpec): Wire {
 export class ChargeCommand extends Command {
   readonly #wire: string;
 
-  constructor(args: readonly string[], wire: string) {
-    super('evalsha', [CHARGE_SHA, String((args.length - 2) / 2 + 1), ...args], UTF8_REPLY);
+  constructor(
+    readonly call: ReplyTarget,
+    wire: string,
+  ) {
+    // ioredis reads `args` only for error texts (err.command) and keys (a Cluster, a keyPrefix: not
+    // ours): the charge's text is all in `wire`.
+    super('evalsha', NO_ARGS);
     this.#wire = wire;
   }
 
@@ -391,8 +422,32 @@ export class ChargeCommand extends Command {
   override setTimeout(_ms: number): void {}
 }
 
-/** ioredis' reply decoding for evalsha (what client.evalsha asks for). */
-const UTF8_REPLY = { replyEncoding: 'utf8' } as const;
+// Command's constructor calls initPromise(), which makes the promise, its resolvers and three
+// closures. ioredis only ever calls `resolve`/`reject` on a command it wrote, and reads `promise`
+// only to return it from sendCommand (or to trace it): a settled constant serves. (initPromise is
+// private in ioredis' types, hence the prototype assignment.)
+(ChargeCommand.prototype as unknown as { initPromise(this: ChargeCommand): void }).initPromise =
+  function initPromise(this: ChargeCommand): void {
+    this.isResolved = false;
+    this.isSettled = false;
+    this.promise = SETTLED;
+    this.resolve = replyToCall;
+    this.reject = errorToCall;
+  };
+
+const SETTLED: Promise<unknown> = Promise.resolve(null);
+const NO_ARGS: string[] = [];
+
+function replyToCall(this: ChargeCommand, reply: unknown): void {
+  this.isResolved = true;
+  this.isSettled = true;
+  this.call.replied(reply);
+}
+
+function errorToCall(this: ChargeCommand, error: unknown): void {
+  this.isSettled = true;
+  this.call.failed(error);
+}
 
 /** `$<bytes>\r\n<text>\r\n`: one RESP bulk string. */
 function bulk(text: string): string {
@@ -412,11 +467,11 @@ function evalshaPrefix(n: number): string {
 }
 
 /**
- * The RESP text of EVALSHA CHARGE_SHA n+1 `args` (scriptArgs' KEYS then ARGV): the limits' keys and
+ * The RESP text of EVALSHA CHARGE_SHA n+1 with scriptArgs' KEYS then ARGV: the limits' keys and
  * arguments as bulk strings cached with their Wire, only the request id key and the first argument
  * built per charge.
  */
-function chargeWire(partner: string, args: readonly string[], limits: readonly LimitSpec[]): string {
+function chargeWire(partner: string, ridKey: string, head: string, limits: readonly LimitSpec[]): string {
   const n = limits.length;
   let keys = '';
   let argv = '';
@@ -425,7 +480,7 @@ function chargeWire(partner: string, args: readonly string[], limits: readonly L
     keys += wire.keyBulk;
     argv += wire.argvBulk;
   }
-  return `${evalshaPrefix(n)}${bulk(args[0] as string)}${keys}${bulk(args[1 + n] as string)}${argv}`;
+  return `${evalshaPrefix(n)}${bulk(ridKey)}${keys}${bulk(head)}${argv}`;
 }
 
 /**
@@ -439,17 +494,25 @@ function isTimeout(error: unknown): boolean {
   return error instanceof StoreTimeout || (error instanceof Error && error.message === 'Command timed out');
 }
 
-/** The script's reply, `1:0:99:59000:0:0:…` (charge-script.ts), as its 2 + 4n integers. */
+/**
+ * The script's reply, `1:0:99:59000:0:0:…` (charge-script.ts), as its 2 + 4n integers: a string
+ * (ioredis' utf8 reply) or its bytes (ChargeCommand's raw reply; the text is ASCII).
+ */
 export function decodeReply(reply: unknown, n: number): number[] {
   const expected = 2 + 4 * n;
-  if (typeof reply !== 'string') throw unexpectedReply(reply);
+  let text = '';
+  let bytes: Uint8Array | null = null;
+  if (reply instanceof Uint8Array) bytes = reply;
+  else if (typeof reply === 'string') text = reply;
+  else throw unexpectedReply(reply);
+  const length = bytes === null ? text.length : bytes.length;
   const out = new Array<number>(expected);
   let count = 0;
   let value = 0;
   let digits = 0;
   let negative = false;
-  for (let i = 0; i <= reply.length; i++) {
-    const c = i < reply.length ? reply.charCodeAt(i) : COLON;
+  for (let i = 0; i <= length; i++) {
+    const c = i === length ? COLON : bytes === null ? text.charCodeAt(i) : (bytes[i] as number);
     if (c === COLON) {
       if (digits === 0 || count === expected) throw unexpectedReply(reply);
       out[count++] = negative ? -value : value;
@@ -475,7 +538,8 @@ const ZERO = 0x30;
 const NINE = 0x39;
 
 function unexpectedReply(reply: unknown): Error {
-  return new Error(`quota script: unexpected reply ${JSON.stringify(reply)?.slice(0, 200)}`);
+  const shown = reply instanceof Uint8Array ? Buffer.from(reply).toString('latin1') : reply;
+  return new Error(`quota script: unexpected reply ${JSON.stringify(shown)?.slice(0, 200)}`);
 }
 
 function states(limits: readonly LimitSpec[], reply: readonly number[]): LimitState[] {

@@ -86,8 +86,20 @@ export interface ChargeResult {
   readonly limits: readonly LimitState[];
 }
 
+/** Receives one charge's outcome: exactly one of its methods, once (QuotaStore.chargeTo). */
+export interface ChargeSink {
+  charged(result: ChargeResult): void;
+  failed(error: unknown): void;
+}
+
 export interface QuotaStore {
   charge(request: ChargeRequest): Promise<ChargeResult>;
+  /**
+   * charge() without a promise: the outcome goes to `sink`, possibly before chargeTo returns (an
+   * in-process store, a refused argument, an open circuit). The quota stage's path: a charge costs
+   * no promise and no microtask hop per layer. Absent = the stage adapts charge().
+   */
+  chargeTo?(request: ChargeRequest, sink: ChargeSink): void;
   /**
    * Gives back what `charge(request)` charged when it answered `result` (allowed, not a duplicate):
    * the Check was then answered otherwise, for a reason that is not the partner's. Keyed by the

@@ -495,17 +495,24 @@ describe('standalone redis-server', () => {
     assert.equal(charges.length, requests.length);
     for (const command of charges) {
       assert.ok(command instanceof ChargeCommand);
-      const reference = new Command('evalsha', command.args);
+      const args = command.call.args;
+      const n = (args.length - 2) / 2;
+      const reference = new Command('evalsha', [CHARGE_SHA, String(n + 1), ...args]);
       assert.equal(command.toWritable({}), reference.toWritable({}));
     }
+    // No promise per charge: every ChargeCommand returns the same settled constant to ioredis.
+    assert.equal(charges[0]?.promise, charges[2]?.promise);
     // ioredis' commandTimeout (1 s on this client) would reject a plain command 1 ms after this;
     // a charge's stays pending: its timeout is the store's.
     const probe = charges[0] as Command;
     let settled = false;
-    const pending = new ChargeCommand(['{q:x}:rid:', '{q:x}:g', 'c:0:0:0:1', 'g:1:1:1:1:0:0'], '');
-    pending.promise.then(
-      () => (settled = true),
-      () => (settled = true),
+    const pending = new ChargeCommand(
+      {
+        args: ['{q:x}:rid:', '{q:x}:g', 'c:0:0:0:1', 'g:1:1:1:1:0:0'],
+        replied: () => (settled = true),
+        failed: () => (settled = true),
+      },
+      '',
     );
     pending.setTimeout(1);
     const plain = new Command('get', ['k']);

@@ -33,3 +33,19 @@ test('refused: another count, an empty or signed-twice field, a non-digit, 16 di
     assert.throws(() => decodeReply(reply, n), /quota script: unexpected reply/, JSON.stringify(reply));
   }
 });
+
+test('the reply as bytes (ChargeCommand hands over the undecoded Buffer) decodes exactly as its text', () => {
+  for (const [text, n] of [
+    ['1:0:99:59000:0:0', 1],
+    ['0:0:0:1000:1:-1:5:86400000:0:0', 2],
+  ] as const) {
+    assert.deepEqual(decodeReply(Buffer.from(text), n), decodeReply(text, n));
+  }
+  for (const bytes of [
+    Buffer.from('1:0:99:59000:0'),
+    Buffer.from('1:0:9\u00e99:59000:0:0'),
+    new Uint8Array(0),
+  ]) {
+    assert.throws(() => decodeReply(bytes, 1), /quota script: unexpected reply/);
+  }
+});
