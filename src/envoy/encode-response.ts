@@ -141,13 +141,14 @@ function headerSize(header: Header): number {
 
 function headersSize(headers: readonly Header[]): number {
   let n = 0;
-  for (const header of headers) n += headerSize(header);
+  // Indexed loops here and below: an interpreted for-of allocates an iterator result per element.
+  for (let i = 0; i < headers.length; i++) n += headerSize(headers[i] as Header);
   return n;
 }
 
 function stringsSize(strings: readonly string[]): number {
   let n = 0;
-  for (const s of strings) n += delimited(measure(s));
+  for (let i = 0; i < strings.length; i++) n += delimited(measure(strings[i] as string));
   return n;
 }
 
@@ -229,12 +230,12 @@ function writeHeader(out: Buffer, pos: number, tag: number, header: Header): num
 }
 
 function writeHeaders(out: Buffer, pos: number, tag: number, headers: readonly Header[]): number {
-  for (const header of headers) pos = writeHeader(out, pos, tag, header);
+  for (let i = 0; i < headers.length; i++) pos = writeHeader(out, pos, tag, headers[i] as Header);
   return pos;
 }
 
 function writeStrings(out: Buffer, pos: number, tag: number, strings: readonly string[]): number {
-  for (const s of strings) pos = writeString(out, pos, tag, s);
+  for (let i = 0; i < strings.length; i++) pos = writeString(out, pos, tag, strings[i] as string);
   return pos;
 }
 

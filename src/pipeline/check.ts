@@ -132,10 +132,17 @@ function decide(run: CheckRun): Outcome | Promise<Outcome> {
 
 function decidedLater(run: CheckRun, decision: Promise<Decision>, budget: number): Promise<Outcome> {
   // One `then` for the outcome and its settlement (a promise and a closure less per Check).
+  // The admission slot, if the run holds one, is given back here too: no `then` of its own.
   if (!Number.isFinite(budget)) {
     return decision.then(
-      (d) => settled(run, decided(run, d, budget)),
-      (error: unknown) => settled(run, thrown(run, error)),
+      (d) => {
+        run.release();
+        return settled(run, decided(run, d, budget));
+      },
+      (error: unknown) => {
+        run.release();
+        return settled(run, thrown(run, error));
+      },
     );
   }
   // A stage is waiting: only now can the deadline pass before the decision (the synchronous part
@@ -143,8 +150,14 @@ function decidedLater(run: CheckRun, decision: Promise<Decision>, budget: number
   return new Promise((resolve, reject) => {
     const late = DEADLINES.add(new LateDecision(run, budget, resolve, reject));
     decision.then(
-      (d) => late.answer(d),
-      (error: unknown) => late.fail(error),
+      (d) => {
+        run.release();
+        late.answer(d);
+      },
+      (error: unknown) => {
+        run.release();
+        late.fail(error);
+      },
     );
   });
 }
@@ -256,6 +269,8 @@ class CheckRun {
   verdict: Verdict | undefined = undefined;
   /** Epoch ms (the pipeline's clock) by which the pipeline answers anyway. */
   answerBy = 0;
+  /** The admission slot held while the decision is still to come (release()). */
+  private ticket: Ticket | null = null;
   /** performance.now() when the run began, and when the current stage began. */
   began = 0;
   private started = 0;
@@ -318,9 +333,18 @@ class CheckRun {
       gate.leave(ticket);
       throw error;
     }
-    if (decision instanceof Promise) return leaveAfter(decision, gate, ticket);
-    gate.leave(ticket);
+    // A decision still to come: the slot is given back once it has come (decidedLater, release()).
+    if (decision instanceof Promise) this.ticket = ticket;
+    else gate.leave(ticket);
     return decision;
+  }
+
+  /** Gives back the admission slot of a run whose decision had to wait, once it has come. */
+  release(): void {
+    const ticket = this.ticket;
+    if (ticket === null) return;
+    this.ticket = null;
+    this.admission?.gate.leave(ticket);
   }
 
   // The stages after admission.
@@ -407,22 +431,6 @@ class CheckRun {
     if (identity === undefined) throw new Error('pipeline: no identity before the identify stage');
     return identity;
   }
-}
-
-/** Gives the admission slot back once an admitted Check that had to wait is done. */
-function leaveAfter(decision: Promise<Decision>, gate: AdmissionGate, ticket: Ticket): Promise<Decision> {
-  // Not `finally`: it wraps its callback's result in a promise of its own and chains again (two
-  // more promises and microtask hops per Check).
-  return decision.then(
-    (d) => {
-      gate.leave(ticket);
-      return d;
-    },
-    (error: unknown) => {
-      gate.leave(ticket);
-      throw error;
-    },
-  );
 }
 
 function failure(run: CheckRun, code: FailureCode, reason: string, error?: unknown): Outcome {
@@ -578,7 +586,8 @@ function allow(
   if (identity.user !== '') upstreamHeaders.push({ name: names.subject, value: identity.user });
   const scopes = joinScopes(identity.scopes);
   if (scopes !== '') upstreamHeaders.push({ name: names.scopes, value: scopes });
-  for (const h of route.upstreamSet) upstreamHeaders.push(h);
+  const set = route.upstreamSet;
+  for (let i = 0; i < set.length; i++) upstreamHeaders.push(set[i] as Header);
   if (dryRun) upstreamHeaders.push({ name: DRY_RUN_HEADER, value: dryRun.code });
   const spoofed = spoofedHeaders(request, upstreamHeaders, ctx.catalog);
   // The route's own list serves as is when there is nothing to add to it (the common case).
@@ -659,7 +668,7 @@ function spoofedHeaders(request: Request, ours: readonly Header[], catalog: Cata
 }
 
 function sets(headers: readonly Header[], name: string): boolean {
-  for (const h of headers) if (h.name === name) return true;
+  for (let i = 0; i < headers.length; i++) if ((headers[i] as Header).name === name) return true;
   return false;
 }
 

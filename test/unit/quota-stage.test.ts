@@ -4,6 +4,8 @@
 // a failure follows the route's on_store_error; a charge the store refuses as malformed is our bug.
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
+import { AdmissionGate } from '../../src/admission/gate.js';
+import { GradientLimit } from '../../src/admission/limit.js';
 import type { Clock } from '../../src/clock.js';
 import type { Decision } from '../../src/decision.js';
 import { checkCodec } from '../../src/envoy/codec.js';
@@ -67,7 +69,11 @@ class Deferred implements Pick<QuotaStore, 'charge' | 'chargeTo' | 'refund'> {
   }
 }
 
-function setup(store: Pick<QuotaStore, 'charge' | 'chargeTo' | 'refund'>, fallback: MemoryQuotaStore | null) {
+function setup(
+  store: Pick<QuotaStore, 'charge' | 'chargeTo' | 'refund'>,
+  fallback: MemoryQuotaStore | null,
+  options: { gate?: AdmissionGate; deadlineMs?: number } = {},
+) {
   const catalog = parseCatalog(CATALOG, 'quota-stage.yaml');
   const failures: string[] = [];
   const pipeline = createPipeline({
@@ -87,6 +93,7 @@ function setup(store: Pick<QuotaStore, 'charge' | 'chargeTo' | 'refund'>, fallba
       events: { charged: () => {}, storeFailed: (behaviour) => failures.push(behaviour) },
     },
     clock,
+    admission: options.gate ? { gate: options.gate, maxQueueWaitMs: 0 } : undefined,
   });
   let n = 0;
   const check = (path: string): Outcome | Promise<Outcome> => {
@@ -102,7 +109,7 @@ function setup(store: Pick<QuotaStore, 'charge' | 'chargeTo' | 'refund'>, fallba
     return pipeline.check(normalized.request, {
       catalog,
       decisionId: `d-${n}`,
-      deadline: Number.POSITIVE_INFINITY,
+      deadline: options.deadlineMs === undefined ? Number.POSITIVE_INFINITY : T0 + options.deadlineMs,
     });
   };
   return { check, failures };
@@ -181,5 +188,36 @@ describe('the quota stage answers as the store does', () => {
     store.release();
     assert.equal(codeOf((await pending).decision), 'internal_error');
     assert.deepEqual(failures, [], 'not counted as a store failure');
+  });
+
+  test('an admitted Check waiting on its charge holds its admission slot until the store answers, even past its deadline', async () => {
+    const store = new Deferred();
+    const gate = new AdmissionGate(
+      new GradientLimit({ min: 1, max: 1, initial: 1, tolerance: 2, eventLoopDelayMs: 1000 }),
+      clock,
+      0,
+    );
+    const { check } = setup(store, null, { gate, deadlineMs: 60 });
+    const waiting = check('/closed');
+    assert.ok(waiting instanceof Promise);
+    assert.equal(gate.snapshot().inFlight, 1);
+    const shed = check('/closed');
+    assert.equal(codeOf((shed as Outcome).decision), 'overloaded', 'the one slot is taken');
+    // The deadline answers the Check (route on_error: deny) while the charge is still in flight…
+    // (the deadline timer is unref'd: keep the loop alive meanwhile)
+    const alive = setInterval(() => {}, 10);
+    const late = await waiting.finally(() => clearInterval(alive));
+    assert.equal(codeOf(late.decision), 'deadline_exceeded');
+    assert.equal(gate.snapshot().inFlight, 1, 'the work it admitted is still running');
+    // …and the slot comes back once the store has answered.
+    store.release();
+    await new Promise((resolve) => setImmediate(resolve));
+    assert.equal(gate.snapshot().inFlight, 0);
+    const next = check('/closed');
+    assert.ok(next instanceof Promise);
+    store.release();
+    assert.equal(codeOf((await next).decision), 'allowed');
+    await new Promise((resolve) => setImmediate(resolve));
+    assert.equal(gate.snapshot().inFlight, 0, 'an answered Check gives its slot back');
   });
 });
