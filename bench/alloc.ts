@@ -7,7 +7,7 @@
 // same for both, cancels out).
 //
 //   node --expose-gc --min-semi-space-size=128 --max-semi-space-size=128 --import tsx bench/alloc.ts
-//        [--checks 1000] [--concurrency 16] [--profile CASE]
+//        [--checks 1000] [--concurrency 16] [--pace-ms 0] [--profile CASE]
 //   (bench/run.ts starts it so, at the default concurrency; prints one JSON line)
 // --profile: the sampling heap profiler over that case (collected objects included): the
 // functions that allocate the most, to know what to remove next.
@@ -30,6 +30,7 @@ const { values } = parseArgs({
   options: {
     checks: { type: 'string', default: '1000' },
     concurrency: { type: 'string', default: '16' },
+    'pace-ms': { type: 'string', default: '0' },
     profile: { type: 'string' },
   },
 });
@@ -37,6 +38,9 @@ const N = Number(values.checks);
 // 16 Checks in flight share event-loop turns (a turn's write to Redis, its timers, its audit flush);
 // 1 pays them all per Check, as a lightly loaded sidecar does (the bench's 1,000 Check/s).
 const CONCURRENCY = Number(values.concurrency);
+// --pace-ms: a pause between a worker's Checks, so timers and idle turns come between them as at a
+// fixed rate (with --concurrency 1: one Check per turn, a timer turn after each).
+const PACE = Number(values['pace-ms']);
 const gc = globalThis.gc;
 if (!gc) throw new Error('run with --expose-gc (see the header)');
 
@@ -73,7 +77,10 @@ async function drive(
       req.end(payloads[next++ % payloads.length]);
     });
   const worker = async () => {
-    while (next < count) await one();
+    while (next < count) {
+      await one();
+      if (PACE > 0) await new Promise((r) => setTimeout(r, PACE));
+    }
   };
   await Promise.all(Array.from({ length: concurrency }, worker));
   session.close();

@@ -1,5 +1,6 @@
 // Edge in: Envoy's CheckRequest → our immutable Request, or a precise denial when it cannot be read.
 import type { Denial } from '../decision.js';
+import { HeaderList } from '../header-list.js';
 import type { Peer, Request } from '../request.js';
 import type { WireCheckRequest, WireHttpRequest, WirePeer } from './codec.js';
 
@@ -29,7 +30,7 @@ class Malformed extends Error {
 export function normalize(wire: WireCheckRequest, limits: NormalizeLimits): Normalized {
   const attributes = wire.attributes;
   const http = attributes?.request?.http;
-  let headers: Map<string, string> | undefined;
+  let headers: ReadonlyMap<string, string> | undefined;
   try {
     if (!attributes || !http) {
       throw new Malformed({
@@ -87,10 +88,10 @@ export function normalize(wire: WireCheckRequest, limits: NormalizeLimits): Norm
   }
 }
 
-function readHeaders(http: WireHttpRequest, limits: NormalizeLimits): Map<string, string> {
-  const headers = new Map<string, string>();
+function readHeaders(http: WireHttpRequest, limits: NormalizeLimits): ReadonlyMap<string, string> {
   const raw = http.header_map?.headers;
   if (raw && raw.length > 0) {
+    const headers = new Map<string, string>();
     // encode_raw_headers: exact bytes, duplicates as separate entries; join them as Envoy does.
     for (const h of raw) {
       const key = h.key.toLowerCase();
@@ -106,13 +107,22 @@ function readHeaders(http: WireHttpRequest, limits: NormalizeLimits): Map<string
     }
     return headers;
   }
-  const pairs = http.headers;
+  // Envoy sends lower-case names: the decoder's list serves as it is, copied only to lower-case one.
+  let pairs = http.headers;
   for (let i = 0; i < pairs.length; i += 2) {
     const key = pairs[i] as string;
-    const value = pairs[i + 1] as string;
-    checkValue(key, value, limits);
-    headers.set(key.toLowerCase(), value);
+    checkValue(key, pairs[i + 1] as string, limits);
+    const lower = key.toLowerCase();
+    if (lower !== key) {
+      if (pairs === http.headers) pairs = pairs.slice();
+      (pairs as string[])[i] = lower;
+    }
   }
+  const list = HeaderList.fromPairs(pairs);
+  if (list !== null) return list;
+  // Many headers, or a name repeated (a proto map's last entry wins): a Map.
+  const headers = new Map<string, string>();
+  for (let i = 0; i < pairs.length; i += 2) headers.set(pairs[i] as string, pairs[i + 1] as string);
   return headers;
 }
 

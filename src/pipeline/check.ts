@@ -16,6 +16,7 @@ import type { AdmissionGate, Ticket } from '../admission/gate.js';
 import type { Clock } from '../clock.js';
 import type { Allow, Decision, Denial, Deny, Header } from '../decision.js';
 import { DENY_CODES } from '../errors.js';
+import { HeaderList } from '../header-list.js';
 import type { Catalog, RoutePolicy } from '../policy/catalog.js';
 import type { Request } from '../request.js';
 import { DependencyUnavailable, type StageResult } from '../stage.js';
@@ -651,7 +652,20 @@ function describeIdentity(identity: Identity): string {
 function spoofedHeaders(request: Request, ours: readonly Header[], catalog: Catalog): readonly string[] {
   const names = catalog.settings.identityHeaders;
   let spoofed: string[] | undefined;
-  for (const name of request.headers.keys()) {
+  const headers = request.headers;
+  // Every Check reads every name: by index from a HeaderList (its keys() is a generator).
+  const count = headers instanceof HeaderList ? headers.size : -1;
+  const iterator = count === -1 ? headers.keys() : null;
+  for (let i = 0; ; i++) {
+    let name: string;
+    if (iterator === null) {
+      if (i === count) break;
+      name = (headers as HeaderList).nameAt(i);
+    } else {
+      const step = iterator.next();
+      if (step.done === true) break;
+      name = step.value;
+    }
     if (
       (name.startsWith(HEADER_PREFIX) ||
         name === names.partner ||

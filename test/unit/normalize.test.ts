@@ -3,6 +3,7 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { checkCodec } from '../../src/envoy/codec.js';
 import { normalize } from '../../src/envoy/normalize.js';
+import { HeaderList, MAX_LISTED_HEADERS } from '../../src/header-list.js';
 import { envoyRequest, type RequestSpec } from '../support/envoy-request.js';
 
 const codec = checkCodec();
@@ -145,4 +146,71 @@ test('a certificate that is not URL-encoded reads as no certificate', () => {
 
 test('a value exactly at the limit passes', () => {
   assert.equal(read({ headers: { 'x-a': 'a'.repeat(16384) } }).headers.get('x-a')?.length, 16384);
+});
+
+test('headers read as a map: names lower-cased, every name and value readable, iteration as a Map', () => {
+  const spec = {
+    requestId: 'rid-h',
+    headers: { 'X-Mixed-Case': 'v0', 'content-type': 'v1', 'x-api-key': 'v2', Authorization: 'v3' },
+  };
+  const r = read(spec);
+  // What a Map of the decoded list, names lower-cased, holds.
+  const pairs = wire(envoyRequest(spec)).attributes?.request?.http?.headers ?? [];
+  const expected = new Map<string, string>();
+  for (let i = 0; i < pairs.length; i += 2)
+    expected.set((pairs[i] as string).toLowerCase(), pairs[i + 1] as string);
+  assert.equal(r.headers.get('x-mixed-case'), 'v0');
+  assert.equal(r.headers.get('authorization'), 'v3');
+  assert.equal(r.headers.get('X-Mixed-Case'), undefined, 'names are lower-case');
+  assert.equal(r.headers.has('x-api-key'), true);
+  assert.equal(r.headers.has('absent'), false);
+  assert.equal(r.headers.size, expected.size);
+  assert.deepEqual([...r.headers.keys()].sort(), [...expected.keys()].sort());
+  assert.deepEqual(new Map(r.headers), expected);
+  assert.deepEqual(new Map([...r.headers.keys()].map((k, i) => [k, [...r.headers.values()][i]])), expected);
+  const seen = new Map<string, string>();
+  r.headers.forEach((value, name) => {
+    seen.set(name, value);
+  });
+  assert.deepEqual(seen, expected);
+});
+
+test('a header name repeated in the map (or repeated once lower-cased): the last value wins, as in a proto map', () => {
+  const decoded = wire(envoyRequest({ headers: { 'x-dup': 'first' } }));
+  const http = decoded.attributes?.request?.http;
+  assert.ok(http);
+  const withRepeats = {
+    ...decoded,
+    attributes: {
+      ...decoded.attributes,
+      request: {
+        ...decoded.attributes?.request,
+        http: { ...http, headers: [...http.headers, 'x-dup', 'second', 'X-Dup', 'third'] },
+      },
+    },
+  } as typeof decoded;
+  const result = normalize(withRepeats, LIMITS);
+  assert.ok(result.ok);
+  assert.equal(result.request.headers.get('x-dup'), 'third');
+  assert.equal([...result.request.headers.keys()].filter((k) => k === 'x-dup').length, 1);
+  assert.deepEqual(http.headers.includes('X-Dup'), false, "the decoder's list is not changed");
+});
+
+test('a request with more headers than a list is scanned for (MAX_LISTED_HEADERS): every one still read', () => {
+  const many = Object.fromEntries(
+    Array.from({ length: MAX_LISTED_HEADERS + 10 }, (_, i) => [`x-h-${i}`, `${i}`]),
+  );
+  const r = read({ headers: many });
+  for (let i = 0; i < MAX_LISTED_HEADERS + 10; i++) assert.equal(r.headers.get(`x-h-${i}`), `${i}`);
+  assert.ok(r.headers.size > MAX_LISTED_HEADERS);
+});
+
+test('HeaderList.fromPairs refuses a repeated name and an over-long list (the caller uses a Map then)', () => {
+  assert.equal(HeaderList.fromPairs(['a', '1', 'b', '2', 'a', '3']), null);
+  assert.equal(
+    HeaderList.fromPairs(Array.from({ length: 2 * MAX_LISTED_HEADERS + 2 }, (_, i) => `h${i}`)),
+    null,
+  );
+  const list = HeaderList.fromPairs(['a', '1', 'b', '2']);
+  assert.equal(list?.get('b'), '2');
 });
