@@ -17,15 +17,23 @@ import { LineWriter } from './line-writer.js';
 const writers = new WeakMap<Logger, LineWriter>();
 
 export function createLogger(level: LogLevel, destination?: pino.DestinationStream): Logger {
+  const stream = destination ?? pino.destination({ sync: false });
+  const writer = new LineWriter(stream);
   const options: pino.LoggerOptions = {
     level,
     base: LOG_BASE,
     timestamp: pino.stdTimeFunctions.isoTime,
     formatters: { level: (label) => ({ level: label }) },
+    // The decision lines still waiting for their batch go first: the log keeps its order.
+    hooks: {
+      logMethod(args, method) {
+        writer.flush();
+        method.apply(this, args);
+      },
+    },
   };
-  const stream = destination ?? pino.destination({ sync: false });
   const logger = pino(options, stream);
-  writers.set(logger, new LineWriter(stream));
+  writers.set(logger, writer);
   return logger;
 }
 

@@ -1,6 +1,7 @@
 // The hand-written decision line is the line pino wrote for the same decision (same bytes but the
 // time), valid JSON whatever the strings hold; it honours the logger's level, and an asynchronous
-// destination gets a turn's lines in one write, in order, with nothing left behind by flushAudit.
+// destination gets a batch of lines (up to FLUSH_DELAY_MS) in one write, in order, with nothing left
+// behind by flushAudit.
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
@@ -8,7 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import { type TestContext, test } from 'node:test';
-import { setImmediate as nextTurn } from 'node:timers/promises';
+import { setImmediate as nextTurn, setTimeout as sleep } from 'node:timers/promises';
 import pino from 'pino';
 import type { Decision } from '../../src/decision.js';
 import {
@@ -18,6 +19,7 @@ import {
   createLogger,
   flushAudit,
 } from '../../src/observability/audit.js';
+import { FLUSH_DELAY_MS, FLUSH_LINES } from '../../src/observability/line-writer.js';
 import type { Request } from '../../src/request.js';
 
 /** The strings a destination is given, as given (no decoding). */
@@ -221,18 +223,47 @@ async function asyncFile(t: TestContext) {
   return { logger: createLogger('info', dest), writes, lines, read };
 }
 
-test('asynchronous destination: the lines of one turn are one write, in order', async (t) => {
+test('asynchronous destination: the lines of FLUSH_DELAY_MS, over several turns, are one write, in order', async (t) => {
   const { logger, writes, lines, read } = await asyncFile(t);
   for (const id of ['a', 'b', 'c'])
     audit(logger, entry({ decision: { ...allow, decisionId: id } as Decision }));
-  assert.equal(writes.length, 0, 'held until the end of the turn');
+  assert.equal(writes.length, 0, 'held for the batch');
   await nextTurn();
+  audit(logger, entry({ decision: { ...allow, decisionId: 'd' } as Decision }));
+  assert.equal(writes.length, 0, 'a later turn joins the same batch');
+  await sleep(FLUSH_DELAY_MS * 3);
   assert.equal(writes.length, 1);
   assert.deepEqual(
     lines().map((l) => l.decision_id),
-    ['a', 'b', 'c'],
+    ['a', 'b', 'c', 'd'],
   );
   assert.equal(await read(), writes[0]);
+  // The next batch re-arms the same timer.
+  audit(logger, entry({ decision: { ...allow, decisionId: 'e' } as Decision }));
+  await sleep(FLUSH_DELAY_MS * 3);
+  assert.equal(writes.length, 2);
+});
+
+test('asynchronous destination: FLUSH_LINES waiting lines are written at once', async (t) => {
+  const { logger, writes, lines } = await asyncFile(t);
+  for (let i = 0; i < FLUSH_LINES; i++)
+    audit(logger, entry({ decision: { ...allow, decisionId: `n${i}` } as Decision }));
+  assert.equal(writes.length, 1, 'no wait for the timer');
+  assert.equal(lines().length, FLUSH_LINES);
+});
+
+test("asynchronous destination: pino's own lines come after the decision lines logged before them", async (t) => {
+  const { logger, writes, lines } = await asyncFile(t);
+  audit(logger, entry({ decision: { ...allow, decisionId: 'first' } as Decision }));
+  logger.warn('quota store failed');
+  logger.child({ component: 'x' }).info('child line');
+  audit(logger, entry({ decision: { ...allow, decisionId: 'after' } as Decision }));
+  flushAudit(logger);
+  assert.deepEqual(
+    lines().map((l) => l.decision_id ?? l.msg),
+    ['first', 'quota store failed', 'child line', 'after'],
+  );
+  assert.equal(writes.length, 4);
 });
 
 test('asynchronous destination: flushAudit hands the pending lines over at once; an error line keeps its place', async (t) => {
@@ -248,6 +279,6 @@ test('asynchronous destination: flushAudit hands the pending lines over at once;
     lines().map((l) => l.decision_id ?? l.msg),
     ['before', 'failed', 'last', 'stopped'],
   );
-  await nextTurn(); // the flush scheduled for the turn finds nothing left
+  await sleep(FLUSH_DELAY_MS * 3); // the batch's timer finds nothing left
   assert.equal(writes.length, 4);
 });
