@@ -81,7 +81,9 @@ function ruleInput(request: Request, route: RoutePolicy, identity: Identity, now
     route: route.name,
     source_ip: request.source.address,
     content_type: request.headers.get('content-type') ?? '',
-    headers: request.headers,
+    // The rule language reads maps as Map: a HeaderList (src/header-list.ts) is copied into one,
+    // only on the routes that have rules.
+    headers: request.headers instanceof Map ? request.headers : new Map(request.headers),
     query: request.query,
     body_bytes: BigInt(request.body.length),
     partner: identity.partner?.id ?? '',
