@@ -112,7 +112,10 @@ export class GradientLimit {
     const recent = this.recent;
     if (recent.length === 0) return Number.NaN;
     let min = Number.POSITIVE_INFINITY;
-    for (let i = 0; i < recent.length; i++) if ((recent[i] as number) < min) min = recent[i] as number;
+    for (let i = 0; i < recent.length; i++) {
+      const ms = recent[i] as number;
+      if (ms < min) min = ms;
+    }
     return min;
   }
 

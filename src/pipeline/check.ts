@@ -654,31 +654,31 @@ function spoofedHeaders(request: Request, ours: readonly Header[], catalog: Cata
   let spoofed: string[] | undefined;
   const headers = request.headers;
   // Every Check reads every name: by index from a HeaderList (its keys() is a generator).
-  const count = headers instanceof HeaderList ? headers.size : -1;
-  const iterator = count === -1 ? headers.keys() : null;
-  for (let i = 0; ; i++) {
-    let name: string;
-    if (iterator === null) {
-      if (i === count) break;
-      name = (headers as HeaderList).nameAt(i);
-    } else {
-      const step = iterator.next();
-      if (step.done === true) break;
-      name = step.value;
-    }
-    if (
-      (name.startsWith(HEADER_PREFIX) ||
-        name === names.partner ||
-        name === names.application ||
-        name === names.subject ||
-        name === names.scopes) &&
-      !sets(ours, name)
-    ) {
-      if (spoofed) spoofed.push(name);
-      else spoofed = [name];
-    }
+  if (headers instanceof HeaderList) {
+    for (let i = 0; i < headers.size; i++) spoofed = addSpoofed(spoofed, headers.nameAt(i), ours, names);
+  } else {
+    for (const name of headers.keys()) spoofed = addSpoofed(spoofed, name, ours, names);
   }
   return spoofed ?? NO_NAMES;
+}
+
+/** `spoofed` with `name` added when we do not set it ourselves (an array made only for the first). */
+function addSpoofed(
+  spoofed: string[] | undefined,
+  name: string,
+  ours: readonly Header[],
+  names: Catalog['settings']['identityHeaders'],
+): string[] | undefined {
+  const identity =
+    name.startsWith(HEADER_PREFIX) ||
+    name === names.partner ||
+    name === names.application ||
+    name === names.subject ||
+    name === names.scopes;
+  if (!identity || sets(ours, name)) return spoofed;
+  if (spoofed === undefined) return [name];
+  spoofed.push(name);
+  return spoofed;
 }
 
 function sets(headers: readonly Header[], name: string): boolean {

@@ -38,7 +38,7 @@ export interface QuotaEvents {
   refunded?(ok: boolean, error?: unknown): void;
 }
 
-type ChargingStore = Pick<QuotaStore, 'charge' | 'chargeTo' | 'refund'>;
+type ChargingStore = Pick<QuotaStore, 'chargeTo' | 'refund'>;
 
 export interface QuotaDeps {
   /** The shared store (Redis, behind its circuit breaker), or the in-memory one without Redis. */
@@ -139,7 +139,7 @@ class QuotaCharge implements ChargeSink, Settlement {
   ) {}
 
   start(): MaybePromise<StageResult<QuotaOutcome>> {
-    chargeInto(this.deps.store, this.request, this);
+    this.deps.store.chargeTo(this.request, this);
     if (this.early !== null) return this.early;
     if (this.earlyError !== null) throw this.earlyError.error;
     capturing = this;
@@ -154,8 +154,7 @@ class QuotaCharge implements ChargeSink, Settlement {
       this.fail(error);
       return;
     }
-    if (this.resolve === null) this.early = outcome;
-    else this.resolve(outcome);
+    this.finish(outcome);
   }
 
   failed(error: unknown): void {
@@ -169,18 +168,24 @@ class QuotaCharge implements ChargeSink, Settlement {
     const behaviour = plan.onStoreError;
     deps.events.storeFailed(behaviour, error);
     if (behaviour === 'fail_closed' || !deps.fallback) {
-      const denial = refuse({
-        code: 'quota_unavailable',
-        ...(partner ? { partner: partner.id } : {}),
-        reason: `quota store: ${describe(error)}`,
-      });
-      if (this.resolve === null) this.early = denial;
-      else this.resolve(denial);
+      this.finish(
+        refuse({
+          code: 'quota_unavailable',
+          ...(partner ? { partner: partner.id } : {}),
+          reason: `quota store: ${describe(error)}`,
+        }),
+      );
       return;
     }
     this.fromFallback = true;
     this.note = `quota store failed (${describe(error)}): charged this replica's share`;
-    chargeInto(deps.fallback, this.request, this);
+    deps.fallback.chargeTo(this.request, this);
+  }
+
+  /** The stage's result: kept for start() when it comes before start() returns, else resolved. */
+  private finish(outcome: StageResult<QuotaOutcome>): void {
+    if (this.resolve === null) this.early = outcome;
+    else this.resolve(outcome);
   }
 
   private fail(error: unknown): void {
@@ -240,18 +245,6 @@ class QuotaCharge implements ChargeSink, Settlement {
       );
     }
   }
-}
-
-/** A store's charge into `sink`: by chargeTo when it has one, else through its promise. */
-function chargeInto(store: ChargingStore, request: ChargeRequest, sink: ChargeSink): void {
-  if (store.chargeTo) {
-    store.chargeTo(request, sink);
-    return;
-  }
-  store.charge(request).then(
-    (result) => sink.charged(result),
-    (error: unknown) => sink.failed(error),
-  );
 }
 
 // The promise executor as a plain function (no closure per charge): `new Promise` runs it at once,

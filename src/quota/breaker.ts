@@ -81,7 +81,7 @@ export class StoreBreaker {
   private readonly stepMs: number;
 
   constructor(
-    private readonly store: Pick<QuotaStore, 'charge' | 'chargeTo' | 'refund'>,
+    private readonly store: Pick<QuotaStore, 'chargeTo' | 'refund'>,
     options: BreakerOptions = DEFAULT_BREAKER,
     private readonly deps: BreakerDeps = { now: () => performance.now() },
   ) {
@@ -98,32 +98,17 @@ export class StoreBreaker {
 
   /** Rejects at once (CircuitOpen) while open or not admitted by the ramp; the caller applies the declared failure behaviour. */
   charge(request: ChargeRequest): Promise<ChargeResult> {
-    const now = this.deps.now();
-    if (!this.admit(now)) return Promise.reject(new CircuitOpen(this.current));
-    return this.store.charge(request).then(this.succeeded, this.failed);
+    return new Promise((resolve, reject) => this.chargeTo(request, { charged: resolve, failed: reject }));
   }
 
-  /** charge() without a promise (QuotaStore.chargeTo); refused at once while open, like charge(). */
+  /** charge() without a promise (QuotaStore.chargeTo): the quota stage's path. */
   chargeTo(request: ChargeRequest, sink: ChargeSink): void {
     if (!this.admit(this.deps.now())) {
       sink.failed(new CircuitOpen(this.current));
       return;
     }
-    const watched = new BreakerWatch(this, sink);
-    if (this.store.chargeTo) this.store.chargeTo(request, watched);
-    else this.store.charge(request).then(watched.charged.bind(watched), watched.failed.bind(watched));
+    this.store.chargeTo(request, new BreakerWatch(this, sink));
   }
-
-  // Bound once: no closures per charge.
-  private readonly succeeded = (result: ChargeResult): ChargeResult => {
-    this.recordSuccess();
-    return result;
-  };
-
-  private readonly failed = (error: unknown): never => {
-    this.recordFailure(error);
-    throw error;
-  };
 
   recordSuccess(): void {
     this.record(this.deps.now(), false);

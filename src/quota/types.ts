@@ -97,9 +97,9 @@ export interface QuotaStore {
   /**
    * charge() without a promise: the outcome goes to `sink`, possibly before chargeTo returns (an
    * in-process store, a refused argument, an open circuit). The quota stage's path: a charge costs
-   * no promise and no microtask hop per layer. Absent = the stage adapts charge().
+   * no promise and no microtask hop per layer.
    */
-  chargeTo?(request: ChargeRequest, sink: ChargeSink): void;
+  chargeTo(request: ChargeRequest, sink: ChargeSink): void;
   /**
    * Gives back what `charge(request)` charged when it answered `result` (allowed, not a duplicate):
    * the Check was then answered otherwise, for a reason that is not the partner's. Keyed by the
