@@ -302,18 +302,27 @@ export interface ReplyTarget {
 class ChargeCall implements Watched, ReplyTarget {
   state: 0 | 1 | 2 = 0;
   private retried = false;
+  /**
+   * What the call needs until it is answered in time, then dropped: the reply timer holds its batch
+   * for the whole timeout (100 ms by default), and through the sink this would keep the Check's
+   * request, result and promise alive that long, to be copied by every scavenge meanwhile.
+   */
+  private job: ChargeJob | null;
 
   constructor(
     private readonly store: RedisQuotaStore,
-    private readonly request: ChargeRequest,
-    private readonly ridKey: string,
-    private readonly head: string,
-    private readonly sink: ChargeSink,
-  ) {}
+    request: ChargeRequest,
+    ridKey: string,
+    head: string,
+    sink: ChargeSink,
+  ) {
+    this.job = { request, ridKey, head, sink };
+  }
 
   /** The script's KEYS then ARGV, built only where a command needs them as an array. */
   get args(): string[] {
-    return scriptArgs(this.request.partner, this.ridKey, this.head, this.request.limits);
+    const { request, ridKey, head } = this.live();
+    return scriptArgs(request.partner, ridKey, head, request.limits);
   }
 
   /** The reply of a command sent with a promise (a Cluster, the EVAL after NOSCRIPT). */
@@ -325,13 +334,17 @@ class ChargeCall implements Watched, ReplyTarget {
   }
 
   expire(error: StoreTimeout): void {
+    const job = this.job;
+    if (job === null) return;
     this.state = 2;
-    this.store.timedOut(this.request);
-    this.sink.failed(error);
+    this.store.timedOut(job.request);
+    job.sink.failed(error);
   }
 
   replied(value: unknown): void {
-    const limits = this.request.limits;
+    const job = this.job;
+    if (job === null) return;
+    const limits = job.request.limits;
     let reply: number[];
     try {
       reply = decodeReply(value, limits.length);
@@ -340,25 +353,41 @@ class ChargeCall implements Watched, ReplyTarget {
       return;
     }
     if (this.state === 2) {
-      this.store.lateReply(this.request, reply);
+      this.store.lateReply(job.request, reply);
       return;
     }
     this.state = 1;
-    this.sink.charged({ allowed: reply[0] === 1, duplicate: reply[1] === 1, limits: states(limits, reply) });
+    this.job = null;
+    job.sink.charged({ allowed: reply[0] === 1, duplicate: reply[1] === 1, limits: states(limits, reply) });
   }
 
   failed(error: unknown): void {
-    if (this.state === 2) return;
+    const job = this.job;
+    if (this.state === 2 || job === null) return;
     if (!this.retried && isNoScript(error)) {
       // A restarted or flushed Redis: send the script itself, once, under the same timer.
       this.retried = true;
-      this.watch(this.store.evalCharge(this.args, this.request.limits.length));
+      this.watch(this.store.evalCharge(this.args, job.request.limits.length));
       return;
     }
     this.state = 1;
-    if (isTimeout(error)) this.store.timedOut(this.request);
-    this.sink.failed(error);
+    this.job = null;
+    if (isTimeout(error)) this.store.timedOut(job.request);
+    job.sink.failed(error);
   }
+
+  /** The job of a call not yet answered in time (every caller of this runs before that). */
+  private live(): ChargeJob {
+    if (this.job === null) throw new Error('charge call already answered');
+    return this.job;
+  }
+}
+
+interface ChargeJob {
+  readonly request: ChargeRequest;
+  readonly ridKey: string;
+  readonly head: string;
+  readonly sink: ChargeSink;
 }
 
 function isNoScript(error: unknown): boolean {

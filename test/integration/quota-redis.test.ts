@@ -3,6 +3,8 @@
 // one EVALSHA per charge.
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
+import { setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
 import { Command, type Redis } from 'ioredis';
 import { StoreTimeout } from '../../src/net/reply-timer.js';
 import { StoreBreaker } from '../../src/quota/breaker.js';
@@ -18,7 +20,7 @@ import {
   requestIdKey,
   waitForReady,
 } from '../../src/quota/redis-store.js';
-import type { ChargeRequest, ChargeResult, LimitSpec } from '../../src/quota/types.js';
+import type { ChargeRequest, ChargeResult, ChargeSink, LimitSpec } from '../../src/quota/types.js';
 import { startRedis } from '../support/redis.js';
 import { startRedisCluster } from '../support/redis-cluster.js';
 
@@ -47,6 +49,11 @@ function quotaClient(t: { after(fn: () => unknown): void }, url: string): RedisC
   client.on('error', () => {});
   t.after(() => client.disconnect());
   return client;
+}
+
+/** A one-request gcra limit, far from full. */
+function gcraSpec(id: string): LimitSpec {
+  return { id, algorithm: 'gcra', limit: 100, periodMs: 60_000, burst: 100, cost: 1, shadow: false };
 }
 
 function commandStats(info: string): Map<string, number> {
@@ -545,6 +552,45 @@ describe('standalone redis-server', () => {
     assert.equal(stats.get('evalsha'), 2, 'the refused EVALSHA, then the cached one');
     assert.equal(stats.get('eval'), 1);
     assert.deepEqual(await admin.script('EXISTS', CHARGE_SHA), [1]);
+  });
+
+  test('a charge answered in time keeps neither its sink nor its request alive while the reply timer holds its batch', async (t) => {
+    // The reply timer holds a turn's calls for the whole store timeout (here a minute). Through the
+    // sink, a call would keep the Check's request, result and promise alive that long: every
+    // scavenge meanwhile copies them (at 1,000 Check/s, the last 100 ms of Checks).
+    setFlagsFromString('--expose-gc');
+    const gc = runInNewContext('gc') as () => void;
+    const server = await startRedis(t);
+    const store = new RedisQuotaStore(server.client(), { timeoutMs: 60_000 });
+    await store.charge({ partner: 'warm', requestId: '', limits: [gcraSpec('w')], nowMs: T0 });
+    const refs = await (async () => {
+      const request: ChargeRequest = {
+        partner: 'acme',
+        requestId: 'r-1',
+        limits: [gcraSpec('g')],
+        nowMs: T0,
+      };
+      let answered: ChargeResult | null = null;
+      const sink: ChargeSink = {
+        charged: (result) => {
+          answered = result;
+        },
+        failed: (error) => assert.fail(String(error)),
+      };
+      store.chargeTo(request, sink);
+      for (let i = 0; i < 200 && answered === null; i++)
+        await new Promise((resolve) => setTimeout(resolve, 5));
+      assert.equal((answered as ChargeResult | null)?.allowed, true, 'answered');
+      return { sink: new WeakRef(sink), request: new WeakRef(request) };
+    })();
+    assert.ok(
+      (store as unknown as { timer: { watching: number } }).timer.watching > 0,
+      'the batch is still watched',
+    );
+    await new Promise((resolve) => setImmediate(resolve));
+    gc();
+    assert.equal(refs.sink.deref(), undefined, 'the sink was collected');
+    assert.equal(refs.request.deref(), undefined, 'the request was collected');
   });
 
   test('peek reads without writing', async (t) => {
