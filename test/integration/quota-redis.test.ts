@@ -487,9 +487,12 @@ describe('standalone redis-server', () => {
       },
     ];
     const sent: Command[] = [];
+    // A call's arguments are read as it is sent: once answered, it keeps none of its request.
+    const argsAtSend = new Map<Command, readonly string[]>();
     const send = client.sendCommand.bind(client);
     client.sendCommand = (command: Command, stream?: never) => {
       sent.push(command);
+      if (command instanceof ChargeCommand) argsAtSend.set(command, command.call.args);
       return send(command, stream);
     };
     const requests: ChargeRequest[] = [
@@ -502,7 +505,7 @@ describe('standalone redis-server', () => {
     assert.equal(charges.length, requests.length);
     for (const command of charges) {
       assert.ok(command instanceof ChargeCommand);
-      const args = command.call.args;
+      const args = argsAtSend.get(command) ?? [];
       const n = (args.length - 2) / 2;
       const reference = new Command('evalsha', [CHARGE_SHA, String(n + 1), ...args]);
       assert.equal(command.toWritable({}), reference.toWritable({}));
