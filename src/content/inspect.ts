@@ -4,6 +4,7 @@
 // modules next to this one; the only I/O is the scanner's. The first failure wins, cheapest first.
 import { Buffer } from 'node:buffer';
 import type { Request } from '../request.js';
+import type { MaybePromise } from '../stage.js';
 import { BodyHashes, sha256Hex, verifyDigests } from './digest.js';
 import { inspectJson, jsonStrings, type ParsedJson } from './json.js';
 import {
@@ -70,7 +71,11 @@ export interface Inspected {
 
 export type ContentResult = Outcome<Inspected>;
 
-export async function inspectCheap(request: ContentRequest, policy: ContentPolicy): Promise<ContentResult> {
+/**
+ * The cheap checks, in this turn when the body's type needs no magic-byte detection and it is not a
+ * form (the common case: a JSON or text body), else in a promise.
+ */
+export function inspectCheap(request: ContentRequest, policy: ContentPolicy): MaybePromise<ContentResult> {
   const { body, headers } = request;
   const method = request.method.toUpperCase();
   const hashes = new BodyHashes(body);
@@ -150,11 +155,33 @@ export async function inspectCheap(request: ContentRequest, policy: ContentPolic
     return ok(unchecked(body, sha256, declaredType, 'skipped_encoded', digests, targets));
   }
 
-  let detected: DetectedType | null = null;
-  if (policy.magic || policy.scan) {
-    const textExpected = media !== null && isTextType(media);
-    detected = detectText(body, textExpected) ?? (await detectByMagic(body));
-  }
+  const typed: Typed = { media, contentType, sha256, declaredType, digests };
+  if (!policy.magic && !policy.scan) return inspectDetected(request, policy, typed, null);
+  const detected = detectText(body, media !== null && isTextType(media));
+  // Only a body that is not the text its type promised needs file-type's magic bytes, which answer
+  // in a promise: every other body is judged in this turn, with no promise and no microtask.
+  if (detected === null)
+    return detectByMagic(body).then((found) => inspectDetected(request, policy, typed, found));
+  return inspectDetected(request, policy, typed, detected);
+}
+
+/** What inspectCheap learnt of the body's type before looking inside it. */
+interface Typed {
+  readonly media: MediaType | null;
+  readonly contentType: string | undefined;
+  readonly sha256: string;
+  readonly declaredType: string | null;
+  readonly digests: readonly string[];
+}
+
+/** The deep checks, once the body's type is known: JSON in this turn, forms in a promise. */
+function inspectDetected(
+  request: ContentRequest,
+  policy: ContentPolicy,
+  typed: Typed,
+  detected: DetectedType | null,
+): MaybePromise<ContentResult> {
+  const { media, contentType } = typed;
   if (policy.magic && media && detected) {
     // Text that is not UTF-8 on a JSON route: the JSON parser says where (json_malformed) — binary
     // content or another format's signature is a type mismatch.
@@ -162,32 +189,57 @@ export async function inspectCheap(request: ContentRequest, policy: ContentPolic
     const why = jsonParsesIt ? null : checkDeclaredType(media, detected);
     if (why) return fail(mismatch('The body', media.essence, detected, why));
   }
-
-  let json: ParsedJson | null = null;
-  let form: ParsedForm | null = null;
-  const detectedParts: (DetectedType | null)[] = [];
   if (media && policy.json && isJsonType(media)) {
-    const parsed = inspectJson(body, policy.json);
+    const parsed = inspectJson(request.body, policy.json);
     if (!parsed.ok) return parsed;
-    json = parsed.value;
-  } else if (media && contentType !== undefined && policy.multipart && isFormType(media)) {
-    const parsed = await parseForm(contentType, media, body, policy.multipart);
-    if (!parsed.ok) return parsed;
-    form = parsed.value;
-    for (const file of form.parts) {
-      const partType = parseMediaType(file.declaredType);
-      const partDetected =
-        policy.magic || policy.scan
-          ? await detectType(file.bytes, partType.ok && isTextType(partType.value))
-          : null;
-      detectedParts.push(partDetected);
-      if (!policy.magic || !partDetected) continue;
-      const why = partType.ok ? checkDeclaredType(partType.value, partDetected) : null;
-      if (why)
-        return fail(mismatch(`Part ${JSON.stringify(file.field)}`, file.declaredType, partDetected, why));
-    }
+    return checked(request, policy, typed, detected, parsed.value, null, []);
   }
+  if (media && contentType !== undefined && policy.multipart && isFormType(media)) {
+    return inspectForm(request, policy, policy.multipart, typed, detected, contentType, media);
+  }
+  return checked(request, policy, typed, detected, null, null, []);
+}
 
+async function inspectForm(
+  request: ContentRequest,
+  policy: ContentPolicy,
+  multipart: NonNullable<ContentPolicy['multipart']>,
+  typed: Typed,
+  detected: DetectedType | null,
+  contentType: string,
+  media: MediaType,
+): Promise<ContentResult> {
+  const parsed = await parseForm(contentType, media, request.body, multipart);
+  if (!parsed.ok) return parsed;
+  const form = parsed.value;
+  const detectedParts: (DetectedType | null)[] = [];
+  for (const file of form.parts) {
+    const partType = parseMediaType(file.declaredType);
+    const partDetected =
+      policy.magic || policy.scan
+        ? await detectType(file.bytes, partType.ok && isTextType(partType.value))
+        : null;
+    detectedParts.push(partDetected);
+    if (!policy.magic || !partDetected) continue;
+    const why = partType.ok ? checkDeclaredType(partType.value, partDetected) : null;
+    if (why)
+      return fail(mismatch(`Part ${JSON.stringify(file.field)}`, file.declaredType, partDetected, why));
+  }
+  return checked(request, policy, typed, detected, null, form, detectedParts);
+}
+
+/** Every check passed: what the scan stage will scan, and the findings. */
+function checked(
+  request: ContentRequest,
+  policy: ContentPolicy,
+  typed: Typed,
+  detected: DetectedType | null,
+  json: ParsedJson | null,
+  form: ParsedForm | null,
+  detectedParts: readonly (DetectedType | null)[],
+): ContentResult {
+  const { body } = request;
+  const { media, sha256 } = typed;
   let targets: ScanTarget[] = [];
   if (policy.scan) {
     if (form?.kind === 'multipart') {
@@ -223,9 +275,9 @@ export async function inspectCheap(request: ContentRequest, policy: ContentPolic
   return ok({
     bodyBytes: body.length,
     sha256,
-    declaredType,
+    declaredType: typed.declaredType,
     detectedType: detected?.mime ?? null,
-    digests,
+    digests: typed.digests,
     json,
     form,
     targets,

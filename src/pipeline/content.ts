@@ -1,7 +1,7 @@
 // Stages 5 and 7, content: the cheap checks (size, type, magic bytes, JSON limits and schema,
 // digests, forms) before quotas — a malformed request burns no quota — and the malware scan after
 // them — a partner over its limit cannot make us scan.
-import { inspectCheap, inspectScan } from '../content/inspect.js';
+import { type ContentResult, inspectCheap, inspectScan } from '../content/inspect.js';
 import type { MalwareScanner } from '../content/scanner.js';
 import type { ContentFailure, ContentPolicy } from '../content/types.js';
 import type { Denial } from '../decision.js';
@@ -34,8 +34,13 @@ export function inspectStage(
   return policy ? inspect(request, policy) : NOT_INSPECTED;
 }
 
-async function inspect(request: Request, policy: ContentPolicy): Promise<StageResult<ContentFindings>> {
-  const result = await inspectCheap(request, policy);
+/** In this turn when inspectCheap answers in it (a JSON or text body), else when it does. */
+function inspect(request: Request, policy: ContentPolicy): MaybePromise<StageResult<ContentFindings>> {
+  const result = inspectCheap(request, policy);
+  return result instanceof Promise ? result.then((r) => findings(r, policy)) : findings(result, policy);
+}
+
+function findings(result: ContentResult, policy: ContentPolicy): StageResult<ContentFindings> {
   return result.ok ? pass({ policy, inspected: result.value }) : refuse(denialOf(result.failure));
 }
 

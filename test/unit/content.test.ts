@@ -1536,3 +1536,40 @@ table('scan targets', [
 test('jsonStrings: keys and values, unescaped, in document order', () => {
   assert.equal(Buffer.from(jsonStrings({ a: ['x\\y', { b: 'z' }], c: 1 })).toString(), 'a\nx\\y\nb\nz\nc');
 });
+
+// --- in which turn ------------------------------------------------------------------------------------
+
+describe('a body whose type needs no magic-byte detection is inspected in the Check’s own turn', () => {
+  test('a JSON body: the result, not a promise (no microtask before the quota stage)', () => {
+    const result = inspectCheap(
+      request({ type: 'application/json', body: '{"a":1}' }),
+      policy({ json: { ...JSON_LIMITS } }),
+    );
+    assert.ok(!(result instanceof Promise), 'answered in this turn');
+    assert.equal(result.ok, true);
+  });
+
+  test('a refused JSON body too: json_malformed in this turn', () => {
+    const result = inspectCheap(
+      request({ type: 'application/json', body: '{"a":' }),
+      policy({ json: { ...JSON_LIMITS } }),
+    );
+    assert.ok(!(result instanceof Promise));
+    assert.equal(!result.ok && result.failure.code, 'json_malformed');
+  });
+
+  test('a binary body (magic bytes) and a form still answer, later', async () => {
+    const png = inspectCheap(request({ type: 'image/png', body: PNG }), policy());
+    assert.ok(png instanceof Promise, 'file-type answers in a promise');
+    assert.equal((await png).ok, true);
+    const form = inspectCheap(
+      request({
+        type: MULTIPART,
+        body: multipart([{ name: 'f', filename: 'a.png', type: 'image/png', body: PNG }]),
+      }),
+      policy({ multipart: { ...FORM, allowedTypes: [range('image/png')] } }),
+    );
+    assert.ok(form instanceof Promise);
+    assert.equal((await form).ok, true);
+  });
+});
