@@ -289,7 +289,10 @@ function scriptArgs(partner: string, ridKey: string, head: string, limits: reado
 
 /** Who receives a ChargeCommand's reply: its ChargeCall. */
 export interface ReplyTarget {
-  /** The script's KEYS then ARGV, as the array ioredis would send (built on demand). */
+  /**
+   * The script's KEYS then ARGV, as the array ioredis would send (built on demand), until the call
+   * is answered in time: then it keeps none of its request, and reading this throws.
+   */
   readonly args: readonly string[];
   replied(reply: unknown): void;
   failed(error: unknown): void;

@@ -771,4 +771,34 @@ describe('timeouts judge Redis, not our event loop', () => {
     }
     assert.equal(used, '1', 'only the first charge stays');
   });
+
+  test('charges without a request id that Redis applies after their timeout are refunded when their late replies come', async (t) => {
+    // No request id: a blind refund could undo someone else's charge, so the store waits for the
+    // late reply, which says whether the charge applied. The call keeps its request for that.
+    const server = await startRedis(t, { args: ['--enable-debug-command', 'yes'] });
+    const client = createRedisClient(server.url);
+    client.on('error', () => {});
+    t.after(() => client.disconnect());
+    await waitForReady(client);
+    const store = new RedisQuotaStore(client, { timeoutMs: 100 });
+    await store.charge({ partner: 'anon', requestId: '', limits: [unit], nowMs: T0 });
+    const sleeper = server.client();
+    await sleeper.ping();
+    const asleep = sleeper.call('DEBUG', 'SLEEP', '1');
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    const results = await Promise.allSettled(
+      Array.from({ length: 5 }, () =>
+        store.charge({ partner: 'anon', requestId: '', limits: [unit], nowMs: T0 }),
+      ),
+    );
+    assert.ok(results.every((r) => r.status === 'rejected' && r.reason instanceof StoreTimeout));
+    await asleep;
+    let used = '';
+    for (const deadline = Date.now() + 3000; Date.now() < deadline; ) {
+      used = (await server.client().get(`{q:anon}:daily:${unit.window?.id}`)) ?? '';
+      if (used === '1') break;
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+    assert.equal(used, '1', 'the five late charges were taken back');
+  });
 });
