@@ -21,7 +21,7 @@ import {
   waitForReady,
 } from '../../src/quota/redis-store.js';
 import type { ChargeRequest, ChargeResult, ChargeSink, LimitSpec } from '../../src/quota/types.js';
-import { startRedis } from '../support/redis.js';
+import { type RedisServer, startRedis } from '../support/redis.js';
 import { startRedisCluster } from '../support/redis-cluster.js';
 
 // The exactness tests judge atomicity, not speed: on a loaded machine (CPU hogs starve redis-server
@@ -49,6 +49,38 @@ function quotaClient(t: { after(fn: () => unknown): void }, url: string): RedisC
   client.on('error', () => {});
   t.after(() => client.disconnect());
   return client;
+}
+
+/**
+ * A redis-server that DEBUG SLEEP can stall, and a quota store on it with the default 100 ms timeout.
+ * `stall()` puts the server to sleep for 1 s and resolves once it sleeps, with the sleep's reply.
+ */
+async function stallableStore(t: Parameters<typeof startRedis>[0]) {
+  const server = await startRedis(t, { args: ['--enable-debug-command', 'yes'] });
+  const client = createRedisClient(server.url);
+  client.on('error', () => {});
+  t?.after(() => client.disconnect());
+  await waitForReady(client);
+  const store = new RedisQuotaStore(client, { timeoutMs: 100 });
+  const stall = async (): Promise<{ asleep: Promise<unknown> }> => {
+    const sleeper = server.client();
+    await sleeper.ping();
+    const asleep = sleeper.call('DEBUG', 'SLEEP', '1');
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    return { asleep };
+  };
+  return { server, store, stall };
+}
+
+/** `key`'s value once it equals `expected`, or its last value after 3 s. */
+async function untilValue(server: RedisServer, key: string, expected: string): Promise<string> {
+  let value = '';
+  for (const deadline = Date.now() + 3000; Date.now() < deadline; ) {
+    value = (await server.client().get(key)) ?? '';
+    if (value === expected) break;
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+  return value;
 }
 
 /** A one-request gcra limit, far from full. */
@@ -739,18 +771,10 @@ describe('timeouts judge Redis, not our event loop', () => {
   });
 
   test('a Redis that really is slow (DEBUG SLEEP) times out after the store timeout and opens the circuit', async (t) => {
-    const server = await startRedis(t, { args: ['--enable-debug-command', 'yes'] });
-    const client = createRedisClient(server.url);
-    client.on('error', () => {});
-    t.after(() => client.disconnect());
-    await waitForReady(client);
-    const store = new RedisQuotaStore(client, { timeoutMs: 100 });
+    const { server, store, stall } = await stallableStore(t);
     const breaker = new StoreBreaker(store);
     await breaker.charge({ partner: 'slow', requestId: '', limits: [unit], nowMs: T0 });
-    const sleeper = server.client();
-    await sleeper.ping();
-    const asleep = sleeper.call('DEBUG', 'SLEEP', '1');
-    await new Promise((resolve) => setTimeout(resolve, 50));
+    const { asleep } = await stall();
     const results = await Promise.allSettled(
       Array.from({ length: 10 }, (_, i) =>
         breaker.charge({ partner: 'slow', requestId: `s-${i}`, limits: [unit], nowMs: T0 }),
@@ -763,29 +787,16 @@ describe('timeouts judge Redis, not our event loop', () => {
     assert.equal(breaker.state(), 'open');
     await asleep;
     // Each timed-out charge was applied once Redis woke up, then refunded (guarded by its request id).
-    let used = '';
-    for (const deadline = Date.now() + 3000; Date.now() < deadline; ) {
-      used = (await server.client().get(`{q:slow}:daily:${unit.window?.id}`)) ?? '';
-      if (used === '1') break;
-      await new Promise((resolve) => setTimeout(resolve, 20));
-    }
+    const used = await untilValue(server, `{q:slow}:daily:${unit.window?.id}`, '1');
     assert.equal(used, '1', 'only the first charge stays');
   });
 
   test('charges without a request id that Redis applies after their timeout are refunded when their late replies come', async (t) => {
     // No request id: a blind refund could undo someone else's charge, so the store waits for the
     // late reply, which says whether the charge applied. The call keeps its request for that.
-    const server = await startRedis(t, { args: ['--enable-debug-command', 'yes'] });
-    const client = createRedisClient(server.url);
-    client.on('error', () => {});
-    t.after(() => client.disconnect());
-    await waitForReady(client);
-    const store = new RedisQuotaStore(client, { timeoutMs: 100 });
+    const { server, store, stall } = await stallableStore(t);
     await store.charge({ partner: 'anon', requestId: '', limits: [unit], nowMs: T0 });
-    const sleeper = server.client();
-    await sleeper.ping();
-    const asleep = sleeper.call('DEBUG', 'SLEEP', '1');
-    await new Promise((resolve) => setTimeout(resolve, 50));
+    const { asleep } = await stall();
     const results = await Promise.allSettled(
       Array.from({ length: 5 }, () =>
         store.charge({ partner: 'anon', requestId: '', limits: [unit], nowMs: T0 }),
@@ -793,12 +804,7 @@ describe('timeouts judge Redis, not our event loop', () => {
     );
     assert.ok(results.every((r) => r.status === 'rejected' && r.reason instanceof StoreTimeout));
     await asleep;
-    let used = '';
-    for (const deadline = Date.now() + 3000; Date.now() < deadline; ) {
-      used = (await server.client().get(`{q:anon}:daily:${unit.window?.id}`)) ?? '';
-      if (used === '1') break;
-      await new Promise((resolve) => setTimeout(resolve, 20));
-    }
+    const used = await untilValue(server, `{q:anon}:daily:${unit.window?.id}`, '1');
     assert.equal(used, '1', 'the five late charges were taken back');
   });
 });
