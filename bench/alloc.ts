@@ -8,8 +8,8 @@
 //
 //   node --expose-gc --min-semi-space-size=128 --max-semi-space-size=128 --import tsx bench/alloc.ts
 //        [--checks 1000] [--concurrency 16] [--pace-ms 0] [--profile CASE]
-//   (bench/run.ts starts it so twice: at the default concurrency, and at 1 with --pace-ms 1;
-//   prints one JSON line)
+//   (bench/run.ts starts it so twice: at the default concurrency, and at 1 with --pace-ms 1 and
+//   --checks 500; prints one JSON line)
 // --profile: the sampling heap profiler over that case (collected objects included): the
 // functions that allocate the most, to know what to remove next.
 import http2 from 'node:http2';

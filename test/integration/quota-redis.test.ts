@@ -53,7 +53,7 @@ function quotaClient(t: { after(fn: () => unknown): void }, url: string): RedisC
 
 /**
  * A redis-server that DEBUG SLEEP can stall, and a quota store on it with the default 100 ms timeout.
- * `stall()` puts the server to sleep for 1 s and resolves once it sleeps, with the sleep's reply.
+ * `stall()` puts the server to sleep for 1 s and resolves once it sleeps; `asleep` settles when it wakes.
  */
 async function stallableStore(t: Parameters<typeof startRedis>[0]) {
   const server = await startRedis(t, { args: ['--enable-debug-command', 'yes'] });
@@ -605,18 +605,13 @@ describe('standalone redis-server', () => {
         limits: [gcraSpec('g')],
         nowMs: T0,
       };
-      let answered: ChargeResult | null = null;
-      const sink: ChargeSink = {
-        charged: (result) => {
-          answered = result;
-        },
-        failed: (error) => assert.fail(String(error)),
-      };
-      store.chargeTo(request, sink);
-      for (let i = 0; i < 200 && answered === null; i++)
-        await new Promise((resolve) => setTimeout(resolve, 5));
-      assert.equal((answered as ChargeResult | null)?.allowed, true, 'answered');
-      return { sink: new WeakRef(sink), request: new WeakRef(request) };
+      let sink: ChargeSink | undefined;
+      const answered = await new Promise<ChargeResult>((resolve, reject) => {
+        sink = { charged: resolve, failed: reject };
+        store.chargeTo(request, sink);
+      });
+      assert.equal(answered.allowed, true, 'answered');
+      return { sink: new WeakRef(sink as ChargeSink), request: new WeakRef(request) };
     })();
     assert.ok(
       (store as unknown as { timer: { watching: number } }).timer.watching > 0,
