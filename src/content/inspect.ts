@@ -6,7 +6,7 @@ import { Buffer } from 'node:buffer';
 import type { Request } from '../request.js';
 import type { MaybePromise } from '../stage.js';
 import { BodyHashes, sha256Hex, verifyDigests } from './digest.js';
-import { inspectJson, jsonStrings, type ParsedJson } from './json.js';
+import { inspectJson, type JsonStats, jsonStrings, type ParsedJson } from './json.js';
 import {
   checkDeclaredType,
   type DetectedType,
@@ -63,7 +63,11 @@ export interface Inspected {
   readonly deep: 'checked' | 'empty' | 'skipped_truncated' | 'skipped_encoded';
   /** Digests that matched: 'sha-256', 'sha-512', 'content-md5', 'x-checksum-sha256'. */
   readonly digests: readonly string[];
-  readonly json: ParsedJson | null;
+  /**
+   * What the pre-scan measured of a JSON body. Not the parsed document: the Check holds its findings
+   * through the quota round trip, and every scavenge meanwhile would copy the document.
+   */
+  readonly json: JsonStats | null;
   readonly form: ParsedForm | null;
   /** What inspectScan scans: empty without a scan policy or when nothing is of a scanned type. */
   readonly targets: readonly ScanTarget[];
@@ -278,7 +282,7 @@ function checked(
     declaredType: typed.declaredType,
     detectedType: detected?.mime ?? null,
     digests: typed.digests,
-    json,
+    json: json?.stats ?? null,
     form,
     targets,
     deep: 'checked',

@@ -1,6 +1,6 @@
 // JSON bodies, parsed with limits and validated against a JSON Schema.
 //
-// Order, cheapest refusal first: size → UTF-8 → a linear pre-scan of the bytes (depth, member count,
+// Order, cheapest refusal first: size → UTF-8 → a linear pre-scan of the decoded text (depth, member count,
 // string length, duplicate keys, keys that could poison a prototype) → JSON.parse → prototype-poisoning
 // scan (only when the pre-scan saw such a key) → schema. The pre-scan is a loop with an explicit stack
 // of container kinds (no recursion), so a 10^5-level nesting bomb is refused at level maxDepth + 1 after
@@ -65,15 +65,26 @@ const malformed = (detail: string, reason: string): ContentFailure => ({
   reason,
 });
 
-/**
- * One linear pass over the bytes, outside and across strings: nesting depth, object members, string
- * lengths and — when `duplicateKeys` is 'deny' — a key repeated within one object (keys compared after
- * unescaping, so `"a"` and `"\u0061"` are the same key). Refuses as soon as a limit is crossed.
- */
+/** prescanText over bytes already known to be UTF-8 (tests and tools; parseJson decodes once itself). */
 export function prescanJson(bytes: Uint8Array, limits: Limits): Outcome<JsonStats> {
-  const buf = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-  const n = buf.length;
-  const objectKeys = limits.duplicateKeys === 'deny' ? new ObjectKeys(buf) : null;
+  const text = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('utf8');
+  return prescanText(text, bytes.byteLength, limits);
+}
+
+/**
+ * One linear pass over the decoded text of a UTF-8 body of `byteLength` bytes, outside and across
+ * strings: nesting depth, object members, string lengths and — when `duplicateKeys` is 'deny' — a key
+ * repeated within one object (keys compared after unescaping, so `"a"` and `"\u0061"` are the same key).
+ * Refuses as soon as a limit is crossed. It walks the string, not the bytes: String.prototype.indexOf
+ * finds a string's end without leaving V8, where Buffer.indexOf crossed into C++ for every string and
+ * made the pass cost as much as JSON.parse. Lengths and offsets are still in bytes as sent: equal to
+ * the text's for ASCII, measured with Buffer.byteLength otherwise.
+ */
+export function prescanText(text: string, byteLength: number, limits: Limits): Outcome<JsonStats> {
+  const n = text.length;
+  const ascii = n === byteLength;
+  const byteAt = (i: number) => (ascii ? i : Buffer.byteLength(text.slice(0, i)));
+  const objectKeys = limits.duplicateKeys === 'deny' ? new ObjectKeys(text) : null;
   // Grows with the depth reached: a typed array sized for maxDepth costs more than a small body's scan.
   const kinds: number[] = [];
   let depth = 0;
@@ -86,21 +97,26 @@ export function prescanJson(bytes: Uint8Array, limits: Limits): Outcome<JsonStat
   let nextBackslash = -2;
   let i = 0;
   while (i < n) {
-    const b = buf[i] as number;
-    if (b === QUOTE) {
+    const c = text.charCodeAt(i);
+    if (c === QUOTE) {
       const start = i + 1;
-      const end = closingQuote(buf, start);
+      const end = closingQuote(text, start);
       if (end === -1)
         return fail(
-          malformed('The body is not valid JSON: unterminated string.', `unterminated string at ${i}`),
+          malformed(
+            'The body is not valid JSON: unterminated string.',
+            `unterminated string at ${byteAt(i)}`,
+          ),
         );
-      const length = end - start;
+      let length = end - start;
+      // A UTF-16 unit is 1 to 3 bytes: only a string that could be the longest is measured.
+      if (!ascii && 3 * length > longest) length = Buffer.byteLength(text.slice(start, end));
       if (length > longest) longest = length;
       if (length > limits.maxStringLength) {
         return fail(
           limitsExceeded(
             `The JSON body has a string longer than ${limits.maxStringLength} bytes.`,
-            `string of ${length} bytes at byte ${i} (limit ${limits.maxStringLength})`,
+            `string of ${length} bytes at byte ${byteAt(i)} (limit ${limits.maxStringLength})`,
           ),
         );
       }
@@ -110,22 +126,24 @@ export function prescanJson(bytes: Uint8Array, limits: Limits): Outcome<JsonStat
           return fail(
             limitsExceeded(
               `The JSON body has more than ${limits.maxKeys} object members.`,
-              `more than ${limits.maxKeys} keys (at byte ${i})`,
+              `more than ${limits.maxKeys} keys (at byte ${byteAt(i)})`,
             ),
           );
         }
-        if (nextBackslash !== -1 && nextBackslash < start) nextBackslash = buf.indexOf(BACKSLASH, start);
+        if (nextBackslash !== -1 && nextBackslash < start) nextBackslash = text.indexOf('\\', start);
         const escaped = nextBackslash !== -1 && nextBackslash < end;
-        if (!suspectKeys && (escaped || isPoisonKey(buf, start, length))) suspectKeys = true;
+        if (!suspectKeys && (escaped || isPoisonKey(text, start, end - start))) suspectKeys = true;
         if (objectKeys) {
           const added = objectKeys.add(depth - 1, start, end, escaped);
           if (added === BAD_ESCAPE)
-            return fail(malformed('The body is not valid JSON: bad escape in a key.', `bad escape at ${i}`));
+            return fail(
+              malformed('The body is not valid JSON: bad escape in a key.', `bad escape at ${byteAt(i)}`),
+            );
           if (added !== NEW_KEY) {
             return fail({
               code: 'json_duplicate_key',
               detail: `The JSON body repeats the key ${JSON.stringify(truncate(added, 64))} in one object; send each key once.`,
-              reason: `duplicate key at byte ${i}`,
+              reason: `duplicate key at byte ${byteAt(i)}`,
             });
           }
         }
@@ -134,7 +152,7 @@ export function prescanJson(bytes: Uint8Array, limits: Limits): Outcome<JsonStat
       i = end + 1;
       continue;
     }
-    switch (b) {
+    switch (c) {
       case 0x7b: // {
       case 0x5b: // [
         depth++;
@@ -142,19 +160,21 @@ export function prescanJson(bytes: Uint8Array, limits: Limits): Outcome<JsonStat
           return fail(
             limitsExceeded(
               `The JSON body nests deeper than ${limits.maxDepth} levels.`,
-              `depth over ${limits.maxDepth} at byte ${i}`,
+              `depth over ${limits.maxDepth} at byte ${byteAt(i)}`,
             ),
           );
         }
         if (depth > maxDepth) maxDepth = depth;
-        kinds[depth - 1] = b === 0x7b ? OBJECT : ARRAY;
-        if (b === 0x7b) objectKeys?.open(depth - 1);
-        expectKey = b === 0x7b;
+        kinds[depth - 1] = c === 0x7b ? OBJECT : ARRAY;
+        if (c === 0x7b) objectKeys?.open(depth - 1);
+        expectKey = c === 0x7b;
         break;
       case 0x7d: // }
       case 0x5d: // ]
         if (depth === 0)
-          return fail(malformed('The body is not valid JSON: unbalanced brackets.', `unbalanced at ${i}`));
+          return fail(
+            malformed('The body is not valid JSON: unbalanced brackets.', `unbalanced at ${byteAt(i)}`),
+          );
         depth--;
         if (kinds[depth] === OBJECT) objectKeys?.close(depth);
         expectKey = false;
@@ -170,48 +190,42 @@ export function prescanJson(bytes: Uint8Array, limits: Limits): Outcome<JsonStat
     }
     i++;
   }
-  return ok({ bytes: n, depth: maxDepth, keys, longestString: longest, suspectKeys });
+  return ok({ bytes: byteLength, depth: maxDepth, keys, longestString: longest, suspectKeys });
 }
 
 /** The quote that closes the string starting at `from`: the first not escaped by a backslash; -1 when none. */
-function closingQuote(buf: Buffer, from: number): number {
-  let end = buf.indexOf(QUOTE, from);
+function closingQuote(text: string, from: number): number {
+  let end = text.indexOf('"', from);
   while (end !== -1) {
     let k = end - 1;
-    while (k >= from && buf[k] === BACKSLASH) k--;
+    while (k >= from && text.charCodeAt(k) === BACKSLASH) k--;
     if ((end - 1 - k) % 2 === 0) return end;
-    end = buf.indexOf(QUOTE, end + 1);
+    end = text.indexOf('"', end + 1);
   }
   return -1;
 }
 
-const PROTO = Buffer.from('__proto__');
-const CONSTRUCTOR = Buffer.from('constructor');
-
-/** The key's bytes are exactly `__proto__` or `constructor` (the keys prototype poisoning uses). */
-function isPoisonKey(buf: Buffer, start: number, length: number): boolean {
-  const name = length === PROTO.length ? PROTO : length === CONSTRUCTOR.length ? CONSTRUCTOR : null;
-  if (name === null) return false;
-  for (let k = 0; k < length; k++) if (buf[start + k] !== name[k]) return false;
-  return true;
+/** The key is exactly `__proto__` or `constructor` as sent (the keys prototype poisoning uses). */
+function isPoisonKey(text: string, start: number, length: number): boolean {
+  if (length === 9) return text.startsWith('__proto__', start);
+  return length === 11 && text.startsWith('constructor', start);
 }
 
 const NEW_KEY = 0;
 const BAD_ESCAPE = 1;
 
-/** Objects with up to this many keys compare keys as byte ranges, in place; bigger ones use a Set. */
+/** Objects with up to this many keys compare keys as ranges of the text, in place; bigger ones use a Set. */
 const SMALL_OBJECT = 16;
 
 /**
- * The keys of the objects open at each depth. A small object keeps its keys as byte ranges of the body
- * and compares a new key with each (no string made); past SMALL_OBJECT keys, or at the first escaped key,
- * it switches to a Set of key identities: the key's UTF-8 bytes as a latin1 string (exact, since the
- * body is valid UTF-8, whose encoding is unique), an escaped key being unescaped first.
+ * The keys of the objects open at each depth. A small object keeps its keys as ranges of the text and
+ * compares a new key with each (no string made; equal UTF-16 units are equal UTF-8 bytes); past
+ * SMALL_OBJECT keys, or at the first escaped key, it switches to a Set of the keys' unescaped text.
  * The ranges of all open objects share one array, innermost last: an object's keys are contiguous, since
  * its parent adds none while it is open, and closing it drops them (`close`).
  */
 class ObjectKeys {
-  readonly #buf: Buffer;
+  readonly #text: string;
   /** [start, end) pairs; the open objects' keys, outermost first. */
   readonly #ranges: number[] = [];
   #top = 0;
@@ -219,8 +233,8 @@ class ObjectKeys {
   readonly #bases: number[] = [];
   readonly #sets: (Set<string> | undefined)[] = [];
 
-  constructor(buf: Buffer) {
-    this.#buf = buf;
+  constructor(text: string) {
+    this.#text = text;
   }
 
   open(level: number): void {
@@ -240,31 +254,30 @@ class ObjectKeys {
     end: number,
     escaped: boolean,
   ): typeof NEW_KEY | typeof BAD_ESCAPE | string {
-    const buf = this.#buf;
+    const text = this.#text;
     const ranges = this.#ranges;
     const base = this.#bases[level] as number;
     const top = this.#top;
     let set = this.#sets[level];
     if (!set && (escaped || top - base >= 2 * SMALL_OBJECT)) {
       set = new Set();
-      for (let r = base; r < top; r += 2) set.add(buf.toString('latin1', ranges[r], ranges[r + 1]));
+      for (let r = base; r < top; r += 2) set.add(text.slice(ranges[r], ranges[r + 1]));
       this.#sets[level] = set;
       this.#top = base;
     }
     if (set) {
-      let id: string;
+      let key: string;
       if (escaped) {
         try {
-          const key = JSON.parse(`"${buf.toString('utf8', start, end)}"`) as string;
-          id = Buffer.from(key, 'utf8').toString('latin1');
+          key = JSON.parse(`"${text.slice(start, end)}"`) as string;
         } catch {
           return BAD_ESCAPE;
         }
       } else {
-        id = buf.toString('latin1', start, end);
+        key = text.slice(start, end);
       }
-      if (set.has(id)) return Buffer.from(id, 'latin1').toString('utf8');
-      set.add(id);
+      if (set.has(key)) return key;
+      set.add(key);
       return NEW_KEY;
     }
     const length = end - start;
@@ -272,8 +285,8 @@ class ObjectKeys {
       const s = ranges[r] as number;
       if ((ranges[r + 1] as number) - s !== length) continue;
       let k = 0;
-      while (k < length && buf[s + k] === buf[start + k]) k++;
-      if (k === length) return buf.toString('utf8', start, end);
+      while (k < length && text.charCodeAt(s + k) === text.charCodeAt(start + k)) k++;
+      if (k === length) return text.slice(start, end);
     }
     ranges[top] = start;
     ranges[top + 1] = end;
@@ -305,9 +318,9 @@ export function parseJson(bytes: Uint8Array, limits: Limits): Outcome<ParsedJson
       ),
     );
   }
-  const scanned = prescanJson(bytes, limits);
-  if (!scanned.ok) return scanned;
   let text = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('utf8');
+  const scanned = prescanText(text, bytes.byteLength, limits);
+  if (!scanned.ok) return scanned;
   if (text.charCodeAt(0) === 0xfeff) text = text.slice(1);
   let value: unknown;
   try {

@@ -629,8 +629,10 @@ table('JSON parsing with limits', [
     policy: { json: JSON_LIMITS },
     expect: 'ok',
     result: (r) => {
-      assert.deepEqual(r.json?.value, { a: [1, { b: 'c' }], d: null });
-      assert.deepEqual(r.json?.stats, {
+      const parsed = parseJson(Buffer.from('{"a":[1,{"b":"c"}],"d":null}'), JSON_LIMITS);
+      assert.ok(parsed.ok);
+      assert.deepEqual(parsed.value.value, { a: [1, { b: 'c' }], d: null });
+      assert.deepEqual(r.json, {
         bytes: 28,
         depth: 3,
         keys: 3,
@@ -805,7 +807,12 @@ table('JSON parsing with limits', [
     request: { type: 'application/json', body: '{"a":1,"a":2}' },
     policy: { json: { ...JSON_LIMITS, duplicateKeys: 'allow' } },
     expect: 'ok',
-    result: (r) => assert.deepEqual(r.json?.value, { a: 2 }),
+    result: (r) => {
+      assert.equal(r.json?.keys, 2);
+      const parsed = parseJson(Buffer.from('{"a":1,"a":2}'), { ...JSON_LIMITS, duplicateKeys: 'allow' });
+      assert.ok(parsed.ok);
+      assert.deepEqual(parsed.value.value, { a: 2 });
+    },
   },
   {
     name: '__proto__ poisoning',
@@ -848,7 +855,7 @@ table('JSON parsing with limits', [
     request: { type: 'application/json', body: '{"a":"__proto__","b":["constructor",{"c":"__proto__"}]}' },
     policy: { json: JSON_LIMITS },
     expect: 'ok',
-    result: (r) => assert.equal(r.json?.stats.suspectKeys, false, 'values are no keys: no poisoning walk'),
+    result: (r) => assert.equal(r.json?.suspectKeys, false, 'values are no keys: no poisoning walk'),
   },
   {
     name: 'a key repeated after a nested object closed',
@@ -898,6 +905,34 @@ test('the pre-scan finds where strings end, escapes included, and which keys are
   assert.ok(!dup.ok && dup.failure.code === 'json_duplicate_key');
   const other = prescanJson(Buffer.from(`{"${long}":1,"${'k'.repeat(100)}B":2}`), JSON_LIMITS);
   assert.ok(other.ok);
+});
+
+test('the pre-scan walks the decoded text but counts lengths and offsets in bytes as sent', () => {
+  // é is 2 bytes, € 3, 😀 4 (two UTF-16 units): the string after `{"é":` starts at byte 6.
+  for (const [char, size] of [
+    ['é', 2],
+    ['€', 3],
+    ['😀', 4],
+  ] as const) {
+    const value = char.repeat(40);
+    const body = Buffer.from(`{"é":"${value}"}`);
+    const fits = prescanJson(body, { ...JSON_LIMITS, maxStringLength: 40 * size });
+    assert.ok(fits.ok, char);
+    assert.equal(fits.value.longestString, 40 * size, char);
+    assert.equal(fits.value.bytes, body.length, char);
+    const over = prescanJson(body, { ...JSON_LIMITS, maxStringLength: 40 * size - 1 });
+    assert.ok(!over.ok, char);
+    assert.equal(over.failure.reason, `string of ${40 * size} bytes at byte 6 (limit ${40 * size - 1})`);
+  }
+  // A byte order mark is 3 bytes before the first bracket.
+  const bom = prescanJson(Buffer.from('\ufeff[[1]]'), { ...JSON_LIMITS, maxDepth: 1 });
+  assert.ok(!bom.ok);
+  assert.equal(bom.failure.reason, 'depth over 1 at byte 4');
+  // A duplicate non-ASCII key is found, and named as sent.
+  const dup = prescanJson(Buffer.from('{"ключ":1,"€":2,"ключ":3}'), JSON_LIMITS);
+  assert.ok(!dup.ok && dup.failure.code === 'json_duplicate_key');
+  assert.match(dup.failure.detail, /"ключ"/);
+  assert.equal(dup.failure.reason, `duplicate key at byte ${Buffer.byteLength('{"ключ":1,"€":2,')}`);
 });
 
 test('the pre-scan flags the keys that could poison a prototype, and only keys', () => {
