@@ -54,6 +54,13 @@ const BACKSLASH = 0x5c;
 const OBJECT = 1;
 const ARRAY = 2;
 
+// The pre-scan's scratch arrays, reused from call to call (it runs to the end in one go, so one call
+// at a time): allocating them per body was ~1 KB per Check. Past SCRATCH_KEPT entries (a document
+// with thousands of keys open at once, or nesting as deep), they are dropped after the call.
+const SCRATCH_KEPT = 4096;
+/** The kind (OBJECT or ARRAY) of each open container, by depth. */
+const KINDS: number[] = [];
+
 const limitsExceeded = (detail: string, reason: string): ContentFailure => ({
   code: 'json_limits_exceeded',
   detail,
@@ -81,12 +88,29 @@ export function prescanJson(bytes: Uint8Array, limits: Limits): Outcome<JsonStat
  * the text's for ASCII, measured with Buffer.byteLength otherwise.
  */
 export function prescanText(text: string, byteLength: number, limits: Limits): Outcome<JsonStats> {
+  const objectKeys = limits.duplicateKeys === 'deny' ? OBJECT_KEYS.reset(text) : null;
+  try {
+    return scanText(text, byteLength, limits, objectKeys);
+  } finally {
+    objectKeys?.release();
+    if (KINDS.length > SCRATCH_KEPT) KINDS.length = 0;
+  }
+}
+
+/** Where the character at `i` starts, in bytes of the UTF-8 text (failures only). */
+function byteOffset(text: string, ascii: boolean, i: number): number {
+  return ascii ? i : Buffer.byteLength(text.slice(0, i));
+}
+
+function scanText(
+  text: string,
+  byteLength: number,
+  limits: Limits,
+  objectKeys: ObjectKeys | null,
+): Outcome<JsonStats> {
   const n = text.length;
   const ascii = n === byteLength;
-  const byteAt = (i: number) => (ascii ? i : Buffer.byteLength(text.slice(0, i)));
-  const objectKeys = limits.duplicateKeys === 'deny' ? new ObjectKeys(text) : null;
-  // Grows with the depth reached: a typed array sized for maxDepth costs more than a small body's scan.
-  const kinds: number[] = [];
+  const kinds = KINDS;
   let depth = 0;
   let maxDepth = 0;
   let keys = 0;
@@ -105,7 +129,7 @@ export function prescanText(text: string, byteLength: number, limits: Limits): O
         return fail(
           malformed(
             'The body is not valid JSON: unterminated string.',
-            `unterminated string at ${byteAt(i)}`,
+            `unterminated string at ${byteOffset(text, ascii, i)}`,
           ),
         );
       let length = end - start;
@@ -116,7 +140,7 @@ export function prescanText(text: string, byteLength: number, limits: Limits): O
         return fail(
           limitsExceeded(
             `The JSON body has a string longer than ${limits.maxStringLength} bytes.`,
-            `string of ${length} bytes at byte ${byteAt(i)} (limit ${limits.maxStringLength})`,
+            `string of ${length} bytes at byte ${byteOffset(text, ascii, i)} (limit ${limits.maxStringLength})`,
           ),
         );
       }
@@ -126,7 +150,7 @@ export function prescanText(text: string, byteLength: number, limits: Limits): O
           return fail(
             limitsExceeded(
               `The JSON body has more than ${limits.maxKeys} object members.`,
-              `more than ${limits.maxKeys} keys (at byte ${byteAt(i)})`,
+              `more than ${limits.maxKeys} keys (at byte ${byteOffset(text, ascii, i)})`,
             ),
           );
         }
@@ -137,13 +161,16 @@ export function prescanText(text: string, byteLength: number, limits: Limits): O
           const added = objectKeys.add(depth - 1, start, end, escaped);
           if (added === BAD_ESCAPE)
             return fail(
-              malformed('The body is not valid JSON: bad escape in a key.', `bad escape at ${byteAt(i)}`),
+              malformed(
+                'The body is not valid JSON: bad escape in a key.',
+                `bad escape at ${byteOffset(text, ascii, i)}`,
+              ),
             );
           if (added !== NEW_KEY) {
             return fail({
               code: 'json_duplicate_key',
               detail: `The JSON body repeats the key ${JSON.stringify(truncate(added, 64))} in one object; send each key once.`,
-              reason: `duplicate key at byte ${byteAt(i)}`,
+              reason: `duplicate key at byte ${byteOffset(text, ascii, i)}`,
             });
           }
         }
@@ -160,7 +187,7 @@ export function prescanText(text: string, byteLength: number, limits: Limits): O
           return fail(
             limitsExceeded(
               `The JSON body nests deeper than ${limits.maxDepth} levels.`,
-              `depth over ${limits.maxDepth} at byte ${byteAt(i)}`,
+              `depth over ${limits.maxDepth} at byte ${byteOffset(text, ascii, i)}`,
             ),
           );
         }
@@ -173,7 +200,10 @@ export function prescanText(text: string, byteLength: number, limits: Limits): O
       case 0x5d: // ]
         if (depth === 0)
           return fail(
-            malformed('The body is not valid JSON: unbalanced brackets.', `unbalanced at ${byteAt(i)}`),
+            malformed(
+              'The body is not valid JSON: unbalanced brackets.',
+              `unbalanced at ${byteOffset(text, ascii, i)}`,
+            ),
           );
         depth--;
         if (kinds[depth] === OBJECT) objectKeys?.close(depth);
@@ -225,16 +255,29 @@ const SMALL_OBJECT = 16;
  * its parent adds none while it is open, and closing it drops them (`close`).
  */
 class ObjectKeys {
-  readonly #text: string;
+  #text = '';
   /** [start, end) pairs; the open objects' keys, outermost first. */
-  readonly #ranges: number[] = [];
+  #ranges: number[] = [];
   #top = 0;
   /** Where each open object's ranges begin, by depth. */
-  readonly #bases: number[] = [];
-  readonly #sets: (Set<string> | undefined)[] = [];
+  #bases: number[] = [];
+  #sets: (Set<string> | undefined)[] = [];
 
-  constructor(text: string) {
+  /** Ready for a new text (the scratch instance is reused: see SCRATCH_KEPT). */
+  reset(text: string): this {
     this.#text = text;
+    this.#top = 0;
+    return this;
+  }
+
+  /** Drops what the last text left: the text itself, its sets, and oversized arrays. */
+  release(): void {
+    this.#text = '';
+    const sets = this.#sets;
+    if (sets.length > SCRATCH_KEPT) this.#sets = [];
+    else sets.fill(undefined);
+    if (this.#ranges.length > SCRATCH_KEPT) this.#ranges = [];
+    if (this.#bases.length > SCRATCH_KEPT) this.#bases = [];
   }
 
   open(level: number): void {
@@ -294,6 +337,8 @@ class ObjectKeys {
     return NEW_KEY;
   }
 }
+
+const OBJECT_KEYS = new ObjectKeys();
 
 /**
  * Parses a JSON body within the policy's limits: valid UTF-8 (a leading byte order mark is ignored,

@@ -935,6 +935,26 @@ test('the pre-scan walks the decoded text but counts lengths and offsets in byte
   assert.equal(dup.failure.reason, `duplicate key at byte ${Buffer.byteLength('{"ключ":1,"€":2,')}`);
 });
 
+test('the pre-scan reuses its scratch state: each body starts afresh, after a refusal midway too', () => {
+  const keys = (n: number) => Array.from({ length: n }, (_, i) => `"k${i}":${i}`).join(',');
+  const scan = (body: string) => prescanJson(Buffer.from(body), JSON_LIMITS);
+  const sequence: [string, string | null][] = [
+    // Refused deep inside, with a set of keys open at two levels and a big array open.
+    [`{${keys(20)},"o":{${keys(20)},"k5":0}}`, 'json_duplicate_key'],
+    [`{"k5":1,"o":{"k5":2}}`, null],
+    [`{${keys(20)},"k7":{"x":1}}`, 'json_duplicate_key'],
+    ['{"k7":1}', null],
+    [`[${'['.repeat(30)}{"a":1,"a":2}${']'.repeat(30)}]`, 'json_duplicate_key'],
+    ['[[{"a":1}],{"a":2}]', null],
+    [`{${keys(900)}}`, null],
+    ['{"k1":1,"k1":2}', 'json_duplicate_key'],
+  ];
+  for (const [body, code] of sequence) {
+    const r = scan(body);
+    assert.equal(r.ok ? null : r.failure.code, code, body.slice(0, 80));
+  }
+});
+
 test('the pre-scan flags the keys that could poison a prototype, and only keys', () => {
   const suspect = (body: string) => {
     const r = prescanJson(Buffer.from(body), JSON_LIMITS);
