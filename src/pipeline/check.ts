@@ -407,8 +407,7 @@ class CheckRun {
       ? { sha256: findings.inspected.sha256, scan: scanned.ok ? scanned.value : 'refused' }
       : undefined;
     if (!scanned.ok) return withContent(this.refused(identity, scanned.denial), content);
-    const decision = allow(this.request, this.ctx, this.policy(), identity, this.charge, this.dryRun);
-    return withContent(decision, content);
+    return allow(this.request, this.ctx, this.policy(), identity, this.charge, this.dryRun, content);
   }
 
   /** On a dry-run route a denial is only recorded: the request goes on, marked upstream. */
@@ -577,6 +576,7 @@ function allow(
   identity: Identity,
   quota: QuotaOutcome,
   dryRun: Denial | null = null,
+  content?: Decision['content'],
 ): Allow {
   const names = ctx.catalog.settings.identityHeaders;
   const upstreamHeaders: Header[] = [{ name: DECISION_ID_HEADER, value: ctx.decisionId }];
@@ -612,6 +612,8 @@ function allow(
     partner,
     policyVersion: ctx.catalog.version,
     reason,
+    // In the literal, not spread on after: V8 copies a spread object on a slow path (~1 µs here).
+    content,
   };
   return dryRun ? { ...decision, dryRun: dryRun.code } : decision;
 }
