@@ -53,16 +53,16 @@ export class ChargedIds {
   private count = 0;
   private live = 0;
   private unswept = 0;
-  private nums: Float64Array;
-  private hashes: Int32Array;
-  private next: Int32Array;
+  private nums!: Float64Array;
+  private hashes!: Int32Array;
+  private next!: Int32Array;
   /** The key's length; NONE: a dead record (forgotten, or remembered again later). */
-  private lengths: Int32Array;
-  private bytes: Uint8Array;
+  private lengths!: Int32Array;
+  private bytes!: Uint8Array;
   /** Per record, the key when it is not in `bytes`. */
-  private long: (string | undefined)[];
+  private long!: (string | undefined)[];
   /** Per record and inline limit, the limit's id (the spec's string, shared: a pointer). */
-  private ids: string[];
+  private ids!: string[];
   /** Records of more than INLINE limits: their ChargedId as given. */
   private readonly wide = new Map<number, ChargedId>();
   private readonly seed = (Math.random() * 0x7fffffff) | 0;
@@ -76,13 +76,7 @@ export class ChargedIds {
     if (hash) this.hash = hash;
     this.maxCapacity = powerOfTwoAtLeast(Math.max(1, maxEntries));
     this.capacity = Math.min(FIRST_CAPACITY, this.maxCapacity);
-    this.nums = new Float64Array(this.capacity * STRIDE);
-    this.hashes = new Int32Array(this.capacity);
-    this.next = new Int32Array(this.capacity);
-    this.lengths = new Int32Array(this.capacity).fill(NONE);
-    this.bytes = new Uint8Array(this.capacity * KEY_BYTES);
-    this.long = new Array<string | undefined>(this.capacity).fill(undefined);
-    this.ids = new Array<string>(this.capacity * INLINE).fill('');
+    this.allocate();
   }
 
   /** The charge of the id `key` (chargedIdKey) within the window ending at `nowMs`, else undefined. */
@@ -126,6 +120,17 @@ export class ChargedIds {
 
   get size(): number {
     return this.live;
+  }
+
+  /** Empty arrays for `capacity` records (set by the constructor, and by grow after it copied the old). */
+  private allocate(): void {
+    this.nums = new Float64Array(this.capacity * STRIDE);
+    this.hashes = new Int32Array(this.capacity);
+    this.next = new Int32Array(this.capacity);
+    this.lengths = new Int32Array(this.capacity).fill(NONE);
+    this.bytes = new Uint8Array(this.capacity * KEY_BYTES);
+    this.long = new Array<string | undefined>(this.capacity).fill(undefined);
+    this.ids = new Array<string>(this.capacity * INLINE).fill('');
   }
 
   private write(r: number, key: string, h: number, charged: ChargedId): void {
@@ -242,13 +247,7 @@ export class ChargedIds {
       wide: new Map(this.wide),
     };
     this.capacity *= 2;
-    this.nums = new Float64Array(this.capacity * STRIDE);
-    this.hashes = new Int32Array(this.capacity);
-    this.next = new Int32Array(this.capacity);
-    this.lengths = new Int32Array(this.capacity).fill(NONE);
-    this.bytes = new Uint8Array(this.capacity * KEY_BYTES);
-    this.long = new Array<string | undefined>(this.capacity).fill(undefined);
-    this.ids = new Array<string>(this.capacity * INLINE).fill('');
+    this.allocate();
     this.byHash.clear();
     this.wide.clear();
     this.head = 0;
