@@ -1,0 +1,32 @@
+#!/bin/bash
+# rategc.sh DIR CASE [LABEL]: a fresh server of DIR's build at 1,000 Check/s (4 s, then 5 s measured)
+# with --trace-gc-nvp: the latency percentiles, and over the measured part the median scavenge
+# pause, scavenge.parallel (the copying), and KB survived / promoted per scavenge. The bytes are what
+# a scavenge must copy, and barely move with CPU contention: the figure to compare builds by when the
+# machine is noisy (how 3887290 was chosen). Same setup as sat.sh ($CATALOG, $NODEFLAGS).
+set -eu
+DIR=$(realpath "$1"); CASE=$2; LABEL=${3:-$DIR}; CAT=${CATALOG:-bench/catalog.yaml}
+cd "$(dirname "$0")/../.."
+redis-server --port 6391 --save '' --appendonly no >/dev/null 2>&1 & RP=$!
+taskset -a -p -c 1 $RP >/dev/null
+sleep 0.3
+# shellcheck disable=SC2086
+taskset -c 0 node --trace-gc-nvp ${NODEFLAGS:-} "$DIR/dist/cli/main.js" serve --config "$CAT" \
+  --grpc-address 127.0.0.1:9301 --admin-address 127.0.0.1:9391 --redis-url redis://127.0.0.1:6391 > .tmp/rate-server.log 2>&1 & SP=$!
+for _ in $(seq 100); do grep -q '"serving"' .tmp/rate-server.log && break; sleep 0.1; done
+taskset -c 1 .tmp/bench/loadgen --target 127.0.0.1:9301 --payloads ".tmp/bench/case-$CASE.json" --duration 4 --warmup 0 --rate 1000 >/dev/null 2>&1
+FROM=$(wc -l < .tmp/rate-server.log)
+OUT=$(taskset -c 1 .tmp/bench/loadgen --target 127.0.0.1:9301 --payloads ".tmp/bench/case-$CASE.json" --duration 5 --warmup 0 --rate 1000 2>/dev/null)
+kill -INT $SP; wait $SP 2>/dev/null || true; kill $RP; wait $RP 2>/dev/null || true
+tail -n +"$FROM" .tmp/rate-server.log | LABEL="$LABEL case=$CASE" OUT="$OUT" python3 -c '
+import json, os, re, sys
+def f(line, key):
+    m = re.search(r"(?:^|\s)" + re.escape(key) + r"=([0-9.]+)", line)
+    return float(m.group(1)) if m else 0.0
+med = lambda xs: sorted(xs)[len(xs) // 2] if xs else 0.0
+s = [l for l in sys.stdin if " gc=s " in l]
+d = json.loads(os.environ["OUT"])
+print("%s p50=%.2f p99=%.2f p999=%.2f scavenges=%d pause=%.2f max=%.2f parallel=%.2f survived_KB=%.0f promoted_KB=%.0f" % (
+    os.environ["LABEL"], d["p50"], d["p99"], d["p999"], len(s), med([f(l, "pause") for l in s]), max([f(l, "pause") for l in s] or [0]),
+    med([f(l, "scavenge.parallel") for l in s]), med([f(l, "new_space_survived") / 1024 for l in s]), med([f(l, "promoted") / 1024 for l in s])))
+'
