@@ -133,7 +133,8 @@ function scanText(
           ),
         );
       let length = end - start;
-      // A UTF-16 unit is 1 to 3 bytes: only a string that could be the longest is measured.
+      // A UTF-16 unit is 1 to 3 bytes: only a string that could be the longest is measured. One that
+      // is not has at most 3 × length ≤ longest ≤ maxStringLength bytes, so the check below holds.
       if (!ascii && 3 * length > longest) length = Buffer.byteLength(text.slice(start, end));
       if (length > longest) longest = length;
       if (length > limits.maxStringLength) {

@@ -64,7 +64,7 @@ export class ChargedIds {
   /** Per record and inline limit, the limit's id (the spec's string, shared: a pointer). */
   private ids!: string[];
   /** Records of more than INLINE limits: their ChargedId as given. */
-  private readonly wide = new Map<number, ChargedId>();
+  private wide = new Map<number, ChargedId>();
   private readonly seed = (Math.random() * 0x7fffffff) | 0;
 
   /** `hash`: tests only, to make keys collide. */
@@ -96,6 +96,8 @@ export class ChargedIds {
     const old = this.find(key, h);
     if (old !== NONE) this.kill(old);
     if (this.count === this.capacity) {
+      // At the largest ring, records of re-remembered ids (dead) still hold their places until the
+      // front passes them: the oldest id may then go a little before maxEntries are live.
       if (this.capacity < this.maxCapacity) this.grow();
       else this.dropOldest();
     }
@@ -136,10 +138,7 @@ export class ChargedIds {
   private write(r: number, key: string, h: number, charged: ChargedId): void {
     this.hashes[r] = h;
     this.lengths[r] = key.length;
-    if (fitsBytes(key)) {
-      this.copyKey(r, key);
-      this.long[r] = undefined;
-    } else this.long[r] = key;
+    this.long[r] = this.storeKey(r, key) ? undefined : key;
     const limits = charged.limits;
     const at = r * STRIDE;
     this.nums[at] = charged.atMs;
@@ -157,14 +156,26 @@ export class ChargedIds {
         this.ids[r * INLINE + i] = state.id;
       }
     }
+    this.link(r, h);
+  }
+
+  /** Record `r` becomes the newest of hash `h`, in front of its chain. */
+  private link(r: number, h: number): void {
     const newest = this.byHash.get(h);
     this.next[r] = newest === undefined ? NONE : newest;
     this.byHash.set(h, r);
   }
 
-  private copyKey(r: number, key: string): void {
+  /** The key into record `r`'s bytes; false when it does not fit (too long, or a unit past U+00FF). */
+  private storeKey(r: number, key: string): boolean {
+    if (key.length > KEY_BYTES) return false;
     const at = r * KEY_BYTES;
-    for (let i = 0; i < key.length; i++) this.bytes[at + i] = key.charCodeAt(i);
+    for (let i = 0; i < key.length; i++) {
+      const c = key.charCodeAt(i);
+      if (c > 0xff) return false;
+      this.bytes[at + i] = c;
+    }
+    return true;
   }
 
   private limitsOf(r: number): LimitState[] {
@@ -244,12 +255,12 @@ export class ChargedIds {
       bytes: this.bytes,
       long: this.long,
       ids: this.ids,
-      wide: new Map(this.wide),
+      wide: this.wide,
     };
     this.capacity *= 2;
     this.allocate();
     this.byHash.clear();
-    this.wide.clear();
+    this.wide = new Map();
     this.head = 0;
     let r = 0;
     for (let k = 0; k < old.count; k++) {
@@ -265,9 +276,7 @@ export class ChargedIds {
       this.long[r] = old.long[from];
       const wide = old.wide.get(from);
       if (wide !== undefined) this.wide.set(r, wide);
-      const newest = this.byHash.get(h);
-      this.next[r] = newest === undefined ? NONE : newest;
-      this.byHash.set(h, r);
+      this.link(r, h);
       r++;
     }
     this.count = r;
@@ -279,12 +288,6 @@ export class ChargedIds {
     for (let i = 0; i < key.length; i++) h = Math.imul(h ^ key.charCodeAt(i), 0x01000193);
     return (h ^ (h >>> 15)) & 0x3fffffff;
   };
-}
-
-function fitsBytes(key: string): boolean {
-  if (key.length > KEY_BYTES) return false;
-  for (let i = 0; i < key.length; i++) if (key.charCodeAt(i) > 0xff) return false;
-  return true;
 }
 
 function powerOfTwoAtLeast(n: number): number {

@@ -128,4 +128,8 @@ test('one id for one key: keys that share a hash, a prefix or a length stay apar
   ids.remember(b, at(3));
   assert.deepEqual(ids.get(a, 10), at(1));
   assert.deepEqual(ids.get(b, 10), at(3));
+  // A character past U+00FF is not cut to its low byte: "ł" (U+0142) is not "B" (0x42).
+  ids.remember(chargedIdKey('acme', 's', 'idł'), at(4));
+  assert.equal(ids.get(chargedIdKey('acme', 's', 'idB'), 10), undefined);
+  assert.deepEqual(ids.get(chargedIdKey('acme', 's', 'idł'), 10), at(4));
 });
