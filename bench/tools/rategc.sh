@@ -5,19 +5,14 @@
 # a scavenge must copy, and barely move with CPU contention: the figure to compare builds by when the
 # machine is noisy (how 3887290 was chosen). Same setup as sat.sh ($CATALOG, $NODEFLAGS).
 set -eu
-DIR=$(realpath "$1"); CASE=$2; LABEL=${3:-$DIR}; CAT=${CATALOG:-bench/catalog.yaml}
+DIR=$(realpath "$1"); CASE=$2; LABEL=${3:-$DIR}
 cd "$(dirname "$0")/../.."
-redis-server --port 6391 --save '' --appendonly no >/dev/null 2>&1 & RP=$!
-taskset -a -p -c 1 $RP >/dev/null
-sleep 0.3
-# shellcheck disable=SC2086
-taskset -c 0 node --trace-gc-nvp ${NODEFLAGS:-} "$DIR/dist/cli/main.js" serve --config "$CAT" \
-  --grpc-address 127.0.0.1:9301 --admin-address 127.0.0.1:9391 --redis-url redis://127.0.0.1:6391 > .tmp/rate-server.log 2>&1 & SP=$!
-for _ in $(seq 100); do grep -q '"serving"' .tmp/rate-server.log && break; sleep 0.1; done
+. bench/tools/serve.sh
+start_server "$DIR" .tmp/rate-server.log --trace-gc-nvp
 taskset -c 1 .tmp/bench/loadgen --target 127.0.0.1:9301 --payloads ".tmp/bench/case-$CASE.json" --duration 4 --warmup 0 --rate 1000 >/dev/null 2>&1
 FROM=$(wc -l < .tmp/rate-server.log)
 OUT=$(taskset -c 1 .tmp/bench/loadgen --target 127.0.0.1:9301 --payloads ".tmp/bench/case-$CASE.json" --duration 5 --warmup 0 --rate 1000 2>/dev/null)
-kill -INT $SP; wait $SP 2>/dev/null || true; kill $RP; wait $RP 2>/dev/null || true
+stop_server
 tail -n +"$FROM" .tmp/rate-server.log | LABEL="$LABEL case=$CASE" OUT="$OUT" python3 -c '
 import json, os, re, sys
 def f(line, key):

@@ -6,19 +6,14 @@
 # answered. $NODEFLAGS go to node (e.g. --cpu-prof --cpu-prof-dir=DIR). Figures move with the
 # machine: compare builds with ab.sh, not across runs.
 set -eu
-DIR=$(realpath "$1"); CASE=$2; LABEL=${3:-$DIR}; CAT=${CATALOG:-bench/catalog.yaml}
+DIR=$(realpath "$1"); CASE=$2; LABEL=${3:-$DIR}
 cd "$(dirname "$0")/../.."
-redis-server --port 6391 --save '' --appendonly no >/dev/null 2>&1 & RP=$!
-taskset -a -p -c 1 $RP >/dev/null
-sleep 0.3
-# shellcheck disable=SC2086
-taskset -c 0 node ${NODEFLAGS:-} "$DIR/dist/cli/main.js" serve --config "$CAT" --grpc-address 127.0.0.1:9301 \
-  --admin-address 127.0.0.1:9391 --redis-url redis://127.0.0.1:6391 > .tmp/sat-server.log 2>&1 & SP=$!
-for _ in $(seq 100); do grep -q '"serving"' .tmp/sat-server.log && break; sleep 0.1; done
+. bench/tools/serve.sh
+start_server "$DIR" .tmp/sat-server.log
 taskset -c 1 .tmp/bench/loadgen --target 127.0.0.1:9301 --payloads ".tmp/bench/case-$CASE.json" --duration 2 --warmup 1 >/dev/null 2>&1
-read -r u s < <(awk '{print $14, $15}' /proc/$SP/stat)
+read -r u s < <(awk '{print $14, $15}' /proc/$SERVER_PID/stat)
 OUT=$(taskset -c 1 .tmp/bench/loadgen --target 127.0.0.1:9301 --payloads ".tmp/bench/case-$CASE.json" --duration "${DUR:-6}" --warmup 0 2>/dev/null)
-read -r u2 s2 < <(awk '{print $14, $15}' /proc/$SP/stat)
+read -r u2 s2 < <(awk '{print $14, $15}' /proc/$SERVER_PID/stat)
 OK=$(echo "$OUT" | grep -o '"ok":[0-9]*' | head -1 | cut -d: -f2)
-kill -INT $SP; wait $SP 2>/dev/null || true; kill $RP; wait $RP 2>/dev/null || true
+stop_server
 echo "$LABEL case=$CASE ok=$OK cpu_us=$(echo "scale=1; ($u2+$s2-$u-$s)*10000/$OK" | bc)"
