@@ -13,12 +13,15 @@ import { Ajv2019 } from 'ajv/dist/2019.js';
 import { Ajv2020 } from 'ajv/dist/2020.js';
 import addFormatsModule from 'ajv-formats';
 import sjson from 'secure-json-parse';
+import { compileAcceptor } from './json-accept.js';
 import { ajvRegExp } from './linear-regex.js';
 import {
   type CompiledSchema,
   type ContentFailure,
   fail,
+  type JsonAcceptor,
   type JsonPolicy,
+  type JsonStats,
   MAX_SCHEMA_ERRORS,
   type Outcome,
   ok,
@@ -28,21 +31,13 @@ import {
 // ajv-formats is CommonJS with `exports.default`: under NodeNext its default import is the module object.
 const addFormats = addFormatsModule.default;
 
-/** What the pre-scan measured. */
-export interface JsonStats {
-  readonly bytes: number;
-  readonly depth: number;
-  readonly keys: number;
-  /** Longest string or key, in bytes as sent. */
-  readonly longestString: number;
-  /**
-   * A key is `__proto__` or `constructor` as sent, or has an escape (and could unescape to one): only
-   * then can the parsed document hold a poisoning key, and only then is it walked for one.
-   */
-  readonly suspectKeys: boolean;
-}
+export type { JsonStats };
 
 export interface ParsedJson {
+  /**
+   * The document; undefined when the fast pass accepted the body (json-accept.ts builds none, and
+   * never accepts a body with an escape, the only case a scan needs the document's strings).
+   */
   readonly value: unknown;
   readonly stats: JsonStats;
 }
@@ -468,6 +463,7 @@ export function compileSchema(schema: unknown, name: string): CompiledSchema {
   }
   return Object.freeze({
     name,
+    accept: compileAcceptor(schema),
     validate(value: unknown) {
       let valid: boolean;
       try {
@@ -518,8 +514,20 @@ export function checkSchema(value: unknown, schema: CompiledSchema): ContentFail
   };
 }
 
-/** parseJson, then the policy's schema when it has one. */
+/** The fast pass of a JSON policy without a schema: the grammar and the limits. */
+const ACCEPT_ANY = compileAcceptor(true) as JsonAcceptor;
+
+/**
+ * parseJson, then the policy's schema when it has one. The fast pass (json-accept.ts) goes first:
+ * when it accepts, the body is accepted without being decoded or parsed; anything else (every
+ * refusal among them) takes the full path, which words the answer.
+ */
 export function inspectJson(bytes: Uint8Array, policy: JsonPolicy): Outcome<ParsedJson> {
+  const accept = policy.schema ? policy.schema.accept : ACCEPT_ANY;
+  if (accept !== null && bytes.length <= policy.maxBytes) {
+    const stats = accept(bytes, policy);
+    if (stats !== null) return ok({ value: undefined, stats });
+  }
   const parsed = parseJson(bytes, policy);
   if (!parsed.ok || !policy.schema) return parsed;
   const violation = checkSchema(parsed.value.value, policy.schema);

@@ -32,7 +32,39 @@ export interface CompiledSchema {
   readonly name: string;
   /** null when the value is valid; else the first MAX_SCHEMA_ERRORS errors and how many there were. */
   validate(value: unknown): { readonly errors: readonly SchemaError[]; readonly total: number } | null;
+  /**
+   * The fast pass for this schema (src/content/json-accept.ts): accepts a body without parsing it, or
+   * leaves it to the full path. null when the schema uses a keyword the pass does not judge.
+   */
+  readonly accept: JsonAcceptor | null;
 }
+
+/** What the pre-scan measured. */
+export interface JsonStats {
+  readonly bytes: number;
+  readonly depth: number;
+  readonly keys: number;
+  /** Longest string or key, in bytes as sent. */
+  readonly longestString: number;
+  /**
+   * A key is `__proto__` or `constructor` as sent, or has an escape (and could unescape to one): only
+   * then can the parsed document hold a poisoning key, and only then is it walked for one.
+   */
+  readonly suspectKeys: boolean;
+}
+
+/** The limits of JsonPolicy that the fast pass enforces. */
+export interface AcceptLimits {
+  readonly maxDepth: number;
+  readonly maxKeys: number;
+  readonly maxStringLength: number;
+}
+
+/**
+ * A JSON body's fast pass (src/content/json-accept.ts): JsonStats when the body is certainly accepted
+ * by parseJson and the schema, else null (the full path judges it).
+ */
+export type JsonAcceptor = (bytes: Uint8Array, limits: AcceptLimits) => JsonStats | null;
 
 export interface JsonPolicy {
   /** Nesting depth: `{}` and `[]` are 1, `{"a":[1]}` is 2. */
