@@ -90,9 +90,53 @@ function closed<T>(r: Reader, to: number, field: string, value: T): T {
   return value;
 }
 
+/**
+ * A string field. Most of a Check's strings are the same from one request to the next (header names,
+ * `:method`, `:scheme`, `accept`, the host…): a short ASCII one is looked up by its bytes among the
+ * strings decoded before and, when found, reused, with no decode and no new string. Others, and a
+ * miss, are decoded by protobufjs as before (a miss then takes the slot).
+ */
 function string(r: Reader, tag: number, field: string): string {
   expect(tag, LEN, field);
+  const at = r.pos;
+  const length = r.uint32();
+  const start = r.pos;
+  const end = start + length;
+  if (length <= INTERNED_MAX_BYTES && end <= r.len) {
+    const buf = r.buf;
+    let hash = 0x811c9dc5 ^ length;
+    let k = start;
+    for (; k < end; k++) {
+      const c = buf[k] as number;
+      if (c >= 0x80) break;
+      hash = Math.imul(hash ^ c, 0x01000193);
+    }
+    if (k === end) {
+      const slot = (hash ^ (hash >>> 15)) & (INTERNED_SLOTS - 1);
+      const known = interned[slot] as string;
+      if (known.length === length && sameText(known, buf, start)) {
+        r.pos = end;
+        return known;
+      }
+      r.pos = at;
+      const text = r.string();
+      interned[slot] = text;
+      return text;
+    }
+  }
+  r.pos = at;
   return r.string();
+}
+
+const INTERNED_MAX_BYTES = 32;
+const INTERNED_SLOTS = 1024;
+/** Direct-mapped by a hash of the bytes; a collision only costs a decode. */
+const interned: string[] = new Array<string>(INTERNED_SLOTS).fill('');
+
+/** `text` (ASCII) has the bytes of buf from `start` on. */
+function sameText(text: string, buf: Uint8Array, start: number): boolean {
+  for (let k = 0; k < text.length; k++) if (text.charCodeAt(k) !== buf[start + k]) return false;
+  return true;
 }
 
 function bytes(r: Reader, tag: number, field: string): Uint8Array {

@@ -183,6 +183,37 @@ describe('decodeCheckRequest reads what the official CheckRequest holds', () => 
   });
 });
 
+describe('decodeCheckRequest reuses the short strings it decoded before, exactly', () => {
+  it('3,000 requests over a few ASCII letters (strings repeat, collide in its table, cross 32 bytes) and some non-ASCII', () => {
+    let seed = 0x1badf00d;
+    const next = () => {
+      seed ^= seed << 13;
+      seed ^= seed >>> 17;
+      seed ^= seed << 5;
+      return (seed >>> 0) / 0x1_0000_0000;
+    };
+    const alphabet = ['a', 'b', 'c', '-', '1', 'é'];
+    const text = (min: number, max: number) =>
+      Array.from({ length: min + Math.floor(next() * (max - min)) }, () =>
+        next() < 0.02 ? 'é' : (alphabet[Math.floor(next() * 5)] as string),
+      ).join('');
+    for (let i = 0; i < 3000; i++) {
+      const headers: Record<string, string> = {};
+      for (let h = 1 + Math.floor(next() * 8); h > 0; h--) headers[`x-${text(1, 4)}`] = text(0, 36);
+      const message = envoyRequest({
+        method: next() < 0.5 ? 'GET' : 'POST',
+        path: `/${text(0, 34)}`,
+        headers,
+        principal: text(28, 36),
+      });
+      const bytes = encode(message);
+      // A Buffer (as the transports hand it) and a plain Uint8Array (protobufjs' other reader).
+      const copy = i % 2 === 0 ? Buffer.from(bytes) : new Uint8Array(bytes);
+      assert.deepEqual(plain(decodeCheckRequest(copy)), plain(expected(bytes)));
+    }
+  });
+});
+
 describe('decodeCheckRequest refuses malformed bytes with an Error', () => {
   const valid = Buffer.from(encode(envoyRequest({ certificate: CERT, body: Buffer.from('{"a":1}') })));
 

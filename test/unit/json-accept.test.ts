@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { compileSchema, inspectJson, parseJson } from '../../src/content/json.js';
 import { compileAcceptor } from '../../src/content/json-accept.js';
-import type { CompiledSchema, JsonPolicy } from '../../src/content/types.js';
+import type { CompiledSchema, JsonPolicy, JsonStats } from '../../src/content/types.js';
 
 const LIMITS = {
   maxDepth: 8,
@@ -307,7 +307,7 @@ describe('the JSON fast pass accepts only what the full path accepts, with the s
         const text = valueFor(raw, r, 0);
         const bytes = k % 2 === 0 ? Buffer.from(text, 'utf8') : mutate(text, r);
         const full = fullPath(bytes, schema);
-        const quick = accept(bytes, LIMITS);
+        const quick: JsonStats | null = accept(bytes, LIMITS);
         if (full !== null) valid++;
         if (quick === null) continue;
         fast++;
