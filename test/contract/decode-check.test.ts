@@ -15,6 +15,17 @@ function encode(message: object): Uint8Array {
   return official.encode(official.fromObject(message)).finish();
 }
 
+/** A seeded xorshift in [0, 1): the same generated requests on every run. */
+function seeded(start: number): () => number {
+  let seed = start;
+  return () => {
+    seed ^= seed << 13;
+    seed ^= seed >>> 17;
+    seed ^= seed << 5;
+    return (seed >>> 0) / 0x1_0000_0000;
+  };
+}
+
 type Plain = Record<string, unknown> | undefined;
 
 /** What our decoder must return for `bytes`, derived from the OFFICIAL decode alone. */
@@ -155,13 +166,7 @@ describe('decodeCheckRequest reads what the official CheckRequest holds', () => 
   });
 
   it('200 generated requests: random headers (any Unicode), extensions and peers', () => {
-    let seed = 0x2545f491;
-    const next = () => {
-      seed ^= seed << 13;
-      seed ^= seed >>> 17;
-      seed ^= seed << 5;
-      return (seed >>> 0) / 0x1_0000_0000;
-    };
+    const next = seeded(0x2545f491);
     const alphabet = ['a', 'Z', '-', ':', ' ', 'é', '中', '😀', '\u0000', ',', '%', '0'];
     const text = (max: number) =>
       Array.from({ length: Math.floor(next() * max) }, () => alphabet[Math.floor(next() * 12)]).join('');
@@ -185,13 +190,7 @@ describe('decodeCheckRequest reads what the official CheckRequest holds', () => 
 
 describe('decodeCheckRequest reuses the short strings it decoded before, exactly', () => {
   it('3,000 requests over a few ASCII letters (strings repeat, collide in its table, cross 32 bytes) and some non-ASCII', () => {
-    let seed = 0x1badf00d;
-    const next = () => {
-      seed ^= seed << 13;
-      seed ^= seed >>> 17;
-      seed ^= seed << 5;
-      return (seed >>> 0) / 0x1_0000_0000;
-    };
+    const next = seeded(0x1badf00d);
     const alphabet = ['a', 'b', 'c', '-', '1', 'é'];
     const text = (min: number, max: number) =>
       Array.from({ length: min + Math.floor(next() * (max - min)) }, () =>
