@@ -554,9 +554,9 @@ function stringFits(bytes: Uint8Array, from: number, node: Node): boolean {
  * for |p| ≤ 22, so one IEEE multiplication or division gives round(M × 10^p) (Clinger's fast path,
  * V8's too). With no other significant digit, that is the double. With more, the number lies between
  * M × 10^p and (M + 1) × 10^p, so its double lies between their rounded values (rounding is
- * monotonic): when both ends fit the bounds (an interval, so everything between fits) and no integer
- * lies between them (so it has a fraction), it fits. Anything else is read by Number(), the same
- * string-to-double conversion JSON.parse uses.
+ * monotonic): when the node takes any number and both ends fit its bounds (an interval, so
+ * everything between fits), it fits. Anything else is read by Number(), the same string-to-double
+ * conversion JSON.parse uses.
  */
 function readNumber(bytes: Uint8Array, from: number, node: Node): boolean {
   let i = from;
@@ -627,11 +627,10 @@ function readNumber(bytes: Uint8Array, from: number, node: Node): boolean {
     other = -value;
     value = low;
   }
-  // [value, other] holds the double; with no integer in it, the number has a fraction.
-  const fraction = Math.ceil(value) > other;
-  if (fraction && node.types & T_FRAC && withinBounds(value, node) && withinBounds(other, node)) {
-    return true;
-  }
+  // [value, other] holds the double. For a node that takes any number, only the bounds matter, and
+  // they are an interval: both ends inside means the double is. An integer-only node needs the
+  // exact double (is it integral?), as does anything near a bound.
+  if (anyNumber && withinBounds(value, node) && withinBounds(other, node)) return true;
   return fitsExactly(bytes, from, i, node);
 }
 

@@ -109,6 +109,7 @@ const NUMBERS = [
   '0.09999999999999999999',
   '0.1000000000000000000001',
   '100.25',
+  '100.2500000000001',
   '100.2500000000000000001',
   '2.5',
   '1e0',
@@ -405,6 +406,9 @@ describe('the fast pass leaves every doubt to the full path', () => {
       [{ type: 'integer' }, '1.000000000000001', false],
       [{ type: 'number', minimum: 0.1 }, '0.09999999999999999999', true], // the double is 0.1
       [{ type: 'number', minimum: 0.1 }, '0.0999999999999999', false],
+      [{ type: 'number', maximum: 0.5 }, '0.5000000000000001', false], // 16 digits: the double is above 0.5
+      [{ type: 'number', maximum: 0.5 }, '0.50000000000000001', true], // 17 digits: the double is 0.5
+      [{ type: 'number', minimum: 0.5 }, '0.4999999999999999', false],
       [{ type: 'number', exclusiveMinimum: 0 }, '-0', false],
       [{ type: 'number', maximum: 0 }, '-0.0', true],
       [{ type: 'number', exclusiveMaximum: 1e22 }, '9999999999999999999999', false], // the double is 1e22
