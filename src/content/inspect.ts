@@ -6,7 +6,7 @@ import { Buffer } from 'node:buffer';
 import type { Request } from '../request.js';
 import type { MaybePromise } from '../stage.js';
 import { BodyHashes, sha256Hex, verifyDigests } from './digest.js';
-import { inspectJson, type JsonStats, jsonStrings, type ParsedJson } from './json.js';
+import { inspectJson, jsonStrings, type ParsedJson } from './json.js';
 import {
   checkDeclaredType,
   type DetectedType,
@@ -28,6 +28,7 @@ import {
   type ContentFailure,
   type ContentPolicy,
   fail,
+  type JsonStats,
   type MediaRange,
   type Outcome,
   ok,
@@ -417,8 +418,9 @@ function bodyTargets(
   const targets: ScanTarget[] = [{ name: 'body', bytes: body, sha256, type }];
   // A payload inside a JSON string is escaped in the raw body (a backslash becomes two): when the body has
   // escapes, the unescaped strings are scanned too. Without any, every string is verbatim in the body.
+  if (!json) return targets;
   const raw = Buffer.from(body.buffer, body.byteOffset, body.byteLength);
-  if (json && raw.includes(0x5c)) {
+  if (raw.includes(0x5c)) {
     // The fast pass accepts no body with an escape (json-accept.ts), so this one was parsed; were
     // that ever to change, parse it here rather than scan less.
     const strings = jsonStrings(json.value === undefined ? JSON.parse(raw.toString('utf8')) : json.value);

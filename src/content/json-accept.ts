@@ -172,38 +172,20 @@ function compileNode(schema: unknown, root: boolean, counter: { slots: number })
       case 'uniqueItems':
         if (value !== false) throw new Unsupported();
         break;
+      // Node's fields are named after these keywords.
       case 'minLength':
-        node.minLength = count(value);
-        break;
       case 'maxLength':
-        node.maxLength = count(value);
-        break;
       case 'minItems':
-        node.minItems = count(value);
-        break;
       case 'maxItems':
-        node.maxItems = count(value);
-        break;
       case 'minProperties':
-        node.minProperties = count(value);
-        break;
       case 'maxProperties':
-        node.maxProperties = count(value);
+        node[keyword] = count(value);
         break;
       case 'minimum':
-        node.minimum = finite(value);
-        node.numberValue = true;
-        break;
       case 'maximum':
-        node.maximum = finite(value);
-        node.numberValue = true;
-        break;
       case 'exclusiveMinimum':
-        node.exclusiveMinimum = finite(value);
-        node.numberValue = true;
-        break;
       case 'exclusiveMaximum':
-        node.exclusiveMaximum = finite(value);
+        node[keyword] = finite(value);
         node.numberValue = true;
         break;
       case 'pattern':
@@ -237,10 +219,8 @@ function compileNode(schema: unknown, root: boolean, counter: { slots: number })
       if (!node.required.includes(index)) node.required.push(index);
     }
   }
-  // "integer" without "number" (or the reverse): whether 3.0 is integral matters.
-  if ((node.types & (T_INT | T_FRAC)) === T_INT || (node.types & (T_INT | T_FRAC)) === T_FRAC) {
-    node.numberValue = true;
-  }
+  // "integer" without "number": whether a number is integral matters.
+  if ((node.types & (T_INT | T_FRAC)) === T_INT) node.numberValue = true;
   return node;
 }
 
@@ -299,6 +279,11 @@ let numberEnd = 0;
 let stringEnd = 0;
 let stringBytes = 0;
 let stringChars = 0;
+/** Whether the body being read is UTF-8: asked once, at its first string with a byte ≥ 0x80. */
+let bodyIsUtf8 = 0;
+const UNKNOWN = 0;
+const YES = 1;
+const NO = 2;
 
 function isSpace(c: number): boolean {
   return c === 0x20 || c === 0x0a || c === 0x0d || c === 0x09;
@@ -312,7 +297,7 @@ function accept(bytes: Uint8Array, limits: AcceptLimits, root: Node, seen: Seen)
     seen.next = 0;
   }
   const n = bytes.length;
-  let utf8: boolean | null = null;
+  bodyIsUtf8 = UNKNOWN;
   let i = 0;
   let depth = 0;
   let maxDepth = 0;
@@ -329,11 +314,7 @@ function accept(bytes: Uint8Array, limits: AcceptLimits, root: Node, seen: Seen)
     if (i >= n) return null;
     if (state === 0) {
       if (c === QUOTE) {
-        if (!readString(bytes, i + 1)) {
-          if (stringEnd === -1) return null;
-          utf8 ??= isUtf8(bytes);
-          if (!utf8) return null;
-        }
+        if (!readString(bytes, i + 1)) return null;
         if (stringBytes > longest) longest = stringBytes;
         if (stringBytes > limits.maxStringLength) return null;
         if (!(node.types & T_STR) || !stringFits(bytes, i + 1, node)) return null;
@@ -372,25 +353,16 @@ function accept(bytes: Uint8Array, limits: AcceptLimits, root: Node, seen: Seen)
         if (!readNumber(bytes, i, node)) return null;
         i = numberEnd;
         state = 2;
-      } else if (c === 0x74 && bytes[i + 1] === 0x72 && bytes[i + 2] === 0x75 && bytes[i + 3] === 0x65) {
-        if (!(node.types & T_BOOL) || (node.enumValues !== null && !node.enumValues.includes(true)))
-          return null;
+      } else if (matches(bytes, i, 'true')) {
+        if (!literalFits(node, T_BOOL, true)) return null;
         i += 4;
         state = 2;
-      } else if (
-        c === 0x66 &&
-        bytes[i + 1] === 0x61 &&
-        bytes[i + 2] === 0x6c &&
-        bytes[i + 3] === 0x73 &&
-        bytes[i + 4] === 0x65
-      ) {
-        if (!(node.types & T_BOOL) || (node.enumValues !== null && !node.enumValues.includes(false)))
-          return null;
+      } else if (matches(bytes, i, 'false')) {
+        if (!literalFits(node, T_BOOL, false)) return null;
         i += 5;
         state = 2;
-      } else if (c === 0x6e && bytes[i + 1] === 0x75 && bytes[i + 2] === 0x6c && bytes[i + 3] === 0x6c) {
-        if (!(node.types & T_NULL) || (node.enumValues !== null && !node.enumValues.includes(null)))
-          return null;
+      } else if (matches(bytes, i, 'null')) {
+        if (!literalFits(node, T_NULL, null)) return null;
         i += 4;
         state = 2;
       } else {
@@ -411,11 +383,7 @@ function accept(bytes: Uint8Array, limits: AcceptLimits, root: Node, seen: Seen)
       }
       if (c !== QUOTE) return null;
       const start = i + 1;
-      if (!readString(bytes, start)) {
-        if (stringEnd === -1) return null;
-        utf8 ??= isUtf8(bytes);
-        if (!utf8) return null;
-      }
+      if (!readString(bytes, start)) return null;
       const end = stringEnd;
       if (stringBytes > longest) longest = stringBytes;
       if (stringBytes > limits.maxStringLength || ++keys > limits.maxKeys) return null;
@@ -504,9 +472,9 @@ function closeObject(depth: number, stamps: Int32Array): boolean {
 }
 
 /**
- * The string whose text starts at `from`: sets stringEnd (its closing quote; -1 when it cannot be
- * judged here: an escape, a control character, no end), stringBytes and stringChars (code points).
- * False when it has a byte ≥ 0x80: the caller then checks the body is UTF-8.
+ * The string whose text starts at `from`: sets stringEnd (its closing quote), stringBytes and
+ * stringChars (code points). False when it cannot be judged here: an escape, a control character,
+ * no end, or a byte ≥ 0x80 in a body that is not UTF-8.
  */
 function readString(bytes: Uint8Array, from: number): boolean {
   const n = bytes.length;
@@ -526,16 +494,19 @@ function readString(bytes: Uint8Array, from: number): boolean {
     }
     if (c === QUOTE) break;
     // Past the end (no byte), an escape, or a control character.
-    if (i >= n || c === BACKSLASH || c < 0x20) {
-      stringEnd = -1;
-      return false;
-    }
+    if (i >= n || c === BACKSLASH || c < 0x20) return false;
     i++;
   }
   stringEnd = i;
   stringBytes = i - from;
   stringChars = stringBytes - continuation;
-  return ascii;
+  if (ascii) return true;
+  if (bodyIsUtf8 === UNKNOWN) bodyIsUtf8 = isUtf8(bytes) ? YES : NO;
+  return bodyIsUtf8 === YES;
+}
+
+function literalFits(node: Node, type: number, value: boolean | null): boolean {
+  return (node.types & type) !== 0 && (node.enumValues === null || node.enumValues.includes(value));
 }
 
 function stringFits(bytes: Uint8Array, from: number, node: Node): boolean {
@@ -691,6 +662,7 @@ function isPoisonKey(bytes: Uint8Array, start: number, end: number): boolean {
   return length === 11 && matches(bytes, start, 'constructor');
 }
 
+/** The bytes from `start` on spell `word` (ASCII). */
 function matches(bytes: Uint8Array, start: number, word: string): boolean {
   for (let k = 0; k < word.length; k++) if (bytes[start + k] !== word.charCodeAt(k)) return false;
   return true;

@@ -31,8 +31,6 @@ import {
 // ajv-formats is CommonJS with `exports.default`: under NodeNext its default import is the module object.
 const addFormats = addFormatsModule.default;
 
-export type { JsonStats };
-
 export interface ParsedJson {
   /**
    * The document; undefined when the fast pass accepted the body (json-accept.ts builds none, and

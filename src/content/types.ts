@@ -54,11 +54,7 @@ export interface JsonStats {
 }
 
 /** The limits of JsonPolicy that the fast pass enforces. */
-export interface AcceptLimits {
-  readonly maxDepth: number;
-  readonly maxKeys: number;
-  readonly maxStringLength: number;
-}
+export type AcceptLimits = Pick<JsonPolicy, 'maxDepth' | 'maxKeys' | 'maxStringLength'>;
 
 /**
  * A JSON body's fast pass (src/content/json-accept.ts): JsonStats when the body is certainly accepted

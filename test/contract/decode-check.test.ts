@@ -7,23 +7,13 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { decodeCheckRequest } from '../../src/envoy/decode-check.js';
 import { envoyRequest } from '../support/envoy-request.js';
+import { seeded } from '../support/seeded.js';
 import { loadOfficialRoot } from './official-protos.js';
 
 const official = loadOfficialRoot().lookupType('envoy.service.auth.v3.CheckRequest');
 
 function encode(message: object): Uint8Array {
   return official.encode(official.fromObject(message)).finish();
-}
-
-/** A seeded xorshift in [0, 1): the same generated requests on every run. */
-function seeded(start: number): () => number {
-  let seed = start;
-  return () => {
-    seed ^= seed << 13;
-    seed ^= seed >>> 17;
-    seed ^= seed << 5;
-    return (seed >>> 0) / 0x1_0000_0000;
-  };
 }
 
 type Plain = Record<string, unknown> | undefined;

@@ -3,6 +3,7 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { type ChargedId, ChargedIds, chargedIdKey } from '../../src/quota/charged-ids.js';
 import type { LimitState } from '../../src/quota/types.js';
+import { seeded } from '../support/seeded.js';
 
 const at = (atMs: number) => ({ atMs, limits: [] });
 
@@ -63,17 +64,6 @@ class Reference {
   }
 }
 
-/** A small deterministic generator (xorshift32): the same run every time. */
-function random(seed: number): () => number {
-  let x = seed;
-  return () => {
-    x ^= x << 13;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    return (x >>> 0) / 2 ** 32;
-  };
-}
-
 const state = (id: string, n: number, flags: number): LimitState => ({
   id,
   limit: 1000 + n,
@@ -89,7 +79,7 @@ for (const [name, hash] of [
   ['every key colliding with two thirds of the others', (key: string) => key.length % 3],
 ] as const) {
   test(`the ring answers as a Map in charge order would, growing past its first 1,024 records (${name})`, () => {
-    const next = random(0x9e3779b9);
+    const next = seeded(0x9e3779b9);
     const keys = Array.from({ length: 3000 }, (_, i) => {
       const id = i % 7 === 0 ? `r${i}-${'x'.repeat(150)}` : i % 11 === 0 ? `r${i}-ключ` : `r${i}`;
       return chargedIdKey(i % 5 === 0 ? 'beta' : 'acme', i % 2 === 0 ? 'orders|daily' : 's', id);

@@ -6,6 +6,7 @@ import { describe, test } from 'node:test';
 import { compileSchema, inspectJson, parseJson } from '../../src/content/json.js';
 import { compileAcceptor } from '../../src/content/json-accept.js';
 import type { CompiledSchema, JsonPolicy, JsonStats } from '../../src/content/types.js';
+import { seeded } from '../support/seeded.js';
 
 const LIMITS = {
   maxDepth: 8,
@@ -71,17 +72,9 @@ const SCHEMAS: Record<string, unknown> = {
   },
 };
 
-/** A seeded xorshift: the same documents on every run. */
+/** Draws from a seeded generator: the same documents on every run. */
 function rng(seed: number) {
-  let s = seed >>> 0 || 1;
-  const next = () => {
-    s ^= s << 13;
-    s >>>= 0;
-    s ^= s >>> 17;
-    s ^= s << 5;
-    s >>>= 0;
-    return s / 0x100000000;
-  };
+  const next = seeded(seed);
   return {
     next,
     int: (n: number) => Math.floor(next() * n),
